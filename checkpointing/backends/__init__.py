@@ -1,0 +1,1 @@
+"""Internal: keyed state backends (one folder per backend kind, same interface)."""

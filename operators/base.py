@@ -1,0 +1,193 @@
+"""Internal: what the runtime drives — the operator base class and the outputs that connect them.
+
+An operator receives whole :class:`~raystream.runtime.elements.Batch` es (never single records
+through a call per record) and emits batches to its :class:`Output`. Inside a chain an output
+calls the next operator directly; at the end of a chain it hands the batch to the task's writer,
+which partitions it onto channels.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from raystream.errors import UserFunctionError, record_repr
+from raystream.runtime.elements import Batch
+
+if TYPE_CHECKING:
+    from raystream.config import ExecutionConfig
+    from raystream.core.time import Clock
+    from raystream.state.backend import KeyedStateBackend
+
+
+@dataclass
+class OperatorContext:
+    """What the task tells an operator about where it runs."""
+
+    operator_name: str
+    task_name: str
+    subtask_index: int
+    parallelism: int
+    max_parallelism: int
+    config: ExecutionConfig
+    clock: Clock
+    keyed_backend: KeyedStateBackend | None = None
+    attempt: int = 0
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+class Output:
+    """Where an operator's batches go."""
+
+    def emit(self, batch: Batch) -> None:
+        raise TypeError(f"{type(self).__name__} does not accept batches")
+
+    def emit_watermark(self, timestamp: int) -> None:
+        raise TypeError(f"{type(self).__name__} does not accept watermarks")
+
+
+class DiscardingOutput(Output):
+    """Output of an operator nobody consumes (like a Flink operator without downstream)."""
+
+    def emit(self, batch: Batch) -> None:
+        pass
+
+    def emit_watermark(self, timestamp: int) -> None:
+        pass
+
+
+class ChainedOutput(Output):
+    """Calls the next operator of the chain directly."""
+
+    __slots__ = ("_op", "_process")
+
+    def __init__(self, op: StreamOperator, input_index: int = 0):
+        self._op = op
+        self._process = op.process_batch if input_index == 0 else op.process_batch2
+
+    def emit(self, batch: Batch) -> None:
+        self._op.records_in += len(batch.values)
+        self._process(batch)
+
+    def emit_watermark(self, timestamp: int) -> None:
+        self._op.process_watermark(timestamp)
+
+
+class FanOutput(Output):
+    """Sends the same batches to several outputs (several consumers of one stream)."""
+
+    def __init__(self, outputs: list[Output]):
+        self._outputs = outputs
+
+    def emit(self, batch: Batch) -> None:
+        for out in self._outputs:
+            out.emit(batch)
+
+    def emit_watermark(self, timestamp: int) -> None:
+        for out in self._outputs:
+            out.emit_watermark(timestamp)
+
+
+class CountingOutput(Output):
+    """Counts the records an operator emits on its main output and drops empty batches."""
+
+    __slots__ = ("_op", "_inner")
+
+    def __init__(self, op: StreamOperator, inner: Output):
+        self._op = op
+        self._inner = inner
+
+    def emit(self, batch: Batch) -> None:
+        n = len(batch.values)
+        if n:
+            self._op.records_out += n
+            self._inner.emit(batch)
+
+    def emit_watermark(self, timestamp: int) -> None:
+        self._inner.emit_watermark(timestamp)
+
+
+class StreamOperator:
+    """Base of every operator. Subclasses override ``process_batch`` (and more as needed)."""
+
+    #: set by operators that must await I/O after each batch (``async_work`` is then awaited)
+    has_async_work = False
+
+    def __init__(self, name: str):
+        self.name = name
+        self.records_in = 0
+        self.records_out = 0
+        self.output: Output = DiscardingOutput()
+        self.side_outputs: dict[str, Output] = {}
+        self.ctx: OperatorContext | None = None
+
+    def setup(self, ctx: OperatorContext, output: Output, side_outputs: dict[str, Output]) -> None:
+        self.ctx = ctx
+        self.output = CountingOutput(self, output)
+        self.side_outputs = side_outputs
+
+    def open(self) -> None:
+        """Called once before the first batch."""
+
+    def process_batch(self, batch: Batch) -> None:
+        raise TypeError(f"operator {self.name!r} has no first input")
+
+    def process_batch2(self, batch: Batch) -> None:
+        raise TypeError(f"operator {self.name!r} has no second input")
+
+    def process_watermark(self, timestamp: int) -> None:
+        self.output.emit_watermark(timestamp)
+
+    def finish(self) -> None:
+        """End of all input: flush what is buffered (called head to tail through the chain)."""
+
+    def close(self) -> None:
+        """Release resources; called after ``finish`` and when a task is torn down."""
+
+    async def async_work(self, flush: bool = False, final: bool = False) -> None:
+        """Awaited by the task after each batch when ``has_async_work`` is set. ``flush``: send
+        what is buffered now (buffer timeout); ``final``: after ``finish``, also wait until it
+        has all been delivered."""
+
+    def has_pending(self) -> bool:
+        """Whether ``async_work(flush=True)`` would send something."""
+        return False
+
+    def side_output(self, tag_id: str) -> Output:
+        out = self.side_outputs.get(tag_id)
+        if out is None:
+            out = self.side_outputs[tag_id] = DiscardingOutput()
+        return out
+
+    def metrics(self) -> dict[str, Any]:
+        return {"records_in": self.records_in, "records_out": self.records_out}
+
+    def user_error(self, exc: BaseException, record: Any, what: str = "record") -> UserFunctionError:
+        """Wraps an exception raised by user code on ``record``; raise it ``from exc``."""
+        ctx = self.ctx
+        subtask = ctx.subtask_index if ctx else None
+        where = f"operator {self.name!r}, subtask {subtask}" if ctx else f"operator {self.name!r}"
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        rec = record_repr(record)
+        return UserFunctionError(
+            f"{type(exc).__name__} in {where} while processing {what} {rec}: {exc}\n"
+            f"--- original traceback ---\n{tb}",
+            operator=self.name,
+            subtask=subtask,
+            record=rec,
+            cause_type=type(exc).__name__,
+        )
+
+
+def open_function(fn: Any, runtime_context: Any) -> None:
+    """Calls ``fn.open(runtime_context)`` if the user function has that hook."""
+    opener = getattr(fn, "open", None)
+    if callable(opener) and not isinstance(fn, type):
+        opener(runtime_context)
+
+
+def close_function(fn: Any) -> None:
+    closer = getattr(fn, "close", None)
+    if callable(closer) and not isinstance(fn, type):
+        closer()

@@ -1,0 +1,213 @@
+"""Sinks: where records leave the job.
+
+A :class:`Sink` is a picklable description; each sink subtask gets its own :class:`SinkWriter`.
+A writer may return a value from ``result()`` at the end; the driver reads the values of every
+subtask from ``JobExecutionResult.get_sink_result(name)``.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from raystream.api.context import RuntimeContext
+from raystream.api.functions import SinkFunction
+from raystream.operators.base import OperatorContext, StreamOperator, close_function, open_function
+from raystream.runtime.elements import Batch
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink writer learns about its subtask."""
+
+    operator_name: str
+    subtask_index: int
+    parallelism: int
+    attempt: int = 0
+
+
+class SinkWriter(ABC):
+    @abstractmethod
+    def write(self, batch: Batch) -> None:
+        """Writes the records of one batch (``batch.values``; timestamps beside them or None)."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """End of input: make everything written durable/visible."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def result(self) -> Any:
+        """A picklable value handed to the driver when the job finishes."""
+        return None
+
+
+class Sink(ABC):
+    @abstractmethod
+    def create_writer(self, context: SinkContext) -> SinkWriter: ...
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class SinkOperator(StreamOperator):
+    def __init__(self, name: str, sink: Sink):
+        super().__init__(name)
+        self.sink = sink
+        self.writer: SinkWriter | None = None
+
+    def open(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        self.writer = self.sink.create_writer(
+            SinkContext(ctx.operator_name, ctx.subtask_index, ctx.parallelism, ctx.attempt)
+        )
+
+    def process_batch(self, batch: Batch) -> None:
+        try:
+            self.writer.write(batch)  # type: ignore[union-attr]
+        except Exception as exc:
+            first = batch.values[0] if batch.values else None
+            raise self.user_error(exc, first, "a batch starting with record") from exc
+
+    def process_watermark(self, timestamp: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        try:
+            self.writer.flush()  # type: ignore[union-attr]
+        except Exception as exc:
+            raise self.user_error(exc, None, "end of input") from exc
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def result(self) -> Any:
+        return self.writer.result() if self.writer is not None else None
+
+
+# --- print ----------------------------------------------------------------------------------------
+
+
+class _PrintWriter(SinkWriter):
+    def __init__(self, prefix: str, stream: TextIO | None):
+        self.prefix = prefix
+        self.stream = stream
+
+    def write(self, batch: Batch) -> None:
+        stream = self.stream or sys.stdout
+        prefix = self.prefix
+        stream.write("".join(f"{prefix}{v}\n" for v in batch.values))
+
+    def flush(self) -> None:
+        (self.stream or sys.stdout).flush()
+
+
+class PrintSink(Sink):
+    """Prints every record on its own line, prefixed ``"<subtask+1>> "`` when parallel (as Flink).
+
+    The output appears in the driver's console through Ray's log forwarding."""
+
+    def __init__(self, sink_identifier: str | None = None, stream: TextIO | None = None):
+        self.sink_identifier = sink_identifier
+        self.stream = stream
+
+    def create_writer(self, context: SinkContext) -> SinkWriter:
+        parts = []
+        if self.sink_identifier:
+            parts.append(self.sink_identifier)
+        if context.parallelism > 1:
+            parts.append(str(context.subtask_index + 1))
+        prefix = (":".join(parts) + "> ") if parts else ""
+        return _PrintWriter(prefix, self.stream)
+
+
+# --- SinkFunction (record at a time) ------------------------------------------------------------
+
+
+class SinkFunctionOperator(StreamOperator):
+    """Calls ``SinkFunction.invoke(value, context)`` (or a plain callable) for every record."""
+
+    def __init__(self, name: str, fn: Any):
+        super().__init__(name)
+        self.udf = fn
+        self._invoke = fn.invoke if isinstance(fn, SinkFunction) else fn
+        if not callable(self._invoke):
+            raise TypeError(f"add_sink expects a SinkFunction or a callable, got {fn!r}")
+
+    def open(self) -> None:
+        open_function(self.udf, RuntimeContext(self.ctx))  # type: ignore[arg-type]
+
+    def process_batch(self, batch: Batch) -> None:
+        invoke = self._invoke
+        v = None
+        try:
+            if isinstance(self.udf, SinkFunction):
+                for v in batch.values:
+                    invoke(v, None)
+            else:
+                for v in batch.values:
+                    invoke(v)
+        except Exception as exc:
+            raise self.user_error(exc, v) from exc
+
+    def process_watermark(self, timestamp: int) -> None:
+        pass
+
+    def close(self) -> None:
+        close_function(self.udf)
+
+
+# --- collect (execute_and_collect) --------------------------------------------------------------
+
+
+class CollectSinkOperator(StreamOperator):
+    """Ships records to the job master, from which the driver's iterator pulls them.
+
+    At most ``max_in_flight`` pushes are outstanding; the job master holds a bounded queue and
+    answers a push only when it has room, so a slow driver back-pressures the job.
+    """
+
+    has_async_work = True
+    max_in_flight = 2
+
+    def __init__(self, name: str, collect_id: str):
+        super().__init__(name)
+        self.collect_id = collect_id
+        self._buffer: list = []
+        self._in_flight: deque = deque()
+        self._job_master: Any = None
+
+    def setup(self, ctx: OperatorContext, output: Any, side_outputs: dict) -> None:
+        super().setup(ctx, output, side_outputs)
+        self._job_master = ctx.services.get("job_master")
+        if self._job_master is None:
+            raise RuntimeError(f"collect sink {self.name!r} runs without a job master")
+
+    def process_batch(self, batch: Batch) -> None:
+        self._buffer.extend(batch.values)
+
+    def process_watermark(self, timestamp: int) -> None:
+        pass
+
+    async def async_work(self, flush: bool = False, final: bool = False) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        limit = ctx.config.batch_size
+        while self._buffer and (flush or final or len(self._buffer) >= limit):
+            chunk, self._buffer = self._buffer[:limit], self._buffer[limit:]
+            while len(self._in_flight) >= self.max_in_flight:
+                await self._in_flight.popleft()
+            self._in_flight.append(
+                self._job_master.collect_push.remote(self.collect_id, ctx.subtask_index, chunk)
+            )
+        if final:
+            while self._in_flight:
+                await self._in_flight.popleft()
+
+    def has_pending(self) -> bool:
+        return bool(self._buffer)

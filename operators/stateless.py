@@ -1,0 +1,105 @@
+"""Internal: map, flat_map and filter — record-by-record functions applied a batch at a time.
+
+Each loop keeps the current record in its loop variable, so when user code raises the error can
+name the record without any per-record bookkeeping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raystream.api.context import RuntimeContext
+from raystream.api.functions import FilterFunction, FlatMapFunction, MapFunction, resolve
+from raystream.operators.base import StreamOperator, close_function, open_function
+from raystream.runtime.elements import Batch
+
+
+class UdfOperator(StreamOperator):
+    """An operator around one user function with ``open``/``close`` hooks."""
+
+    def __init__(self, name: str, udf: Any):
+        super().__init__(name)
+        self.udf = udf
+
+    def open(self) -> None:
+        assert self.ctx is not None
+        open_function(self.udf, RuntimeContext(self.ctx))
+
+    def close(self) -> None:
+        close_function(self.udf)
+
+
+class MapOperator(UdfOperator):
+    def __init__(self, name: str, fn: Any):
+        super().__init__(name, fn)
+        self._fn = resolve(fn, MapFunction, "map", "map")
+
+    def process_batch(self, batch: Batch) -> None:
+        fn = self._fn
+        out: list = []
+        append = out.append
+        v = None
+        try:
+            for v in batch.values:
+                append(fn(v))
+        except Exception as exc:
+            raise self.user_error(exc, v) from exc
+        self.output.emit(Batch(out, batch.timestamps))
+
+
+class FilterOperator(UdfOperator):
+    def __init__(self, name: str, fn: Any):
+        super().__init__(name, fn)
+        self._fn = resolve(fn, FilterFunction, "filter", "filter")
+
+    def process_batch(self, batch: Batch) -> None:
+        fn = self._fn
+        out: list = []
+        append = out.append
+        v = None
+        try:
+            if batch.timestamps is None:
+                for v in batch.values:
+                    if fn(v):
+                        append(v)
+                self.output.emit(Batch(out))
+                return
+            ts_out: list = []
+            append_ts = ts_out.append
+            for v, t in zip(batch.values, batch.timestamps):
+                if fn(v):
+                    append(v)
+                    append_ts(t)
+        except Exception as exc:
+            raise self.user_error(exc, v) from exc
+        self.output.emit(Batch(out, ts_out))
+
+
+class FlatMapOperator(UdfOperator):
+    def __init__(self, name: str, fn: Any):
+        super().__init__(name, fn)
+        self._fn = resolve(fn, FlatMapFunction, "flat_map", "flat_map")
+
+    def process_batch(self, batch: Batch) -> None:
+        fn = self._fn
+        out: list = []
+        extend = out.extend
+        v = None
+        try:
+            if batch.timestamps is None:
+                for v in batch.values:
+                    result = fn(v)
+                    if result is not None:
+                        extend(result)
+                self.output.emit(Batch(out))
+                return
+            ts_out: list = []
+            for v, t in zip(batch.values, batch.timestamps):
+                result = fn(v)
+                if result is not None:
+                    before = len(out)
+                    extend(result)
+                    ts_out.extend([t] * (len(out) - before))
+        except Exception as exc:
+            raise self.user_error(exc, v) from exc
+        self.output.emit(Batch(out, ts_out))

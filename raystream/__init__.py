@@ -1,0 +1,107 @@
+"""raystream — Apache Flink's DataStream model as a Python library whose runtime is Ray.
+
+Reading guide (the record path, file by file):
+
+- ``api/environment.py``, ``api/datastream.py``: the user builds a logical graph
+  (``graph/transformations.py``); nothing runs yet.
+- ``graph/plan.py``: ``execute`` turns it into an execution plan — operator chaining, one task per
+  (chain, subtask), channels per edge with a partitioner (``graph/partitioners.py``).
+- ``runtime/jobmaster.py``: one actor per job creates a task actor per subtask
+  (``runtime/deploy.py``), wires them, starts them and watches them.
+- ``runtime/task.py``: a task runs its chain (``operators/``). Source tasks poll a split reader
+  (``operators/sources.py``); other tasks take messages from their input gate
+  (``runtime/gate.py``), which hands out each channel's messages in sequence order.
+- ``runtime/channels.py``: the last operator's output is routed onto channels, batched, and
+  pushed to the consumer task with bounded credit (back-pressure).
+- ``runtime/elements.py``: the wire protocol (batches, watermarks, barriers, end of input).
+- ``runtime/client.py``: the driver's ``JobClient`` and the ``execute_and_collect`` iterator.
+"""
+
+from raystream.api.context import RuntimeContext
+from raystream.api.datastream import DataStream, DataStreamSink, KeyedStream
+from raystream.api.environment import StreamExecutionEnvironment
+from raystream.api.functions import (
+    FilterFunction,
+    FlatMapFunction,
+    Function,
+    KeyedProcessFunction,
+    KeySelector,
+    MapFunction,
+    OutputTag,
+    Partitioner,
+    ProcessFunction,
+    ReduceFunction,
+    SinkFunction,
+)
+from raystream.config import ExecutionConfig
+from raystream.core.time import MAX_TS, MIN_TS
+from raystream.errors import (
+    ChannelError,
+    GraphError,
+    InvalidKeyError,
+    JobExecutionError,
+    RaystreamError,
+    SerializationError,
+    TaskError,
+    UserFunctionError,
+)
+from raystream.runtime.client import JobClient, JobExecutionResult, JobStatus
+from raystream.state.api import (
+    AggregatingState,
+    ListState,
+    MapState,
+    ReducingState,
+    ValueState,
+)
+from raystream.state.descriptors import (
+    AggregatingStateDescriptor,
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ReducingStateDescriptor,
+    ValueStateDescriptor,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AggregatingState",
+    "AggregatingStateDescriptor",
+    "ChannelError",
+    "DataStream",
+    "DataStreamSink",
+    "ExecutionConfig",
+    "FilterFunction",
+    "FlatMapFunction",
+    "Function",
+    "GraphError",
+    "InvalidKeyError",
+    "JobClient",
+    "JobExecutionError",
+    "JobExecutionResult",
+    "JobStatus",
+    "KeySelector",
+    "KeyedProcessFunction",
+    "KeyedStream",
+    "ListState",
+    "ListStateDescriptor",
+    "MAX_TS",
+    "MIN_TS",
+    "MapFunction",
+    "MapState",
+    "MapStateDescriptor",
+    "OutputTag",
+    "Partitioner",
+    "ProcessFunction",
+    "RaystreamError",
+    "ReduceFunction",
+    "ReducingState",
+    "ReducingStateDescriptor",
+    "RuntimeContext",
+    "SerializationError",
+    "SinkFunction",
+    "StreamExecutionEnvironment",
+    "TaskError",
+    "UserFunctionError",
+    "ValueState",
+    "ValueStateDescriptor",
+]

@@ -1,0 +1,1 @@
+"""Internal: the user-facing API modules (re-exported from :mod:`raystream`)."""

@@ -1,0 +1,332 @@
+"""DataStream, KeyedStream and DataStreamSink: the fluent API that builds the logical graph.
+
+Nothing runs until ``env.execute()``; every call adds a node (see
+:mod:`raystream.graph.transformations`).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from raystream.api.functions import (
+    FilterFunction,
+    FlatMapFunction,
+    KeySelector,
+    KeyedProcessFunction,
+    MapFunction,
+    OutputTag,
+    Partitioner,
+    ProcessFunction,
+    ReduceFunction,
+    SinkFunction,
+    resolve,
+)
+from raystream.errors import GraphError
+from raystream.graph.partitioners import (
+    BroadcastPartitioner,
+    CustomPartitioner,
+    ForwardPartitioner,
+    GlobalPartitioner,
+    KeyGroupPartitioner,
+    Partitioner as _EdgePartitioner,
+    RebalancePartitioner,
+    RescalePartitioner,
+    ShufflePartitioner,
+)
+from raystream.graph.transformations import Transformation
+from raystream.operators.keyed import ReduceOperator, aggregation
+from raystream.operators.process import KeyedProcessOperator, ProcessOperator
+from raystream.operators.sinks import (
+    CollectSinkOperator,
+    PrintSink,
+    Sink,
+    SinkFunctionOperator,
+    SinkOperator,
+)
+from raystream.operators.stateless import FilterOperator, FlatMapOperator, MapOperator
+
+if TYPE_CHECKING:
+    from raystream.api.environment import StreamExecutionEnvironment
+    from raystream.runtime.client import CollectResultIterator
+
+
+class DataStream:
+    """A stream of records; every transformation returns a new stream."""
+
+    def __init__(self, env: StreamExecutionEnvironment, transformation: Transformation):
+        self._env = env
+        self._t = transformation
+
+    # -- properties of the operator that produces this stream ----------------------------------
+
+    def _physical(self, what: str) -> Transformation:
+        if not self._t.is_physical:
+            raise GraphError(
+                f"{what} applies to an operator, but this stream is a {self._t.kind} of one; "
+                "call it on the stream the operator returned"
+            )
+        return self._t
+
+    def name(self, name: str) -> DataStream:
+        self._physical("name()").name = name
+        return self
+
+    def get_name(self) -> str:
+        return self._t.name
+
+    def uid(self, uid: str) -> DataStream:
+        self._physical("uid()").uid = uid
+        return self
+
+    def set_parallelism(self, parallelism: int) -> DataStream:
+        if not isinstance(parallelism, int) or parallelism < 1:
+            raise GraphError(f"parallelism must be a positive int, got {parallelism!r}")
+        self._physical("set_parallelism()").parallelism = parallelism
+        return self
+
+    def get_parallelism(self) -> int:
+        return self._t.parallelism or self._env.get_parallelism()
+
+    def set_resources(
+        self,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        memory: int | None = None,
+        resources: dict[str, float] | None = None,
+    ) -> DataStream:
+        """Ray resources each subtask's actor asks for (e.g. ``num_gpus=1`` for inference)."""
+        t = self._physical("set_resources()")
+        for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus), ("memory", memory)):
+            if value is not None:
+                if value < 0:
+                    raise GraphError(f"operator {t.name!r}: {key} must be >= 0, got {value}")
+                t.resources[key] = value
+        if resources:
+            t.resources["resources"] = dict(resources)
+        return self
+
+    def disable_chaining(self) -> DataStream:
+        self._physical("disable_chaining()").chaining = "never"
+        return self
+
+    def start_new_chain(self) -> DataStream:
+        self._physical("start_new_chain()").chaining = "head"
+        return self
+
+    # -- transformations -------------------------------------------------------------------------
+
+    def _add(self, name: str, factory: Callable[[str], Any], keyed: bool = False,
+             inputs: list[tuple[Transformation, int]] | None = None) -> Transformation:
+        t = Transformation(
+            name=self._env._unique_name(name),
+            kind="operator",
+            inputs=inputs if inputs is not None else [(self._t, 0)],
+            operator_factory=factory,
+            keyed=keyed,
+        )
+        self._env._add(t)
+        return t
+
+    def map(self, func: MapFunction | Callable[[Any], Any], output_type: Any = None) -> DataStream:
+        resolve(func, MapFunction, "map", "map")
+        return DataStream(self._env, self._add("Map", functools.partial(MapOperator, fn=func)))
+
+    def flat_map(self, func: FlatMapFunction | Callable[[Any], Any], output_type: Any = None) -> DataStream:
+        resolve(func, FlatMapFunction, "flat_map", "flat_map")
+        return DataStream(self._env, self._add("FlatMap", functools.partial(FlatMapOperator, fn=func)))
+
+    def filter(self, func: FilterFunction | Callable[[Any], bool]) -> DataStream:
+        resolve(func, FilterFunction, "filter", "filter")
+        return DataStream(self._env, self._add("Filter", functools.partial(FilterOperator, fn=func)))
+
+    def process(self, func: ProcessFunction | Callable[[Any, Any], Any], output_type: Any = None) -> DataStream:
+        if isinstance(func, KeyedProcessFunction):
+            raise GraphError("a KeyedProcessFunction needs a keyed stream: call key_by() first")
+        _check_callable(func, ProcessFunction, "process")
+        return DataStream(self._env, self._add("Process", functools.partial(ProcessOperator, fn=func)))
+
+    def key_by(self, key_selector: KeySelector | Callable[[Any], Any], key_type: Any = None) -> KeyedStream:
+        ks = resolve(key_selector, KeySelector, "get_key", "key_by")
+        part = Transformation(
+            name="KeyBy", kind="partition", inputs=[(self._t, 0)], partitioner=KeyGroupPartitioner(ks)
+        )
+        return KeyedStream(self._env, part, ks)
+
+    def union(self, *streams: DataStream) -> DataStream:
+        if not streams:
+            return self
+        for s in streams:
+            if s._env is not self._env:
+                raise GraphError("union() of streams from different environments")
+        t = Transformation(name="Union", kind="union", inputs=[(self._t, 0)] + [(s._t, 0) for s in streams])
+        return DataStream(self._env, t)
+
+    def get_side_output(self, output_tag: OutputTag) -> DataStream:
+        if not isinstance(output_tag, OutputTag):
+            raise TypeError(f"get_side_output expects an OutputTag, got {output_tag!r}")
+        t = Transformation(
+            name=f"SideOutput[{output_tag.tag_id}]", kind="side_output", inputs=[(self._t, 0)],
+            tag_id=output_tag.tag_id,
+        )
+        return DataStream(self._env, t)
+
+    # -- partitioning ----------------------------------------------------------------------------
+
+    def _partition(self, partitioner: _EdgePartitioner) -> DataStream:
+        t = Transformation(name=partitioner.name.capitalize(), kind="partition", inputs=[(self._t, 0)],
+                           partitioner=partitioner)
+        return DataStream(self._env, t)
+
+    def forward(self) -> DataStream:
+        return self._partition(ForwardPartitioner())
+
+    def rebalance(self) -> DataStream:
+        return self._partition(RebalancePartitioner())
+
+    def shuffle(self) -> DataStream:
+        return self._partition(ShufflePartitioner())
+
+    def broadcast(self) -> DataStream:
+        return self._partition(BroadcastPartitioner())
+
+    def rescale(self) -> DataStream:
+        return self._partition(RescalePartitioner())
+
+    def global_(self) -> DataStream:
+        return self._partition(GlobalPartitioner())
+
+    def partition_custom(
+        self, partitioner: Partitioner | Callable[[Any, int], int], key_selector: KeySelector | Callable[[Any], Any]
+    ) -> DataStream:
+        part = resolve(partitioner, Partitioner, "partition", "partition_custom")
+        ks = resolve(key_selector, KeySelector, "get_key", "partition_custom")
+        return self._partition(CustomPartitioner(part, ks))
+
+    # -- sinks -----------------------------------------------------------------------------------
+
+    def _add_sink(self, name: str, factory: Callable[[str], Any], inherit: bool = False) -> DataStreamSink:
+        t = Transformation(name=self._env._unique_name(name), kind="sink", inputs=[(self._t, 0)],
+                           operator_factory=factory)
+        t.inherit_parallelism = inherit
+        self._env._add(t)
+        return DataStreamSink(self._env, t)
+
+    def sink_to(self, sink: Sink) -> DataStreamSink:
+        if not isinstance(sink, Sink):
+            raise TypeError(f"sink_to expects a raystream Sink, got {type(sink).__name__}")
+        return self._add_sink(sink.describe(), functools.partial(SinkOperator, sink=sink))
+
+    def add_sink(self, sink_func: SinkFunction | Callable[[Any], None]) -> DataStreamSink:
+        if not (isinstance(sink_func, SinkFunction) or callable(sink_func)):
+            raise TypeError(f"add_sink expects a SinkFunction or a callable, got {sink_func!r}")
+        return self._add_sink("Sink", functools.partial(SinkFunctionOperator, fn=sink_func))
+
+    def print(self, sink_identifier: str | None = None) -> DataStreamSink:
+        return self._add_sink("Print", functools.partial(SinkOperator, sink=PrintSink(sink_identifier)),
+                              inherit=True)
+
+    def execute_and_collect(
+        self, job_execution_name: str | None = None, limit: int | None = None
+    ) -> CollectResultIterator | list:
+        """Runs the job and returns its records: an iterator (close it, or use ``with``, to stop
+        an unbounded job), or with ``limit`` a list of at most that many records."""
+        collect_id = uuid.uuid4().hex
+        self._add_sink("Collect", functools.partial(CollectSinkOperator, collect_id=collect_id), inherit=True)
+        client = self._env.execute_async(job_execution_name or "collect")
+        from raystream.runtime.client import CollectResultIterator
+
+        it = CollectResultIterator(client)
+        if limit is None:
+            return it
+        out = []
+        with it:
+            for value in it:
+                out.append(value)
+                if len(out) >= limit:
+                    break
+        return out
+
+
+class KeyedStream(DataStream):
+    """A stream partitioned by key: running aggregates and keyed process functions with state."""
+
+    def __init__(self, env: StreamExecutionEnvironment, transformation: Transformation,
+                 key_selector: Callable[[Any], Any]):
+        super().__init__(env, transformation)
+        self._key_selector = key_selector
+
+    def get_key_selector(self) -> Callable[[Any], Any]:
+        return self._key_selector
+
+    def reduce(self, func: ReduceFunction | Callable[[Any, Any], Any]) -> DataStream:
+        resolve(func, ReduceFunction, "reduce", "reduce")
+        factory = functools.partial(ReduceOperator, fn=func, key_selector=self._key_selector)
+        return DataStream(self._env, self._add("Reduce", factory, keyed=True))
+
+    def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
+        factory = functools.partial(ReduceOperator, fn=aggregation(kind, field), key_selector=self._key_selector)
+        label = kind.capitalize().replace("_b", "B") + (f"({field})" if field is not None else "")
+        return DataStream(self._env, self._add(label, factory, keyed=True))
+
+    def sum(self, field: int | str | None = None) -> DataStream:
+        return self._aggregate("sum", field)
+
+    def min(self, field: int | str | None = None) -> DataStream:
+        return self._aggregate("min", field)
+
+    def max(self, field: int | str | None = None) -> DataStream:
+        return self._aggregate("max", field)
+
+    def min_by(self, field: int | str | None = None) -> DataStream:
+        return self._aggregate("min_by", field)
+
+    def max_by(self, field: int | str | None = None) -> DataStream:
+        return self._aggregate("max_by", field)
+
+    def process(self, func: KeyedProcessFunction | Callable[[Any, Any], Any], output_type: Any = None) -> DataStream:
+        if isinstance(func, ProcessFunction):
+            raise GraphError("on a keyed stream use a KeyedProcessFunction, not a ProcessFunction")
+        _check_callable(func, KeyedProcessFunction, "process")
+        factory = functools.partial(KeyedProcessOperator, fn=func, key_selector=self._key_selector)
+        return DataStream(self._env, self._add("KeyedProcess", factory, keyed=True))
+
+    def _physical(self, what: str) -> Transformation:
+        raise GraphError(f"{what} applies to an operator; key_by() only partitions the stream")
+
+
+class DataStreamSink:
+    """Returned by sinks, to name them and set their parallelism."""
+
+    def __init__(self, env: StreamExecutionEnvironment, transformation: Transformation):
+        self._env = env
+        self._t = transformation
+
+    def name(self, name: str) -> DataStreamSink:
+        self._t.name = name
+        return self
+
+    def uid(self, uid: str) -> DataStreamSink:
+        self._t.uid = uid
+        return self
+
+    def set_parallelism(self, parallelism: int) -> DataStreamSink:
+        if not isinstance(parallelism, int) or parallelism < 1:
+            raise GraphError(f"parallelism must be a positive int, got {parallelism!r}")
+        self._t.parallelism = parallelism
+        return self
+
+    def set_resources(self, **kwargs: Any) -> DataStreamSink:
+        DataStream(self._env, self._t).set_resources(**kwargs)
+        return self
+
+    def disable_chaining(self) -> DataStreamSink:
+        self._t.chaining = "never"
+        return self
+
+
+def _check_callable(func: Any, interface: type, what: str) -> None:
+    if not (isinstance(func, interface) or callable(func)):
+        raise TypeError(f"{what} expects a {interface.__name__} or a callable(value, ctx), got {func!r}")

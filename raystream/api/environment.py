@@ -1,0 +1,182 @@
+"""StreamExecutionEnvironment: where a job is defined, configured and submitted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import cloudpickle
+import ray
+
+from raystream.api.datastream import DataStream
+from raystream.config import ExecutionConfig
+from raystream.errors import GraphError
+from raystream.graph.plan import ExecutionPlan, build_plan
+from raystream.graph.transformations import Transformation
+from raystream.operators.sources import CollectionSource, NumberSequenceSource, Source, SourceOperator
+from raystream.runtime.client import JobClient, JobExecutionResult
+from raystream.runtime.jobmaster import JobMaster
+
+
+class StreamExecutionEnvironment:
+    """Defines a job and runs it on Ray.
+
+    Args:
+        config: execution settings (defaults: :class:`ExecutionConfig`).
+        address: Ray cluster address used if Ray is not initialised yet (``None``: start or join
+            a local Ray; ``"auto"``: the cluster this machine belongs to).
+        ray_init_kwargs: extra arguments for ``ray.init`` in that case.
+    """
+
+    def __init__(
+        self,
+        config: ExecutionConfig | None = None,
+        *,
+        address: str | None = None,
+        ray_init_kwargs: dict[str, Any] | None = None,
+    ):
+        self._config = config or ExecutionConfig()
+        self._address = address
+        self._ray_init_kwargs = dict(ray_init_kwargs or {})
+        self._transformations: list[Transformation] = []
+        self._names: dict[str, int] = {}
+
+    @staticmethod
+    def get_execution_environment(config: ExecutionConfig | None = None, **kwargs: Any) -> StreamExecutionEnvironment:
+        return StreamExecutionEnvironment(config, **kwargs)
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def get_config(self) -> ExecutionConfig:
+        return self._config
+
+    def set_parallelism(self, parallelism: int) -> StreamExecutionEnvironment:
+        if not isinstance(parallelism, int) or parallelism < 1:
+            raise GraphError(f"parallelism must be a positive int, got {parallelism!r}")
+        self._config.parallelism = parallelism
+        return self
+
+    def get_parallelism(self) -> int:
+        return self._config.parallelism
+
+    def set_max_parallelism(self, max_parallelism: int) -> StreamExecutionEnvironment:
+        if not isinstance(max_parallelism, int) or not 1 <= max_parallelism <= 32768:
+            raise GraphError(f"max parallelism must be an int in [1, 32768], got {max_parallelism!r}")
+        self._config.max_parallelism = max_parallelism
+        return self
+
+    def get_max_parallelism(self) -> int:
+        return self._config.max_parallelism or 128
+
+    def set_buffer_timeout(self, timeout_ms: int) -> StreamExecutionEnvironment:
+        self._config.set_buffer_timeout(timeout_ms)
+        return self
+
+    def disable_operator_chaining(self) -> StreamExecutionEnvironment:
+        self._config.chaining_enabled = False
+        return self
+
+    def is_chaining_enabled(self) -> bool:
+        return self._config.chaining_enabled
+
+    # -- sources ---------------------------------------------------------------------------------
+
+    def from_source(self, source: Source, watermark_strategy: Any = None, source_name: str = "Source") -> DataStream:
+        if not isinstance(source, Source):
+            raise TypeError(f"from_source expects a raystream Source, got {type(source).__name__}")
+        if watermark_strategy is not None:
+            raise GraphError(
+                "from_source: watermark strategies are not supported in this version; "
+                "pass watermark_strategy=None"
+            )
+        t = Transformation(name=self._unique_name(source_name), kind="source", source=source)
+        t.operator_factory = _SourceFactory(source)
+        self._add(t)
+        return DataStream(self, t)
+
+    def from_collection(self, collection: Iterable[Any], type_info: Any = None) -> DataStream:
+        items = list(collection)
+        return self.from_source(CollectionSource(items), source_name="Collection Source")
+
+    def from_sequence(self, start: int, end: int | None) -> DataStream:
+        """The integers ``start..end`` inclusive, as a parallel source (unbounded if end is None)."""
+        return self.from_source(NumberSequenceSource(start, end), source_name="Sequence Source")
+
+    def read_text_file(self, file_path: str, charset_name: str = "UTF-8") -> DataStream:
+        from raystream.operators.files import FileSource
+
+        return self.from_source(FileSource.for_lines(file_path, encoding=charset_name), source_name="Text File")
+
+    def from_ray_dataset(self, dataset: Any) -> DataStream:
+        """The rows of a ``ray.data.Dataset`` (dicts), one split per block."""
+        from raystream.operators.raydata import RayDatasetSource
+
+        return self.from_source(RayDatasetSource(dataset), source_name="Ray Dataset")
+
+    # -- execution -------------------------------------------------------------------------------
+
+    def get_execution_plan(self) -> str:
+        return build_plan("plan", self._transformations, self._config).describe()
+
+    def _build(self, job_name: str) -> ExecutionPlan:
+        plan = _with_splits(build_plan(job_name, self._transformations, self._config))
+        self._transformations = []  # a job is built once, as in Flink
+        return plan
+
+    def execute_async(self, job_name: str | None = None) -> JobClient:
+        job_name = job_name or "raystream job"
+        plan = self._build(job_name)
+        self._ensure_ray()
+        job_id = uuid.uuid4().hex
+        name = f"raystream:jobmaster:{job_name}:{job_id[:8]}"
+        jm = ray.remote(JobMaster).options(name=name, num_cpus=0, max_concurrency=1000).remote(
+            job_id, cloudpickle.dumps(plan), name
+        )
+        ray.get(jm.start.remote())
+        return JobClient(job_id, job_name, jm)
+
+    def execute(self, job_name: str | None = None) -> JobExecutionResult:
+        """Runs the job and blocks until it ends; raises ``JobExecutionError`` if it fails."""
+        return self.execute_async(job_name).wait()
+
+    def _ensure_ray(self) -> None:
+        if not ray.is_initialized():
+            ray.init(address=self._address, **self._ray_init_kwargs)
+
+    # -- graph bookkeeping -----------------------------------------------------------------------
+
+    def _add(self, t: Transformation) -> None:
+        self._transformations.append(t)
+
+    def _unique_name(self, base: str) -> str:
+        n = self._names.get(base, 0) + 1
+        self._names[base] = n
+        return base if n == 1 else f"{base}-{n}"
+
+
+class _SourceFactory:
+    """Builds the source operator of one subtask from the splits cut on the driver."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.splits: list | None = None
+
+    def __call__(self, name: str) -> SourceOperator:
+        if self.splits is None:
+            raise GraphError(f"source {name!r} was not prepared on the driver")
+        return SourceOperator(name, self.source, self.splits)
+
+
+def _with_splits(plan: ExecutionPlan) -> ExecutionPlan:
+    for chain in plan.chains:
+        head = chain.head
+        if head.kind != "source":
+            continue
+        factory: _SourceFactory = cloudpickle.loads(head.factory)
+        try:
+            factory.splits = list(factory.source.create_splits(chain.parallelism))
+        except Exception as exc:
+            raise GraphError(f"source {head.name!r} cannot create its splits: {type(exc).__name__}: {exc}") from exc
+        head.factory = cloudpickle.dumps(factory)
+    return plan

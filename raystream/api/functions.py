@@ -1,0 +1,131 @@
+"""User function interfaces, named as in PyFlink.
+
+Wherever an operator takes one of these objects it also takes a plain callable with the same
+signature as the interface's single abstract method (``map(value)``, ``filter(value)``, …).
+Functions that subclass :class:`Function` get ``open(runtime_context)`` before the first record
+and ``close()`` at the end.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raystream.api.context import RuntimeContext
+
+
+class Function:
+    """Base of every user function; ``open``/``close`` are lifecycle hooks with no-op defaults."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class MapFunction(Function, ABC):
+    @abstractmethod
+    def map(self, value: Any) -> Any: ...
+
+
+class FlatMapFunction(Function, ABC):
+    @abstractmethod
+    def flat_map(self, value: Any) -> Iterable[Any]: ...
+
+
+class FilterFunction(Function, ABC):
+    @abstractmethod
+    def filter(self, value: Any) -> bool: ...
+
+
+class ReduceFunction(Function, ABC):
+    @abstractmethod
+    def reduce(self, value1: Any, value2: Any) -> Any: ...
+
+
+class KeySelector(Function, ABC):
+    @abstractmethod
+    def get_key(self, value: Any) -> Any: ...
+
+
+class Partitioner(Function, ABC):
+    """Chooses the partition (consumer subtask) of a key for ``partition_custom``."""
+
+    @abstractmethod
+    def partition(self, key: Any, num_partitions: int) -> int: ...
+
+
+class ProcessFunction(Function, ABC):
+    """Per-record logic on a non-keyed stream. ``process_element`` yields (or returns) outputs."""
+
+    class Context(ABC):
+        @abstractmethod
+        def timestamp(self) -> int | None: ...
+
+        @abstractmethod
+        def output(self, output_tag: Any, value: Any) -> None: ...
+
+    @abstractmethod
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterable[Any] | None: ...
+
+
+class KeyedProcessFunction(Function, ABC):
+    """Per-record logic on a keyed stream, with keyed state through the runtime context."""
+
+    class Context(ProcessFunction.Context, ABC):
+        @abstractmethod
+        def get_current_key(self) -> Any: ...
+
+    @abstractmethod
+    def process_element(
+        self, value: Any, ctx: KeyedProcessFunction.Context
+    ) -> Iterable[Any] | None: ...
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
+        return None
+
+
+class SinkFunction(Function, ABC):
+    """Record-at-a-time sink for ``add_sink``; batch sinks implement ``operators.sinks.Sink``."""
+
+    @abstractmethod
+    def invoke(self, value: Any, context: Any) -> None: ...
+
+
+def resolve(fn: Any, interface: type, method: str, what: str) -> Callable[..., Any]:
+    """The callable to invoke for ``fn``: its interface method, or ``fn`` itself if callable."""
+    if isinstance(fn, interface):
+        return getattr(fn, method)
+    if callable(fn):
+        return fn  # type: ignore[no-any-return]
+    raise TypeError(
+        f"{what} expects a {interface.__name__} or a callable, got {type(fn).__name__}: {fn!r}"
+    )
+
+
+class OutputTag:
+    """Names a side output: ``ctx.output(tag, value)`` in a process function, read back with
+    ``stream.get_side_output(tag)``."""
+
+    __slots__ = ("tag_id", "type_info")
+
+    def __init__(self, tag_id: str, type_info: Any = None):
+        if not isinstance(tag_id, str) or not tag_id:
+            raise ValueError(f"OutputTag id must be a non-empty str, got {tag_id!r}")
+        self.tag_id = tag_id
+        self.type_info = type_info
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OutputTag) and other.tag_id == self.tag_id
+
+    def __hash__(self) -> int:
+        return hash(("OutputTag", self.tag_id))
+
+    def __repr__(self) -> str:
+        return f"OutputTag({self.tag_id!r})"
+
+    def __reduce__(self):
+        return (OutputTag, (self.tag_id, self.type_info))

@@ -1,0 +1,78 @@
+"""Execution settings of a job: parallelism, batching, channel bounds, resources of task actors."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from raystream.core.time import Duration, to_millis
+
+DEFAULT_BATCH_SIZE = 1024
+DEFAULT_BUFFER_TIMEOUT_MS = 10
+DEFAULT_CHANNEL_CAPACITY = 4
+
+
+@dataclass
+class ExecutionConfig:
+    """Settings that apply to the whole job; ``env.get_config()`` returns the live object.
+
+    Attributes:
+        parallelism: default parallelism of operators that set none.
+        max_parallelism: number of key groups; ``None`` derives it from the parallelism
+            (128 up to parallelism 85, as Flink).
+        batch_size: records per channel message before it is sent.
+        buffer_timeout_ms: a partly filled batch is sent at the latest this long after its first
+            record; 0 sends whenever the task runs out of input.
+        channel_capacity: batches in flight per channel; a full channel suspends its producer.
+        auto_watermark_interval_ms: period of watermark emission at sources.
+        task_num_cpus: CPUs each task actor reserves in Ray's scheduler (0 lets a job of any
+            parallelism run on a laptop; operators may ask for more with ``set_resources``).
+        spread_tasks: place task actors with Ray's SPREAD strategy across nodes.
+    """
+
+    parallelism: int = 1
+    max_parallelism: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    buffer_timeout_ms: int = DEFAULT_BUFFER_TIMEOUT_MS
+    channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
+    auto_watermark_interval_ms: int = 200
+    task_num_cpus: float = 0.0
+    spread_tasks: bool = True
+    chaining_enabled: bool = True
+    idle_poll_interval_ms: int = 5
+
+    def set_auto_watermark_interval(self, interval: Duration) -> ExecutionConfig:
+        self.auto_watermark_interval_ms = to_millis(interval, "auto watermark interval")
+        return self
+
+    def get_auto_watermark_interval(self) -> int:
+        return self.auto_watermark_interval_ms
+
+    def set_buffer_timeout(self, timeout: Duration) -> ExecutionConfig:
+        self.buffer_timeout_ms = to_millis(timeout, "buffer timeout")
+        return self
+
+    def set_batch_size(self, records: int) -> ExecutionConfig:
+        self.batch_size = records
+        return self
+
+    def set_channel_capacity(self, batches: int) -> ExecutionConfig:
+        self.channel_capacity = batches
+        return self
+
+    def validate(self) -> None:
+        from raystream.errors import GraphError
+
+        if self.parallelism < 1:
+            raise GraphError(f"parallelism must be >= 1, got {self.parallelism}")
+        if self.max_parallelism is not None and not 1 <= self.max_parallelism <= 32768:
+            raise GraphError(f"max parallelism must be in [1, 32768], got {self.max_parallelism}")
+        if self.batch_size < 1:
+            raise GraphError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.channel_capacity < 1:
+            raise GraphError(f"channel capacity must be >= 1 batch, got {self.channel_capacity}")
+        if self.buffer_timeout_ms < 0:
+            raise GraphError(f"buffer timeout must be >= 0 ms, got {self.buffer_timeout_ms}")
+
+    def copy(self) -> ExecutionConfig:
+        return dataclasses.replace(self)

@@ -1,0 +1,1 @@
+"""Internal: time, keys and other plain-Python building blocks (no Ray import)."""

@@ -1,0 +1,232 @@
+"""Internal: how an edge spreads a producer's batches over its consumer subtasks.
+
+A partitioner is a picklable description. ``targets(i, p_up, p_down)`` says which consumer
+subtasks producer subtask ``i`` is connected to (the channels of the edge); ``router(...)`` builds
+the per-producer object whose ``route(batch, senders)`` appends records to the channel senders
+(``senders[k]`` belongs to the ``k``-th target). No Ray here: tests drive routers with lists.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from raystream.core.keys import KeyGroupAssigner
+from raystream.errors import InvalidKeyError, UserFunctionError, record_repr
+from raystream.runtime.elements import Batch
+
+
+class Sender(Protocol):
+    def add(self, values: list, timestamps: list | None) -> None: ...
+
+
+class Router(Protocol):
+    def route(self, batch: Batch, senders: Sequence[Sender]) -> None: ...
+
+
+class Partitioner:
+    """Base: all-to-all connectivity."""
+
+    name = "partitioner"
+    #: each producer talks to one consumer with the same index (chainable when parallelism equal)
+    is_forward = False
+
+    def targets(self, producer: int, p_up: int, p_down: int) -> list[int]:
+        return list(range(p_down))
+
+    def router(self, producer: int, num_targets: int, max_parallelism: int, edge_name: str) -> Router:
+        raise TypeError(f"{type(self).__name__} has no router")
+
+    def __repr__(self) -> str:
+        return self.name.upper()
+
+
+class _ToFirst:
+    def route(self, batch: Batch, senders: Sequence[Sender]) -> None:
+        senders[0].add(batch.values, batch.timestamps)
+
+
+class ForwardPartitioner(Partitioner):
+    name = "forward"
+    is_forward = True
+
+    def targets(self, producer: int, p_up: int, p_down: int) -> list[int]:
+        return [producer]
+
+    def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
+        return _ToFirst()
+
+
+class GlobalPartitioner(Partitioner):
+    """Everything to consumer subtask 0."""
+
+    name = "global"
+
+    def targets(self, producer: int, p_up: int, p_down: int) -> list[int]:
+        return [0]
+
+    def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
+        return _ToFirst()
+
+
+class _RoundRobin:
+    """Record-by-record round robin, done with strided slices (no per-record Python work)."""
+
+    def __init__(self, start: int, n: int):
+        self.next = start % n
+        self.n = n
+
+    def route(self, batch: Batch, senders: Sequence[Sender]) -> None:
+        n = self.n
+        values, stamps = batch.values, batch.timestamps
+        if n == 1:
+            senders[0].add(values, stamps)
+            return
+        size = len(values)
+        start = self.next
+        for j in range(min(n, size)):
+            target = (start + j) % n
+            senders[target].add(values[j::n], stamps[j::n] if stamps is not None else None)
+        self.next = (start + size) % n
+
+
+class RebalancePartitioner(Partitioner):
+    """Round robin over all consumer subtasks."""
+
+    name = "rebalance"
+
+    def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
+        return _RoundRobin(producer, num_targets)
+
+
+class RescalePartitioner(Partitioner):
+    """Round robin over a local subset of consumers (pointwise connectivity, as Flink)."""
+
+    name = "rescale"
+
+    def targets(self, producer: int, p_up: int, p_down: int) -> list[int]:
+        return rescale_targets(producer, p_up, p_down)
+
+    def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
+        return _RoundRobin(0, num_targets)
+
+
+def rescale_targets(producer: int, p_up: int, p_down: int) -> list[int]:
+    if p_down >= p_up:
+        return list(range(producer * p_down // p_up, (producer + 1) * p_down // p_up))
+    return [producer * p_down // p_up]
+
+
+class _Broadcast:
+    def route(self, batch: Batch, senders: Sequence[Sender]) -> None:
+        for s in senders:
+            s.add(batch.values, batch.timestamps)
+
+
+class BroadcastPartitioner(Partitioner):
+    name = "broadcast"
+
+    def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
+        return _Broadcast()
+
+
+class _PerRecord:
+    """Routes each record to ``choose(record)``."""
+
+    def __init__(self, choose: Callable[[Any], int], num_targets: int, edge_name: str, what: str):
+        self.choose = choose
+        self.n = num_targets
+        self.edge_name = edge_name
+        self.what = what
+
+    def route(self, batch: Batch, senders: Sequence[Sender]) -> None:
+        n = self.n
+        choose = self.choose
+        vals: list[list] = [[] for _ in range(n)]
+        appends = [b.append for b in vals]
+        v = None
+        try:
+            if batch.timestamps is None:
+                for v in batch.values:
+                    appends[choose(v)](v)
+                for k in range(n):
+                    if vals[k]:
+                        senders[k].add(vals[k], None)
+                return
+            stamps: list[list] = [[] for _ in range(n)]
+            for v, t in zip(batch.values, batch.timestamps):
+                k = choose(v)
+                appends[k](v)
+                stamps[k].append(t)
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(f"{self.what} of {self.edge_name!r}: {exc}") from None
+        except Exception as exc:
+            raise _routing_error(exc, v, self.what, self.edge_name) from exc
+        for k in range(n):
+            if vals[k]:
+                senders[k].add(vals[k], stamps[k])
+
+
+def _routing_error(exc: BaseException, record: Any, what: str, edge_name: str) -> UserFunctionError:
+    import traceback
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    rec = record_repr(record)
+    return UserFunctionError(
+        f"{type(exc).__name__} in the {what} of {edge_name!r} on record {rec}: {exc}\n"
+        f"--- original traceback ---\n{tb}",
+        operator=edge_name,
+        record=rec,
+        cause_type=type(exc).__name__,
+    )
+
+
+class ShufflePartitioner(Partitioner):
+    """Uniformly random consumer per record (seeded per producer, so runs repeat)."""
+
+    name = "shuffle"
+
+    def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
+        rng = random.Random(producer)
+        return _PerRecord(lambda v: rng.randrange(num_targets), num_targets, edge_name, "shuffle")
+
+
+class KeyGroupPartitioner(Partitioner):
+    """``key_by``: record → key → key group → the consumer subtask owning that key group."""
+
+    name = "hash"
+
+    def __init__(self, key_selector: Callable[[Any], Any]):
+        self.key_selector = key_selector
+
+    def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
+        key_group = KeyGroupAssigner(max_parallelism)
+        owner = [kg * num_targets // max_parallelism for kg in range(max_parallelism)]
+        ks = self.key_selector
+
+        def choose(v: Any) -> int:
+            return owner[key_group(ks(v))]
+
+        return _PerRecord(choose, num_targets, edge_name, "key selector")
+
+
+class CustomPartitioner(Partitioner):
+    """``partition_custom(partitioner, key_selector)``: the user picks the consumer."""
+
+    name = "custom"
+
+    def __init__(self, partition: Callable[[Any, int], int], key_selector: Callable[[Any], Any]):
+        self.partition = partition
+        self.key_selector = key_selector
+
+    def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
+        part, ks = self.partition, self.key_selector
+
+        def choose(v: Any) -> int:
+            k = part(ks(v), num_targets)
+            if not (isinstance(k, int) and 0 <= k < num_targets):
+                raise ValueError(f"custom partitioner returned {k!r}, expected 0..{num_targets - 1}")
+            return k
+
+        return _PerRecord(choose, num_targets, edge_name, "custom partitioner")

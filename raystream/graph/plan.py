@@ -1,0 +1,318 @@
+"""Internal: logical graph → execution plan (operator chaining, channels per edge).
+
+1. Resolve virtual nodes into physical edges (producer, consumer, partitioner, side-output tag,
+   input index). Without an explicit partitioning an edge is *forward* when both sides have the
+   same parallelism and *rebalance* otherwise, as in Flink.
+2. Chain: a forward edge between nodes of equal parallelism and resources, whose consumer has no
+   other input, fuses consumer into producer (unless chaining is disabled for either).
+3. Every chain becomes ``parallelism`` subtasks (one actor each); every non-chained edge becomes
+   channels between the subtasks its partitioner connects.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from raystream.config import ExecutionConfig
+from raystream.core.keys import default_max_parallelism
+from raystream.errors import GraphError, SerializationError
+from raystream.graph.partitioners import (
+    ForwardPartitioner,
+    Partitioner,
+    RebalancePartitioner,
+)
+from raystream.graph.transformations import Transformation
+
+
+@dataclass
+class OutputSpec:
+    """Where one output of a node goes: a chained node (``node_id``) or an edge (``edge_id``)."""
+
+    tag_id: str | None
+    node_id: int | None = None
+    input_index: int = 0
+    edge_id: int | None = None
+
+
+@dataclass
+class NodeSpec:
+    id: int
+    name: str
+    uid: str | None
+    kind: str
+    keyed: bool
+    factory: bytes  # cloudpickled ``factory(name) -> StreamOperator``
+    outputs: list[OutputSpec] = field(default_factory=list)
+
+
+@dataclass
+class EdgeSpec:
+    id: int
+    src_chain: int
+    src_node: int
+    dst_chain: int
+    dst_node: int
+    input_index: int
+    partitioner: Partitioner
+    tag_id: str | None
+    p_up: int
+    p_down: int
+    name: str
+
+    def targets(self, producer: int) -> list[int]:
+        return self.partitioner.targets(producer, self.p_up, self.p_down)
+
+    def sources_of(self, consumer: int) -> list[int]:
+        return [i for i in range(self.p_up) if consumer in self.targets(i)]
+
+
+@dataclass
+class ChainSpec:
+    id: int
+    name: str
+    parallelism: int
+    nodes: list[NodeSpec]
+    input_edges: list[int]
+    resources: dict[str, Any]
+    is_source: bool
+
+    @property
+    def head(self) -> NodeSpec:
+        return self.nodes[0]
+
+
+@dataclass
+class ExecutionPlan:
+    job_name: str
+    chains: list[ChainSpec]
+    edges: list[EdgeSpec]
+    max_parallelism: int
+    config: ExecutionConfig
+
+    def chain(self, chain_id: int) -> ChainSpec:
+        return next(c for c in self.chains if c.id == chain_id)
+
+    def edge(self, edge_id: int) -> EdgeSpec:
+        return next(e for e in self.edges if e.id == edge_id)
+
+    def describe(self) -> str:
+        lines = [f"job {self.job_name!r} (max parallelism {self.max_parallelism})"]
+        for c in self.chains:
+            ops = " -> ".join(n.name for n in c.nodes)
+            lines.append(f"  task {c.name!r} x{c.parallelism}: {ops}")
+        for e in self.edges:
+            lines.append(
+                f"  edge {e.name}: {self.chain(e.src_chain).name} -[{e.partitioner!r}"
+                f"{', tag ' + e.tag_id if e.tag_id else ''}]-> {self.chain(e.dst_chain).name}"
+            )
+        return "\n".join(lines)
+
+
+@dataclass
+class _PhysEdge:
+    src: Transformation
+    dst: Transformation
+    partitioner: Partitioner | None
+    tag_id: str | None
+    input_index: int
+
+
+def build_plan(job_name: str, nodes: list[Transformation], config: ExecutionConfig) -> ExecutionPlan:
+    config.validate()
+    physical = [t for t in nodes if t.is_physical]
+    if not physical:
+        raise GraphError("the job has no operators: add a source and a sink before execute()")
+
+    parallelism: dict[int, int] = {}
+    for t in sorted(physical, key=lambda t: t.id):  # producers are always created first
+        if t.parallelism is None and t.inherit_parallelism and t.inputs:
+            first = _resolve(t.inputs[0][0], t, None, None, 0)[0].src
+            parallelism[t.id] = parallelism[first.id]
+        else:
+            parallelism[t.id] = _parallelism_of(t, config)
+    max_p = config.max_parallelism or default_max_parallelism(max(parallelism.values()))
+    for t in physical:
+        if parallelism[t.id] > max_p:
+            raise GraphError(
+                f"operator {t.name!r} has parallelism {parallelism[t.id]}, above the max "
+                f"parallelism {max_p} (the number of key groups); raise set_max_parallelism()"
+            )
+    uids = [t.uid for t in physical if t.uid is not None]
+    dup = {u for u in uids if uids.count(u) > 1}
+    if dup:
+        raise GraphError(f"uid(s) {sorted(dup)} used by more than one operator; uids must be unique")
+
+    edges: list[_PhysEdge] = []
+    for t in physical:
+        for upstream, input_index in t.inputs:
+            edges.extend(_resolve(upstream, t, None, None, input_index))
+    for e in edges:
+        p_up, p_down = parallelism[e.src.id], parallelism[e.dst.id]
+        if e.partitioner is None:
+            e.partitioner = ForwardPartitioner() if p_up == p_down else RebalancePartitioner()
+        elif e.partitioner.is_forward and p_up != p_down:
+            raise GraphError(
+                f"forward edge {e.src.name!r} -> {e.dst.name!r} needs equal parallelism, got "
+                f"{p_up} and {p_down}; use rebalance() or rescale() instead"
+            )
+
+    in_edges: dict[int, list[_PhysEdge]] = {t.id: [] for t in physical}
+    out_edges: dict[int, list[_PhysEdge]] = {t.id: [] for t in physical}
+    for e in edges:
+        in_edges[e.dst.id].append(e)
+        out_edges[e.src.id].append(e)
+
+    def chainable(e: _PhysEdge) -> bool:
+        return (
+            config.chaining_enabled
+            and e.partitioner is not None
+            and e.partitioner.is_forward
+            and len(in_edges[e.dst.id]) == 1
+            and parallelism[e.src.id] == parallelism[e.dst.id]
+            and e.src.chaining != "never"
+            and e.dst.chaining == "default"
+            and e.src.resources == e.dst.resources
+        )
+
+    order = _topological(physical, in_edges)
+    head_of: dict[int, Transformation] = {}
+    for t in order:
+        ins = in_edges[t.id]
+        head_of[t.id] = head_of[ins[0].src.id] if len(ins) == 1 and chainable(ins[0]) else t
+
+    chain_ids: dict[int, int] = {}
+    chains: list[ChainSpec] = []
+    members: dict[int, list[Transformation]] = {}
+    for t in order:
+        members.setdefault(head_of[t.id].id, []).append(t)
+    node_specs: dict[int, NodeSpec] = {}
+    for cid, (head_id, ts) in enumerate(members.items()):
+        head = ts[0]
+        specs = [_node_spec(t) for t in ts]
+        for s in specs:
+            node_specs[s.id] = s
+        for t in ts:
+            chain_ids[t.id] = cid
+        name = head.name if len(ts) == 1 else " -> ".join(t.name for t in ts)
+        chains.append(
+            ChainSpec(
+                id=cid,
+                name=name,
+                parallelism=parallelism[head_id],
+                nodes=specs,
+                input_edges=[],
+                resources=dict(head.resources),
+                is_source=head.kind == "source",
+            )
+        )
+
+    edge_specs: list[EdgeSpec] = []
+    for e in edges:
+        spec = node_specs[e.src.id]
+        if chain_ids[e.src.id] == chain_ids[e.dst.id]:
+            spec.outputs.append(OutputSpec(e.tag_id, node_id=e.dst.id, input_index=e.input_index))
+            continue
+        eid = len(edge_specs)
+        edge_specs.append(
+            EdgeSpec(
+                id=eid,
+                src_chain=chain_ids[e.src.id],
+                src_node=e.src.id,
+                dst_chain=chain_ids[e.dst.id],
+                dst_node=e.dst.id,
+                input_index=e.input_index,
+                partitioner=e.partitioner,  # type: ignore[arg-type]
+                tag_id=e.tag_id,
+                p_up=parallelism[e.src.id],
+                p_down=parallelism[e.dst.id],
+                name=f"{e.src.name} -> {e.dst.name}",
+            )
+        )
+        spec.outputs.append(OutputSpec(e.tag_id, edge_id=eid))
+        chains[chain_ids[e.dst.id]].input_edges.append(eid)
+
+    for e in edge_specs:
+        _check_picklable(e.partitioner, f"the partitioning of edge {e.name!r}")
+    return ExecutionPlan(job_name, chains, edge_specs, max_p, config.copy())
+
+
+def _parallelism_of(t: Transformation, config: ExecutionConfig) -> int:
+    if t.parallelism is not None:
+        p = t.parallelism
+    elif t.kind == "source" and getattr(t.source, "default_parallelism", None):
+        p = t.source.default_parallelism
+    else:
+        p = config.parallelism
+    if not isinstance(p, int) or p < 1:
+        raise GraphError(f"operator {t.name!r}: parallelism must be a positive int, got {p!r}")
+    return p
+
+
+def _resolve(
+    t: Transformation,
+    consumer: Transformation,
+    partitioner: Partitioner | None,
+    tag_id: str | None,
+    input_index: int,
+) -> list[_PhysEdge]:
+    if t.is_physical:
+        return [_PhysEdge(t, consumer, partitioner, tag_id, input_index)]
+    if t.kind == "partition":
+        (upstream, _), = t.inputs
+        return _resolve(upstream, consumer, partitioner or t.partitioner, tag_id, input_index)
+    if t.kind == "side_output":
+        (upstream, _), = t.inputs
+        return _resolve(upstream, consumer, partitioner, t.tag_id, input_index)
+    if t.kind == "union":
+        out: list[_PhysEdge] = []
+        for upstream, _ in t.inputs:
+            out.extend(_resolve(upstream, consumer, partitioner, tag_id, input_index))
+        return out
+    raise GraphError(f"unknown transformation kind {t.kind!r}")
+
+
+def _topological(nodes: list[Transformation], in_edges: dict[int, list[_PhysEdge]]) -> list[Transformation]:
+    done: set[int] = set()
+    order: list[Transformation] = []
+    pending = sorted(nodes, key=lambda t: t.id)
+    while pending:
+        progressed = False
+        rest = []
+        for t in pending:
+            if all(e.src.id in done for e in in_edges[t.id]):
+                done.add(t.id)
+                order.append(t)
+                progressed = True
+            else:
+                rest.append(t)
+        if not progressed:
+            raise GraphError("the job graph has a cycle; iterations are not supported")
+        pending = rest
+    return order
+
+
+def _node_spec(t: Transformation) -> NodeSpec:
+    assert t.operator_factory is not None
+    return NodeSpec(
+        id=t.id,
+        name=t.name,
+        uid=t.uid,
+        kind=t.kind,
+        keyed=t.keyed,
+        factory=_check_picklable(t.operator_factory, f"operator {t.name!r}"),
+    )
+
+
+def _check_picklable(obj: Any, what: str) -> bytes:
+    try:
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"{what} cannot be serialized to ship it to the task actors: "
+            f"{type(exc).__name__}: {exc}. Hint: user functions must not capture locks, open "
+            "files, sockets or clients; create those in open() instead."
+        ) from exc

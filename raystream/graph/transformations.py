@@ -1,0 +1,42 @@
+"""Internal: the logical graph — one node per API call, nothing runs yet.
+
+Physical nodes (sources, operators, sinks) carry an operator factory. Virtual nodes only shape
+the edges of their consumers: a partitioning (``rebalance()``, ``key_by``), a side-output
+selection, or a union of several streams.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from raystream.graph.partitioners import Partitioner
+
+_ids = itertools.count(1)
+
+PHYSICAL = ("source", "operator", "sink")
+
+
+@dataclass(eq=False)
+class Transformation:
+    name: str
+    kind: str  # "source" | "operator" | "sink" | "partition" | "side_output" | "union"
+    inputs: list[tuple[Transformation, int]] = field(default_factory=list)
+    operator_factory: Callable[[str], Any] | None = None
+    parallelism: int | None = None
+    keyed: bool = False
+    source: Any = None
+    partitioner: Partitioner | None = None
+    tag_id: str | None = None
+    uid: str | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    chaining: str = "default"  # "default" | "never" | "head"
+    #: take the parallelism of the (first) producer instead of the job default (collect, print)
+    inherit_parallelism: bool = False
+    id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def is_physical(self) -> bool:
+        return self.kind in PHYSICAL

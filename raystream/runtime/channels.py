@@ -1,0 +1,218 @@
+"""Internal: the producer side of channels — batching, sequence numbers, credit (back-pressure).
+
+Record path: the last operator of a chain emits a batch to an :class:`EdgeOutput`, whose router
+appends the records to the :class:`ChannelSender` of each target consumer. A sender seals its
+buffer into a :class:`Batch` message when it holds ``batch_size`` records, when a control
+message must follow the data, or when the buffer timeout expires. Sealed messages go out as
+``consumer.push(channel, seq, message)`` actor calls. At most ``capacity`` calls may be
+unanswered per channel, and the consumer answers a push only once its task has taken the
+message out of its input queue — so a slow consumer suspends its producers (credit-based flow
+control), and memory per channel stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from raystream.core.time import MIN_TS
+from raystream.errors import SerializationError, record_repr
+from raystream.graph.partitioners import Router
+from raystream.operators.base import Output
+from raystream.runtime.elements import Batch, Watermark
+
+
+class ChannelSender:
+    """One channel from this subtask to one consumer subtask."""
+
+    def __init__(
+        self,
+        push: Callable[[int, int, Any], Any],
+        channel_index: int,
+        capacity: int,
+        batch_size: int,
+        monotonic: Callable[[], float],
+        name: str,
+    ):
+        self._push = push  # e.g. consumer_handle.push.remote
+        self.channel_index = channel_index
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self._monotonic = monotonic
+        self.name = name
+        self.values: list = []
+        self.timestamps: list | None = None
+        self.first_added_at = 0.0
+        self.queue: deque = deque()  # sealed messages not yet pushed
+        self.in_flight: deque = deque()  # refs of pushes not yet answered
+        self.seq = 0
+        self.records_sent = 0
+        self.batches_sent = 0
+        self.blocked_s = 0.0  # time spent waiting for credit
+
+    # -- synchronous side: called while operators run ---------------------------------------------
+
+    def add(self, values: list, timestamps: list | None) -> None:
+        mine = self.values
+        if not mine:
+            self.first_added_at = self._monotonic()
+        if timestamps is None:
+            if self.timestamps is not None:
+                self.timestamps.extend([MIN_TS] * len(values))
+        else:
+            if self.timestamps is None:
+                self.timestamps = [MIN_TS] * len(mine)
+            self.timestamps.extend(timestamps)
+        mine.extend(values)
+
+    def seal(self) -> None:
+        values = self.values
+        if not values:
+            return
+        size = self.batch_size
+        stamps = self.timestamps
+        for start in range(0, len(values), size):
+            self.queue.append(
+                Batch(values[start : start + size], stamps[start : start + size] if stamps else None)
+            )
+        self.values = []
+        self.timestamps = None
+
+    def seal_full(self) -> None:
+        """Seals whole batches only, keeping a partial remainder buffered."""
+        values = self.values
+        size = self.batch_size
+        if len(values) < size:
+            return
+        cut = len(values) - len(values) % size
+        stamps = self.timestamps
+        for start in range(0, cut, size):
+            self.queue.append(
+                Batch(values[start : start + size], stamps[start : start + size] if stamps else None)
+            )
+        self.values = values[cut:]
+        self.timestamps = stamps[cut:] if stamps is not None else None
+        if self.values:
+            self.first_added_at = self._monotonic()
+
+    def add_control(self, message: Any) -> None:
+        self.seal()
+        if type(message) is Watermark and self.queue and type(self.queue[-1]) is Watermark:
+            self.queue[-1] = message  # a newer watermark makes an unsent older one redundant
+        else:
+            self.queue.append(message)
+
+    # -- asynchronous side: the task awaits these between batches ---------------------------------
+
+    async def send_queued(self) -> None:
+        queue = self.queue
+        in_flight = self.in_flight
+        while queue:
+            if len(in_flight) >= self.capacity:
+                t0 = self._monotonic()
+                while len(in_flight) >= self.capacity:
+                    await in_flight.popleft()
+                self.blocked_s += self._monotonic() - t0
+            message = queue.popleft()
+            try:
+                ref = self._push(self.channel_index, self.seq, message)
+            except Exception as exc:
+                raise _serialization_error(exc, message, self.name) from exc
+            in_flight.append(ref)
+            self.seq += 1
+            if type(message) is Batch:
+                self.records_sent += len(message.values)
+                self.batches_sent += 1
+
+    async def drain(self) -> None:
+        """Waits until every push was answered (end of input)."""
+        await self.send_queued()
+        while self.in_flight:
+            await self.in_flight.popleft()
+
+    def has_buffered(self) -> bool:
+        return bool(self.values)
+
+
+def _serialization_error(exc: Exception, message: Any, name: str) -> Exception:
+    if type(message) is not Batch:
+        return exc
+    import pickle
+
+    import cloudpickle
+
+    for v in message.values:
+        try:
+            cloudpickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as inner:
+            return SerializationError(
+                f"record {record_repr(v)} on channel {name!r} cannot be serialized: "
+                f"{type(inner).__name__}: {inner}"
+            )
+    return exc
+
+
+class EdgeOutput(Output):
+    """Output of a chain's node onto one job edge: routes records over the edge's channels."""
+
+    def __init__(self, router: Router, senders: list[ChannelSender]):
+        self.router = router
+        self.senders = senders
+
+    def emit(self, batch: Batch) -> None:
+        self.router.route(batch, self.senders)
+
+    def emit_watermark(self, timestamp: int) -> None:
+        wm = Watermark(timestamp)
+        for s in self.senders:
+            s.add_control(wm)
+
+
+class Writer:
+    """All channel senders of one task, with the buffer-timeout bookkeeping."""
+
+    def __init__(self, senders: list[ChannelSender], buffer_timeout_s: float, monotonic: Callable[[], float]):
+        self.senders = senders
+        self.buffer_timeout_s = buffer_timeout_s
+        self._monotonic = monotonic
+
+    def broadcast_control(self, message: Any) -> None:
+        for s in self.senders:
+            s.add_control(message)
+
+    async def send_ready(self) -> None:
+        """Sends full batches and queued control messages (may wait for credit)."""
+        for s in self.senders:
+            s.seal_full()
+            if s.queue:
+                await s.send_queued()
+
+    async def flush(self, only_expired: bool = False) -> None:
+        now = self._monotonic()
+        for s in self.senders:
+            if s.values and (not only_expired or now - s.first_added_at >= self.buffer_timeout_s):
+                s.seal()
+            if s.queue:
+                await s.send_queued()
+
+    def next_deadline(self) -> float | None:
+        """Monotonic time at which the oldest buffered record must be sent (None: nothing)."""
+        pending = [s.first_added_at for s in self.senders if s.values]
+        if not pending:
+            return None
+        return min(pending) + self.buffer_timeout_s
+
+    async def drain(self) -> None:
+        for s in self.senders:
+            s.seal()
+        for s in self.senders:
+            await s.drain()
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "records_sent": sum(s.records_sent for s in self.senders),
+            "batches_sent": sum(s.batches_sent for s in self.senders),
+            "backpressured_s": sum(s.blocked_s for s in self.senders),
+            "in_flight": sum(len(s.in_flight) for s in self.senders),
+        }

@@ -1,0 +1,170 @@
+"""The driver's handle on a running job: status, metrics, cancel, results."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from raystream.errors import JobExecutionError
+from raystream.runtime.jobmaster import JobStatusName, as_job_error
+
+
+class JobStatus(enum.Enum):
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    def is_globally_terminal_state(self) -> bool:
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+@dataclass
+class JobExecutionResult:
+    """What a finished job reports: id, wall-clock runtime, per-operator counts, sink results."""
+
+    job_id: str
+    job_name: str
+    net_runtime_ms: int
+    operator_metrics: dict[str, dict[str, int]] = field(default_factory=dict)
+    sink_results: dict[str, list[Any]] = field(default_factory=dict)
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_net_runtime(self) -> int:
+        return self.net_runtime_ms
+
+    def records_out(self, operator: str) -> int:
+        return self.operator_metrics[operator]["records_out"]
+
+    def records_in(self, operator: str) -> int:
+        return self.operator_metrics[operator]["records_in"]
+
+    def get_sink_result(self, name: str) -> list[Any]:
+        """The ``result()`` of every subtask of the sink named ``name``, by subtask index."""
+        if name not in self.sink_results:
+            raise KeyError(f"no sink named {name!r}; sinks: {sorted(self.sink_results)}")
+        return self.sink_results[name]
+
+    def get_ray_dataset(self, name: str) -> Any:
+        """The records a ``RayDatasetSink`` named ``name`` received, as a ``ray.data.Dataset``."""
+        from raystream.operators.raydata import dataset_from_sink_results
+
+        return dataset_from_sink_results(self.get_sink_result(name))
+
+
+class JobClient:
+    """Returned by ``execute_async``; all calls go to the job's JobMaster actor."""
+
+    def __init__(self, job_id: str, job_name: str, job_master: Any):
+        self.job_id = job_id
+        self.job_name = job_name
+        self._jm = job_master
+        self._result: JobExecutionResult | None = None
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_job_status(self) -> JobStatus:
+        return JobStatus(ray.get(self._jm.get_status.remote()))
+
+    def cancel(self) -> JobStatus:
+        return JobStatus(ray.get(self._jm.cancel.remote()))
+
+    def metrics(self) -> dict[str, Any]:
+        """Live per-task metrics: records in/out per operator, queued input, watermark, ..."""
+        return ray.get(self._jm.metrics.remote())  # type: ignore[no-any-return]
+
+    def wait(self, timeout: float | None = None) -> JobExecutionResult:
+        """Blocks until the job ends; raises ``JobExecutionError`` if it failed or was canceled,
+        ``TimeoutError`` if it still runs after ``timeout`` seconds."""
+        if self._result is not None:
+            return self._result
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
+            raw = ray.get(self._jm.wait.remote(step))
+            if raw is not None:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.job_id} still running after {timeout} s")
+        if raw["status"] != JobStatusName.FINISHED:
+            raise as_job_error(self.job_id, raw["status"], raw["error"])
+        self._result = _to_result(self.job_id, self.job_name, raw)
+        return self._result
+
+    def get_job_execution_result(self) -> JobExecutionResult:
+        return self.wait()
+
+    def _collect_fetch(self, max_wait_s: float) -> tuple[list, bool]:
+        return ray.get(self._jm.collect_fetch.remote(max_wait_s))  # type: ignore[no-any-return]
+
+
+def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionResult:
+    ops: dict[str, dict[str, int]] = {}
+    sinks: dict[str, dict[int, Any]] = {}
+    for tr in raw["tasks"]:
+        for name, m in tr.operators.items():
+            agg = ops.setdefault(name, {})
+            for k, v in m.items():
+                if isinstance(v, (int, float)):
+                    agg[k] = agg.get(k, 0) + v
+        for name, value in tr.sink_results.items():
+            sinks.setdefault(name, {})[tr.subtask] = value
+    return JobExecutionResult(
+        job_id=job_id,
+        job_name=job_name,
+        net_runtime_ms=int(raw["runtime_s"] * 1000),
+        operator_metrics=ops,
+        sink_results={n: [v[i] for i in sorted(v)] for n, v in sinks.items()},
+    )
+
+
+class CollectResultIterator(Iterator[Any]):
+    """Iterates the records of ``execute_and_collect``; closing it cancels an unfinished job."""
+
+    def __init__(self, client: JobClient, poll_s: float = 1.0):
+        self.client = client
+        self._buffer: list = []
+        self._pos = 0
+        self._finished = False
+        self._poll_s = poll_s
+
+    def __iter__(self) -> CollectResultIterator:
+        return self
+
+    def __next__(self) -> Any:
+        while self._pos >= len(self._buffer):
+            if self._finished:
+                self.client.wait()  # raises if the job failed
+                raise StopIteration
+            self._buffer, self._finished = self.client._collect_fetch(self._poll_s)
+            self._pos = 0
+        value = self._buffer[self._pos]
+        self._pos += 1
+        return value
+
+    def close(self) -> None:
+        if not self._finished:
+            try:
+                self.client.cancel()
+            except Exception:  # noqa: S110 - the job may be gone already
+                pass
+            self._finished = True
+            self._buffer, self._pos = [], 0
+
+    def __enter__(self) -> CollectResultIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["JobClient", "JobExecutionResult", "JobStatus", "CollectResultIterator", "JobExecutionError"]

@@ -1,0 +1,1 @@
+"""Internal: state descriptors, the user-facing state interfaces and the backend protocol."""
