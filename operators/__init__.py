@@ -1,5 +1,7 @@
 """The operator library: sources, stateless and keyed operators, process functions, sinks."""
 
+from raystream.operators.files import FileSink, FileSource
+from raystream.operators.raydata import RayDatasetSink, RayDatasetSource
 from raystream.operators.sinks import PrintSink, Sink, SinkContext, SinkWriter
 from raystream.operators.sources import (
     Boundedness,
@@ -12,8 +14,12 @@ from raystream.operators.sources import (
 __all__ = [
     "Boundedness",
     "CollectionSource",
+    "FileSink",
+    "FileSource",
     "NumberSequenceSource",
     "PrintSink",
+    "RayDatasetSink",
+    "RayDatasetSource",
     "Sink",
     "SinkContext",
     "SinkWriter",

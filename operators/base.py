@@ -163,7 +163,9 @@ class StreamOperator:
     def metrics(self) -> dict[str, Any]:
         return {"records_in": self.records_in, "records_out": self.records_out}
 
-    def user_error(self, exc: BaseException, record: Any, what: str = "record") -> UserFunctionError:
+    def user_error(
+        self, exc: BaseException, record: Any, what: str = "record"
+    ) -> UserFunctionError:
         """Wraps an exception raised by user code on ``record``; raise it ``from exc``."""
         ctx = self.ctx
         subtask = ctx.subtask_index if ctx else None

@@ -180,6 +180,7 @@ class CollectSinkOperator(StreamOperator):
         self.collect_id = collect_id
         self._buffer: list = []
         self._in_flight: deque = deque()
+        self._seq = 0
         self._job_master: Any = None
 
     def setup(self, ctx: OperatorContext, output: Any, side_outputs: dict) -> None:
@@ -203,8 +204,11 @@ class CollectSinkOperator(StreamOperator):
             while len(self._in_flight) >= self.max_in_flight:
                 await self._in_flight.popleft()
             self._in_flight.append(
-                self._job_master.collect_push.remote(self.collect_id, ctx.subtask_index, chunk)
+                self._job_master.collect_push.remote(
+                    self.collect_id, ctx.subtask_index, self._seq, chunk
+                )
             )
+            self._seq += 1
         if final:
             while self._in_flight:
                 await self._in_flight.popleft()

@@ -192,17 +192,23 @@ class NumberSequenceSource(Source):
             raise ValueError(f"from_sequence needs start <= end, got {start}..{end}")
         self.start = start
         self.end = end
-        self.boundedness = Boundedness.BOUNDED if end is not None else Boundedness.CONTINUOUS_UNBOUNDED
+        self.boundedness = (
+            Boundedness.BOUNDED if end is not None else Boundedness.CONTINUOUS_UNBOUNDED
+        )
 
     def create_splits(self, parallelism: int) -> list[tuple[int, int | None]]:
         if self.end is None:
             # unbounded: subtask i counts start+i, start+i+p, ... would interleave; give each
             # split its own disjoint infinite band instead
             band = 1 << 48
-            return [(self.start + i * band, self.start + (i + 1) * band - 1) for i in range(parallelism)]
+            return [
+                (self.start + i * band, self.start + (i + 1) * band - 1) for i in range(parallelism)
+            ]
         n = self.end - self.start + 1
         bounds = [self.start + n * i // parallelism for i in range(parallelism + 1)]
-        return [(bounds[i], bounds[i + 1] - 1) for i in range(parallelism) if bounds[i + 1] > bounds[i]]
+        return [
+            (bounds[i], bounds[i + 1] - 1) for i in range(parallelism) if bounds[i + 1] > bounds[i]
+        ]
 
     def open_split(self, split: tuple[int, int | None], offset: int | None) -> SplitReader:
         return _RangeReader(split[0], split[1], offset)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from raystream.core.time import Duration, to_millis
 
-DEFAULT_BATCH_SIZE = 1024
+DEFAULT_BATCH_SIZE = 8192
 DEFAULT_BUFFER_TIMEOUT_MS = 10
 DEFAULT_CHANNEL_CAPACITY = 4
 

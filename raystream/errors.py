@@ -104,7 +104,9 @@ class ChannelError(RaystreamError):
 class JobExecutionError(RaystreamError):
     """The job failed or was canceled; ``root_cause`` holds the first task failure."""
 
-    def __init__(self, message: str, job_id: str | None = None, root_cause: BaseException | None = None):
+    def __init__(
+        self, message: str, job_id: str | None = None, root_cause: BaseException | None = None
+    ):
         super().__init__(message)
         self.job_id = job_id
         self.root_cause = root_cause

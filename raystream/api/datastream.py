@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from raystream.api.functions import (
     FilterFunction,
     FlatMapFunction,
-    KeySelector,
     KeyedProcessFunction,
+    KeySelector,
     MapFunction,
     OutputTag,
     Partitioner,
@@ -31,10 +31,12 @@ from raystream.graph.partitioners import (
     ForwardPartitioner,
     GlobalPartitioner,
     KeyGroupPartitioner,
-    Partitioner as _EdgePartitioner,
     RebalancePartitioner,
     RescalePartitioner,
     ShufflePartitioner,
+)
+from raystream.graph.partitioners import (
+    Partitioner as _EdgePartitioner,
 )
 from raystream.graph.transformations import Transformation
 from raystream.operators.keyed import ReduceOperator, aggregation
@@ -118,8 +120,13 @@ class DataStream:
 
     # -- transformations -------------------------------------------------------------------------
 
-    def _add(self, name: str, factory: Callable[[str], Any], keyed: bool = False,
-             inputs: list[tuple[Transformation, int]] | None = None) -> Transformation:
+    def _add(
+        self,
+        name: str,
+        factory: Callable[[str], Any],
+        keyed: bool = False,
+        inputs: list[tuple[Transformation, int]] | None = None,
+    ) -> Transformation:
         t = Transformation(
             name=self._env._unique_name(name),
             kind="operator",
@@ -134,24 +141,39 @@ class DataStream:
         resolve(func, MapFunction, "map", "map")
         return DataStream(self._env, self._add("Map", functools.partial(MapOperator, fn=func)))
 
-    def flat_map(self, func: FlatMapFunction | Callable[[Any], Any], output_type: Any = None) -> DataStream:
+    def flat_map(
+        self, func: FlatMapFunction | Callable[[Any], Any], output_type: Any = None
+    ) -> DataStream:
         resolve(func, FlatMapFunction, "flat_map", "flat_map")
-        return DataStream(self._env, self._add("FlatMap", functools.partial(FlatMapOperator, fn=func)))
+        return DataStream(
+            self._env, self._add("FlatMap", functools.partial(FlatMapOperator, fn=func))
+        )
 
     def filter(self, func: FilterFunction | Callable[[Any], bool]) -> DataStream:
         resolve(func, FilterFunction, "filter", "filter")
-        return DataStream(self._env, self._add("Filter", functools.partial(FilterOperator, fn=func)))
+        return DataStream(
+            self._env, self._add("Filter", functools.partial(FilterOperator, fn=func))
+        )
 
-    def process(self, func: ProcessFunction | Callable[[Any, Any], Any], output_type: Any = None) -> DataStream:
+    def process(
+        self, func: ProcessFunction | Callable[[Any, Any], Any], output_type: Any = None
+    ) -> DataStream:
         if isinstance(func, KeyedProcessFunction):
             raise GraphError("a KeyedProcessFunction needs a keyed stream: call key_by() first")
         _check_callable(func, ProcessFunction, "process")
-        return DataStream(self._env, self._add("Process", functools.partial(ProcessOperator, fn=func)))
+        return DataStream(
+            self._env, self._add("Process", functools.partial(ProcessOperator, fn=func))
+        )
 
-    def key_by(self, key_selector: KeySelector | Callable[[Any], Any], key_type: Any = None) -> KeyedStream:
+    def key_by(
+        self, key_selector: KeySelector | Callable[[Any], Any], key_type: Any = None
+    ) -> KeyedStream:
         ks = resolve(key_selector, KeySelector, "get_key", "key_by")
         part = Transformation(
-            name="KeyBy", kind="partition", inputs=[(self._t, 0)], partitioner=KeyGroupPartitioner(ks)
+            name="KeyBy",
+            kind="partition",
+            inputs=[(self._t, 0)],
+            partitioner=KeyGroupPartitioner(ks),
         )
         return KeyedStream(self._env, part, ks)
 
@@ -161,23 +183,54 @@ class DataStream:
         for s in streams:
             if s._env is not self._env:
                 raise GraphError("union() of streams from different environments")
-        t = Transformation(name="Union", kind="union", inputs=[(self._t, 0)] + [(s._t, 0) for s in streams])
+        t = Transformation(
+            name="Union", kind="union", inputs=[(self._t, 0)] + [(s._t, 0) for s in streams]
+        )
         return DataStream(self._env, t)
 
     def get_side_output(self, output_tag: OutputTag) -> DataStream:
         if not isinstance(output_tag, OutputTag):
             raise TypeError(f"get_side_output expects an OutputTag, got {output_tag!r}")
         t = Transformation(
-            name=f"SideOutput[{output_tag.tag_id}]", kind="side_output", inputs=[(self._t, 0)],
+            name=f"SideOutput[{output_tag.tag_id}]",
+            kind="side_output",
+            inputs=[(self._t, 0)],
             tag_id=output_tag.tag_id,
         )
         return DataStream(self._env, t)
 
+    # -- keyed-only operations, with a clear error on a non-keyed stream ---------------------------
+
+    def _needs_key(self, what: str) -> GraphError:
+        return GraphError(f"{what} needs a keyed stream: call key_by(...) first, then {what}")
+
+    def reduce(self, func: Any) -> DataStream:
+        raise self._needs_key("reduce()")
+
+    def sum(self, field: int | str | None = None) -> DataStream:
+        raise self._needs_key("sum()")
+
+    def min(self, field: int | str | None = None) -> DataStream:
+        raise self._needs_key("min()")
+
+    def max(self, field: int | str | None = None) -> DataStream:
+        raise self._needs_key("max()")
+
+    def min_by(self, field: int | str | None = None) -> DataStream:
+        raise self._needs_key("min_by()")
+
+    def max_by(self, field: int | str | None = None) -> DataStream:
+        raise self._needs_key("max_by()")
+
     # -- partitioning ----------------------------------------------------------------------------
 
     def _partition(self, partitioner: _EdgePartitioner) -> DataStream:
-        t = Transformation(name=partitioner.name.capitalize(), kind="partition", inputs=[(self._t, 0)],
-                           partitioner=partitioner)
+        t = Transformation(
+            name=partitioner.name.capitalize(),
+            kind="partition",
+            inputs=[(self._t, 0)],
+            partitioner=partitioner,
+        )
         return DataStream(self._env, t)
 
     def forward(self) -> DataStream:
@@ -199,7 +252,9 @@ class DataStream:
         return self._partition(GlobalPartitioner())
 
     def partition_custom(
-        self, partitioner: Partitioner | Callable[[Any, int], int], key_selector: KeySelector | Callable[[Any], Any]
+        self,
+        partitioner: Partitioner | Callable[[Any, int], int],
+        key_selector: KeySelector | Callable[[Any], Any],
     ) -> DataStream:
         part = resolve(partitioner, Partitioner, "partition", "partition_custom")
         ks = resolve(key_selector, KeySelector, "get_key", "partition_custom")
@@ -207,9 +262,15 @@ class DataStream:
 
     # -- sinks -----------------------------------------------------------------------------------
 
-    def _add_sink(self, name: str, factory: Callable[[str], Any], inherit: bool = False) -> DataStreamSink:
-        t = Transformation(name=self._env._unique_name(name), kind="sink", inputs=[(self._t, 0)],
-                           operator_factory=factory)
+    def _add_sink(
+        self, name: str, factory: Callable[[str], Any], inherit: bool = False
+    ) -> DataStreamSink:
+        t = Transformation(
+            name=self._env._unique_name(name),
+            kind="sink",
+            inputs=[(self._t, 0)],
+            operator_factory=factory,
+        )
         t.inherit_parallelism = inherit
         self._env._add(t)
         return DataStreamSink(self._env, t)
@@ -225,8 +286,9 @@ class DataStream:
         return self._add_sink("Sink", functools.partial(SinkFunctionOperator, fn=sink_func))
 
     def print(self, sink_identifier: str | None = None) -> DataStreamSink:
-        return self._add_sink("Print", functools.partial(SinkOperator, sink=PrintSink(sink_identifier)),
-                              inherit=True)
+        return self._add_sink(
+            "Print", functools.partial(SinkOperator, sink=PrintSink(sink_identifier)), inherit=True
+        )
 
     def execute_and_collect(
         self, job_execution_name: str | None = None, limit: int | None = None
@@ -234,7 +296,9 @@ class DataStream:
         """Runs the job and returns its records: an iterator (close it, or use ``with``, to stop
         an unbounded job), or with ``limit`` a list of at most that many records."""
         collect_id = uuid.uuid4().hex
-        self._add_sink("Collect", functools.partial(CollectSinkOperator, collect_id=collect_id), inherit=True)
+        self._add_sink(
+            "Collect", functools.partial(CollectSinkOperator, collect_id=collect_id), inherit=True
+        )
         client = self._env.execute_async(job_execution_name or "collect")
         from raystream.runtime.client import CollectResultIterator
 
@@ -253,8 +317,12 @@ class DataStream:
 class KeyedStream(DataStream):
     """A stream partitioned by key: running aggregates and keyed process functions with state."""
 
-    def __init__(self, env: StreamExecutionEnvironment, transformation: Transformation,
-                 key_selector: Callable[[Any], Any]):
+    def __init__(
+        self,
+        env: StreamExecutionEnvironment,
+        transformation: Transformation,
+        key_selector: Callable[[Any], Any],
+    ):
         super().__init__(env, transformation)
         self._key_selector = key_selector
 
@@ -267,7 +335,9 @@ class KeyedStream(DataStream):
         return DataStream(self._env, self._add("Reduce", factory, keyed=True))
 
     def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
-        factory = functools.partial(ReduceOperator, fn=aggregation(kind, field), key_selector=self._key_selector)
+        factory = functools.partial(
+            ReduceOperator, fn=aggregation(kind, field), key_selector=self._key_selector
+        )
         label = kind.capitalize().replace("_b", "B") + (f"({field})" if field is not None else "")
         return DataStream(self._env, self._add(label, factory, keyed=True))
 
@@ -286,7 +356,9 @@ class KeyedStream(DataStream):
     def max_by(self, field: int | str | None = None) -> DataStream:
         return self._aggregate("max_by", field)
 
-    def process(self, func: KeyedProcessFunction | Callable[[Any, Any], Any], output_type: Any = None) -> DataStream:
+    def process(
+        self, func: KeyedProcessFunction | Callable[[Any, Any], Any], output_type: Any = None
+    ) -> DataStream:
         if isinstance(func, ProcessFunction):
             raise GraphError("on a keyed stream use a KeyedProcessFunction, not a ProcessFunction")
         _check_callable(func, KeyedProcessFunction, "process")
@@ -329,4 +401,6 @@ class DataStreamSink:
 
 def _check_callable(func: Any, interface: type, what: str) -> None:
     if not (isinstance(func, interface) or callable(func)):
-        raise TypeError(f"{what} expects a {interface.__name__} or a callable(value, ctx), got {func!r}")
+        raise TypeError(
+            f"{what} expects a {interface.__name__} or a callable(value, ctx), got {func!r}"
+        )

@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-import cloudpickle
 import ray
 
 from raystream.api.datastream import DataStream
@@ -14,7 +13,13 @@ from raystream.config import ExecutionConfig
 from raystream.errors import GraphError
 from raystream.graph.plan import ExecutionPlan, build_plan
 from raystream.graph.transformations import Transformation
-from raystream.operators.sources import CollectionSource, NumberSequenceSource, Source, SourceOperator
+from raystream.operators.sources import (
+    CollectionSource,
+    NumberSequenceSource,
+    Source,
+    SourceOperator,
+)
+from raystream.runtime import serde
 from raystream.runtime.client import JobClient, JobExecutionResult
 from raystream.runtime.jobmaster import JobMaster
 
@@ -43,7 +48,9 @@ class StreamExecutionEnvironment:
         self._names: dict[str, int] = {}
 
     @staticmethod
-    def get_execution_environment(config: ExecutionConfig | None = None, **kwargs: Any) -> StreamExecutionEnvironment:
+    def get_execution_environment(
+        config: ExecutionConfig | None = None, **kwargs: Any
+    ) -> StreamExecutionEnvironment:
         return StreamExecutionEnvironment(config, **kwargs)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -62,7 +69,9 @@ class StreamExecutionEnvironment:
 
     def set_max_parallelism(self, max_parallelism: int) -> StreamExecutionEnvironment:
         if not isinstance(max_parallelism, int) or not 1 <= max_parallelism <= 32768:
-            raise GraphError(f"max parallelism must be an int in [1, 32768], got {max_parallelism!r}")
+            raise GraphError(
+                f"max parallelism must be an int in [1, 32768], got {max_parallelism!r}"
+            )
         self._config.max_parallelism = max_parallelism
         return self
 
@@ -82,7 +91,9 @@ class StreamExecutionEnvironment:
 
     # -- sources ---------------------------------------------------------------------------------
 
-    def from_source(self, source: Source, watermark_strategy: Any = None, source_name: str = "Source") -> DataStream:
+    def from_source(
+        self, source: Source, watermark_strategy: Any = None, source_name: str = "Source"
+    ) -> DataStream:
         if not isinstance(source, Source):
             raise TypeError(f"from_source expects a raystream Source, got {type(source).__name__}")
         if watermark_strategy is not None:
@@ -106,7 +117,9 @@ class StreamExecutionEnvironment:
     def read_text_file(self, file_path: str, charset_name: str = "UTF-8") -> DataStream:
         from raystream.operators.files import FileSource
 
-        return self.from_source(FileSource.for_lines(file_path, encoding=charset_name), source_name="Text File")
+        return self.from_source(
+            FileSource.for_lines(file_path, encoding=charset_name), source_name="Text File"
+        )
 
     def from_ray_dataset(self, dataset: Any) -> DataStream:
         """The rows of a ``ray.data.Dataset`` (dicts), one split per block."""
@@ -120,7 +133,9 @@ class StreamExecutionEnvironment:
         return build_plan("plan", self._transformations, self._config).describe()
 
     def _build(self, job_name: str) -> ExecutionPlan:
-        plan = _with_splits(build_plan(job_name, self._transformations, self._config))
+        plan = _with_splits(
+            build_plan(job_name, self._transformations, self._config), self._transformations
+        )
         self._transformations = []  # a job is built once, as in Flink
         return plan
 
@@ -130,8 +145,11 @@ class StreamExecutionEnvironment:
         self._ensure_ray()
         job_id = uuid.uuid4().hex
         name = f"raystream:jobmaster:{job_name}:{job_id[:8]}"
-        jm = ray.remote(JobMaster).options(name=name, num_cpus=0, max_concurrency=1000).remote(
-            job_id, cloudpickle.dumps(plan), name
+        plan_bytes, refs = serde.dumps(plan)
+        jm = (
+            ray.remote(JobMaster)
+            .options(name=name, num_cpus=0, max_concurrency=1000)
+            .remote(job_id, plan_bytes, refs, name)
         )
         ray.get(jm.start.remote())
         return JobClient(job_id, job_name, jm)
@@ -168,15 +186,20 @@ class _SourceFactory:
         return SourceOperator(name, self.source, self.splits)
 
 
-def _with_splits(plan: ExecutionPlan) -> ExecutionPlan:
+def _with_splits(plan: ExecutionPlan, transformations: list[Transformation]) -> ExecutionPlan:
+    """Every source cuts its splits on the driver, from the user's own source object."""
+    by_id = {t.id: t for t in transformations}
     for chain in plan.chains:
         head = chain.head
         if head.kind != "source":
             continue
-        factory: _SourceFactory = cloudpickle.loads(head.factory)
+        factory = by_id[head.id].operator_factory
+        assert isinstance(factory, _SourceFactory)
         try:
             factory.splits = list(factory.source.create_splits(chain.parallelism))
         except Exception as exc:
-            raise GraphError(f"source {head.name!r} cannot create its splits: {type(exc).__name__}: {exc}") from exc
-        head.factory = cloudpickle.dumps(factory)
+            raise GraphError(
+                f"source {head.name!r} cannot create its splits: {type(exc).__name__}: {exc}"
+            ) from exc
+        head.factory = factory
     return plan

@@ -57,12 +57,26 @@ def encode_key(key: object) -> bytes:
     if isinstance(key, tuple):  # also namedtuples
         parts = [encode_key(k) for k in key]
         return b"t%d:" % len(parts) + b"".join(b"%d:" % len(p) + p for p in parts)
-    if isinstance(key, enum.Enum):
-        return b"e" + type(key).__qualname__.encode() + b":" + encode_key(key.value)
-    if isinstance(key, int):  # int subclasses (IntEnum handled above)
+    # int and str subclasses (IntEnum, StrEnum, str-mixin enums) equal their plain values as
+    # dict keys, so they must encode like them
+    if isinstance(key, int):
         return b"i%d" % int(key)
     if isinstance(key, str):
-        return b"s" + str(key).encode("utf-8", "surrogatepass")
+        return b"s" + str.__str__(key).encode("utf-8", "surrogatepass")
+    if isinstance(key, enum.Enum):
+        return b"e" + type(key).__qualname__.encode() + b":" + encode_key(key.value)
+    if isinstance(key, _dt.datetime) and key.utcoffset() is not None:
+        # aware datetimes are equal when they denote the same instant
+        return b"d" + key.astimezone(_dt.timezone.utc).isoformat().encode()
+    if isinstance(key, _dt.time) and key.utcoffset() is not None:
+        return (
+            b"d"
+            + (_dt.datetime.combine(_dt.date(2000, 1, 1), key) - key.utcoffset())
+            .time()
+            .isoformat()
+            .encode()
+            + b"Z"
+        )
     if isinstance(key, (_dt.datetime, _dt.date, _dt.time)):
         return b"d" + key.isoformat().encode()
     if isinstance(key, _dt.timedelta):

@@ -19,7 +19,9 @@ def to_millis(duration: Duration, what: str = "duration") -> int:
     if isinstance(duration, _dt.timedelta):
         return int(duration / _dt.timedelta(milliseconds=1))
     if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-        raise TypeError(f"{what} must be int milliseconds or a datetime.timedelta, got {duration!r}")
+        raise TypeError(
+            f"{what} must be int milliseconds or a datetime.timedelta, got {duration!r}"
+        )
     return int(duration)
 
 

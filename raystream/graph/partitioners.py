@@ -35,7 +35,9 @@ class Partitioner:
     def targets(self, producer: int, p_up: int, p_down: int) -> list[int]:
         return list(range(p_down))
 
-    def router(self, producer: int, num_targets: int, max_parallelism: int, edge_name: str) -> Router:
+    def router(
+        self, producer: int, num_targets: int, max_parallelism: int, edge_name: str
+    ) -> Router:
         raise TypeError(f"{type(self).__name__} has no router")
 
     def __repr__(self) -> str:
@@ -192,6 +194,75 @@ class ShufflePartitioner(Partitioner):
         return _PerRecord(lambda v: rng.randrange(num_targets), num_targets, edge_name, "shuffle")
 
 
+class _ByKey:
+    """Routes each record by its key, with a per-process cache from key to target channel
+    (the stable hash runs once per distinct key; the cache is dropped whole when it is full)."""
+
+    def __init__(
+        self,
+        key_selector: Callable[[Any], Any],
+        num_targets: int,
+        max_parallelism: int,
+        edge_name: str,
+        cache_size: int = 1 << 17,
+    ):
+        self.key_selector = key_selector
+        self.n = num_targets
+        self.key_group = KeyGroupAssigner(max_parallelism, cache_size=1)
+        self.owner = [kg * num_targets // max_parallelism for kg in range(max_parallelism)]
+        self.cache: dict = {}
+        self.cache_size = cache_size
+        self.edge_name = edge_name
+
+    def _target(self, key: Any) -> int:
+        target = self.owner[self.key_group(key)]
+        if len(self.cache) >= self.cache_size:
+            self.cache.clear()
+        self.cache[key] = target
+        return target
+
+    def route(self, batch: Batch, senders: Sequence[Sender]) -> None:
+        n = self.n
+        ks = self.key_selector
+        cached = self.cache.get
+        slow = self._target
+        vals: list[list] = [[] for _ in range(n)]
+        appends = [b.append for b in vals]
+        stamps_in = batch.timestamps
+        stamps: list[list] = [[] for _ in range(n)] if stamps_in is not None else []
+        v = None
+        try:
+            if stamps_in is None:
+                for v in batch.values:
+                    k = ks(v)
+                    c = cached(k)
+                    if c is None:
+                        c = slow(k)
+                    appends[c](v)
+            else:
+                for v, t in zip(batch.values, stamps_in):
+                    k = ks(v)
+                    c = cached(k)
+                    if c is None:
+                        c = slow(k)
+                    appends[c](v)
+                    stamps[c].append(t)
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(f"key selector of {self.edge_name!r}: {exc}") from None
+        except TypeError as exc:
+            if "unhashable" in str(exc):
+                raise InvalidKeyError(
+                    f"key selector of {self.edge_name!r}: key of record {record_repr(v)} is not "
+                    f"hashable: {exc}"
+                ) from None
+            raise _routing_error(exc, v, "key selector", self.edge_name) from exc
+        except Exception as exc:
+            raise _routing_error(exc, v, "key selector", self.edge_name) from exc
+        for c in range(n):
+            if vals[c]:
+                senders[c].add(vals[c], stamps[c] if stamps_in is not None else None)
+
+
 class KeyGroupPartitioner(Partitioner):
     """``key_by``: record → key → key group → the consumer subtask owning that key group."""
 
@@ -201,14 +272,7 @@ class KeyGroupPartitioner(Partitioner):
         self.key_selector = key_selector
 
     def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
-        key_group = KeyGroupAssigner(max_parallelism)
-        owner = [kg * num_targets // max_parallelism for kg in range(max_parallelism)]
-        ks = self.key_selector
-
-        def choose(v: Any) -> int:
-            return owner[key_group(ks(v))]
-
-        return _PerRecord(choose, num_targets, edge_name, "key selector")
+        return _ByKey(self.key_selector, num_targets, max_parallelism, edge_name)
 
 
 class CustomPartitioner(Partitioner):
@@ -225,8 +289,10 @@ class CustomPartitioner(Partitioner):
 
         def choose(v: Any) -> int:
             k = part(ks(v), num_targets)
-            if not (isinstance(k, int) and 0 <= k < num_targets):
-                raise ValueError(f"custom partitioner returned {k!r}, expected 0..{num_targets - 1}")
+            if type(k) is not int or not 0 <= k < num_targets:
+                raise ValueError(
+                    f"custom partitioner returned {k!r}, expected 0..{num_targets - 1}"
+                )
             return k
 
         return _PerRecord(choose, num_targets, edge_name, "custom partitioner")

@@ -45,7 +45,7 @@ class NodeSpec:
     uid: str | None
     kind: str
     keyed: bool
-    factory: bytes  # cloudpickled ``factory(name) -> StreamOperator``
+    factory: Any  # ``factory(name) -> StreamOperator``; checked picklable when the plan is built
     outputs: list[OutputSpec] = field(default_factory=list)
 
 
@@ -121,7 +121,9 @@ class _PhysEdge:
     input_index: int
 
 
-def build_plan(job_name: str, nodes: list[Transformation], config: ExecutionConfig) -> ExecutionPlan:
+def build_plan(
+    job_name: str, nodes: list[Transformation], config: ExecutionConfig
+) -> ExecutionPlan:
     config.validate()
     physical = [t for t in nodes if t.is_physical]
     if not physical:
@@ -144,7 +146,9 @@ def build_plan(job_name: str, nodes: list[Transformation], config: ExecutionConf
     uids = [t.uid for t in physical if t.uid is not None]
     dup = {u for u in uids if uids.count(u) > 1}
     if dup:
-        raise GraphError(f"uid(s) {sorted(dup)} used by more than one operator; uids must be unique")
+        raise GraphError(
+            f"uid(s) {sorted(dup)} used by more than one operator; uids must be unique"
+        )
 
     edges: list[_PhysEdge] = []
     for t in physical:
@@ -262,10 +266,10 @@ def _resolve(
     if t.is_physical:
         return [_PhysEdge(t, consumer, partitioner, tag_id, input_index)]
     if t.kind == "partition":
-        (upstream, _), = t.inputs
+        ((upstream, _),) = t.inputs
         return _resolve(upstream, consumer, partitioner or t.partitioner, tag_id, input_index)
     if t.kind == "side_output":
-        (upstream, _), = t.inputs
+        ((upstream, _),) = t.inputs
         return _resolve(upstream, consumer, partitioner, t.tag_id, input_index)
     if t.kind == "union":
         out: list[_PhysEdge] = []
@@ -275,7 +279,9 @@ def _resolve(
     raise GraphError(f"unknown transformation kind {t.kind!r}")
 
 
-def _topological(nodes: list[Transformation], in_edges: dict[int, list[_PhysEdge]]) -> list[Transformation]:
+def _topological(
+    nodes: list[Transformation], in_edges: dict[int, list[_PhysEdge]]
+) -> list[Transformation]:
     done: set[int] = set()
     order: list[Transformation] = []
     pending = sorted(nodes, key=lambda t: t.id)
@@ -297,13 +303,14 @@ def _topological(nodes: list[Transformation], in_edges: dict[int, list[_PhysEdge
 
 def _node_spec(t: Transformation) -> NodeSpec:
     assert t.operator_factory is not None
+    _check_picklable(t.operator_factory, f"operator {t.name!r}")
     return NodeSpec(
         id=t.id,
         name=t.name,
         uid=t.uid,
         kind=t.kind,
         keyed=t.keyed,
-        factory=_check_picklable(t.operator_factory, f"operator {t.name!r}"),
+        factory=t.operator_factory,
     )
 
 

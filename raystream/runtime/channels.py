@@ -12,9 +12,12 @@ control), and memory per channel stays bounded.
 
 from __future__ import annotations
 
+import pickle
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import cloudpickle
 
 from raystream.core.time import MIN_TS
 from raystream.errors import SerializationError, record_repr
@@ -49,6 +52,7 @@ class ChannelSender:
         self.seq = 0
         self.records_sent = 0
         self.batches_sent = 0
+        self.bytes_sent = 0
         self.blocked_s = 0.0  # time spent waiting for credit
 
     # -- synchronous side: called while operators run ---------------------------------------------
@@ -74,7 +78,9 @@ class ChannelSender:
         stamps = self.timestamps
         for start in range(0, len(values), size):
             self.queue.append(
-                Batch(values[start : start + size], stamps[start : start + size] if stamps else None)
+                Batch(
+                    values[start : start + size], stamps[start : start + size] if stamps else None
+                )
             )
         self.values = []
         self.timestamps = None
@@ -89,12 +95,13 @@ class ChannelSender:
         stamps = self.timestamps
         for start in range(0, cut, size):
             self.queue.append(
-                Batch(values[start : start + size], stamps[start : start + size] if stamps else None)
+                Batch(
+                    values[start : start + size], stamps[start : start + size] if stamps else None
+                )
             )
+        # the remainder keeps the original deadline: flushing it early is fine, late is not
         self.values = values[cut:]
-        self.timestamps = stamps[cut:] if stamps is not None else None
-        if self.values:
-            self.first_added_at = self._monotonic()
+        self.timestamps = stamps[cut:] if stamps is not None and cut < len(values) else None
 
     def add_control(self, message: Any) -> None:
         self.seal()
@@ -115,15 +122,17 @@ class ChannelSender:
                     await in_flight.popleft()
                 self.blocked_s += self._monotonic() - t0
             message = queue.popleft()
-            try:
-                ref = self._push(self.channel_index, self.seq, message)
-            except Exception as exc:
-                raise _serialization_error(exc, message, self.name) from exc
-            in_flight.append(ref)
-            self.seq += 1
             if type(message) is Batch:
+                # pickled here rather than by Ray: one flat bytes argument is the cheapest
+                # thing an actor call can carry, and it lets us count the bytes
+                payload = _dumps(message, self.name)
                 self.records_sent += len(message.values)
                 self.batches_sent += 1
+                self.bytes_sent += len(payload)
+            else:
+                payload = message
+            in_flight.append(self._push(self.channel_index, self.seq, payload))
+            self.seq += 1
 
     async def drain(self) -> None:
         """Waits until every push was answered (end of input)."""
@@ -135,13 +144,22 @@ class ChannelSender:
         return bool(self.values)
 
 
-def _serialization_error(exc: Exception, message: Any, name: str) -> Exception:
-    if type(message) is not Batch:
-        return exc
-    import pickle
+def _dumps(batch: Batch, channel_name: str) -> bytes:
+    try:
+        return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
+    try:  # records holding lambdas or classes defined in __main__
+        return cloudpickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise _serialization_error(exc, batch, channel_name) from exc
 
-    import cloudpickle
 
+def loads(payload: bytes) -> Batch:
+    return pickle.loads(payload)  # type: ignore[no-any-return]
+
+
+def _serialization_error(exc: Exception, message: Batch, name: str) -> Exception:
     for v in message.values:
         try:
             cloudpickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
@@ -172,7 +190,9 @@ class EdgeOutput(Output):
 class Writer:
     """All channel senders of one task, with the buffer-timeout bookkeeping."""
 
-    def __init__(self, senders: list[ChannelSender], buffer_timeout_s: float, monotonic: Callable[[], float]):
+    def __init__(
+        self, senders: list[ChannelSender], buffer_timeout_s: float, monotonic: Callable[[], float]
+    ):
         self.senders = senders
         self.buffer_timeout_s = buffer_timeout_s
         self._monotonic = monotonic
@@ -213,6 +233,7 @@ class Writer:
         return {
             "records_sent": sum(s.records_sent for s in self.senders),
             "batches_sent": sum(s.batches_sent for s in self.senders),
+            "bytes_sent": sum(s.bytes_sent for s in self.senders),
             "backpressured_s": sum(s.blocked_s for s in self.senders),
             "in_flight": sum(len(s.in_flight) for s in self.senders),
         }

@@ -167,4 +167,10 @@ class CollectResultIterator(Iterator[Any]):
         self.close()
 
 
-__all__ = ["JobClient", "JobExecutionResult", "JobStatus", "CollectResultIterator", "JobExecutionError"]
+__all__ = [
+    "JobClient",
+    "JobExecutionResult",
+    "JobStatus",
+    "CollectResultIterator",
+    "JobExecutionError",
+]

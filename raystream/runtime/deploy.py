@@ -13,7 +13,9 @@ from raystream.graph.plan import ChainSpec, ExecutionPlan
 from raystream.runtime.task import OutputChannel, TaskSpec
 
 
-def task_specs(plan: ExecutionPlan, job_id: str, attempt: int = 0) -> dict[tuple[int, int], TaskSpec]:
+def task_specs(
+    plan: ExecutionPlan, job_id: str, attempt: int = 0
+) -> dict[tuple[int, int], TaskSpec]:
     inputs: dict[tuple[int, int], list[tuple[int, str]]] = {}
     channel_of: dict[tuple[int, int, int], int] = {}  # (edge, producer, consumer) -> index
     for chain in plan.chains:

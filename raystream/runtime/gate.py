@@ -47,7 +47,9 @@ class InputGate:
         try:
             ch = self.channels[channel]
         except IndexError:
-            raise ChannelError(f"push on unknown channel {channel} (gate has {len(self.channels)})") from None
+            raise ChannelError(
+                f"push on unknown channel {channel} (gate has {len(self.channels)})"
+            ) from None
         if seq == ch.next_seq:
             self._enqueue(ch, message, credit)
             while ch.next_seq in ch.reorder:

@@ -14,11 +14,11 @@ import time
 from collections import deque
 from typing import Any
 
-import cloudpickle
 import ray
 
 from raystream.errors import JobExecutionError, RaystreamError, TaskError
 from raystream.graph.plan import ExecutionPlan
+from raystream.runtime import serde
 from raystream.runtime.deploy import actor_name, actor_options, task_specs
 from raystream.runtime.task import Task, TaskResult
 
@@ -35,9 +35,9 @@ class JobStatusName:
 
 
 class JobMaster:
-    def __init__(self, job_id: str, plan_bytes: bytes, self_name: str):
+    def __init__(self, job_id: str, plan_bytes: bytes, refs: list, self_name: str):
         self.job_id = job_id
-        self.plan: ExecutionPlan = cloudpickle.loads(plan_bytes)
+        self.plan: ExecutionPlan = serde.loads(plan_bytes, refs)
         self.self_name = self_name
         self.status = JobStatusName.CREATED
         self.tasks: dict[tuple[int, int], Any] = {}
@@ -47,6 +47,7 @@ class JobMaster:
         self.ended_at = 0.0
         self._done = asyncio.Event()
         self._collect: deque[list] = deque()
+        self._collect_next: dict[tuple[str, int], int] = {}
         self._collect_changed = asyncio.Condition()
         self._watcher: asyncio.Task | None = None
 
@@ -59,12 +60,15 @@ class JobMaster:
             chain = plan.chain(cid)
             opts = actor_options(plan, chain, len(spec.input_channels))
             opts["name"] = actor_name(plan.job_name, self.job_id, chain, i)
-            self.tasks[(cid, i)] = actor_cls.options(**opts).remote(cloudpickle.dumps(spec))
+            spec_bytes, spec_refs = serde.dumps(spec)
+            self.tasks[(cid, i)] = actor_cls.options(**opts).remote(spec_bytes, spec_refs)
         services = {"job_master": me}
         setups = []
         for key, spec in specs.items():
-            handles = {k: self.tasks[(self._chain_of_edge(oc.edge_id), oc.consumer_subtask)]
-                       for k, oc in enumerate(spec.output_channels)}
+            handles = {
+                k: self.tasks[(self._chain_of_edge(oc.edge_id), oc.consumer_subtask)]
+                for k, oc in enumerate(spec.output_channels)
+            }
             setups.append(self.tasks[key].setup.remote(handles, services))
         self.started_at = time.time()
         try:
@@ -151,7 +155,11 @@ class JobMaster:
         out: dict[str, Any] = {"status": self.status, "job_id": self.job_id, "tasks": []}
         if self.status in JobStatusName.TERMINAL:
             out["tasks"] = [
-                {"task": f"{r.chain_name} ({r.subtask + 1})", "state": "FINISHED", "operators": r.operators}
+                {
+                    "task": f"{r.chain_name} ({r.subtask + 1})",
+                    "state": "FINISHED",
+                    "operators": r.operators,
+                }
                 for r in self.results
             ]
             return out
@@ -163,10 +171,17 @@ class JobMaster:
                 out["tasks"].append({"error": repr(exc)})
         return out
 
-    async def collect_push(self, collect_id: str, subtask: int, values: list) -> None:
+    async def collect_push(self, collect_id: str, subtask: int, seq: int, values: list) -> None:
+        """Pushes of one sink subtask may run out of order on this async actor: the sequence
+        number puts them back in order."""
         async with self._collect_changed:
-            while len(self._collect) >= COLLECT_BUFFER_BATCHES and not self._done.is_set():
+            key = (collect_id, subtask)
+            while (
+                self._collect_next.get(key, 0) != seq
+                or len(self._collect) >= COLLECT_BUFFER_BATCHES
+            ) and not self._done.is_set():
                 await self._collect_changed.wait()
+            self._collect_next[key] = seq + 1
             self._collect.append(values)
             self._collect_changed.notify_all()
 
@@ -190,6 +205,7 @@ class JobMaster:
 
 def _root_cause(errors: list[BaseException]) -> BaseException:
     """Prefers the error of user code over the follow-up errors it caused elsewhere."""
+
     def rank(e: BaseException) -> int:
         if isinstance(e, TaskError):
             return 0

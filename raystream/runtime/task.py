@@ -11,13 +11,10 @@ separate coroutines, so control calls are answered while the data path waits for
 from __future__ import annotations
 
 import asyncio
-import pickle
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
-
-import cloudpickle
 
 from raystream.checkpointing.backends.memory import MemoryStateBackend
 from raystream.config import ExecutionConfig
@@ -34,7 +31,8 @@ from raystream.operators.base import (
     StreamOperator,
 )
 from raystream.operators.sources import SourceOperator, SourceStatus
-from raystream.runtime.channels import ChannelSender, EdgeOutput, Writer
+from raystream.runtime import serde
+from raystream.runtime.channels import ChannelSender, EdgeOutput, Writer, loads
 from raystream.runtime.elements import END_OF_INPUT, Batch, EndOfInput, Watermark
 from raystream.runtime.gate import InputGate
 
@@ -74,8 +72,14 @@ class TaskResult:
 class Task:
     """Plain class; :mod:`raystream.runtime.deploy` makes it a Ray actor."""
 
-    def __init__(self, spec_bytes: bytes):
-        spec: TaskSpec = cloudpickle.loads(spec_bytes)
+    def __init__(self, spec_bytes: bytes, refs: list):
+        try:
+            spec: TaskSpec = serde.loads(spec_bytes, refs)
+        except Exception as exc:
+            raise TaskError(
+                "a task cannot load its operators (is every module the job uses importable on "
+                f"the workers?): {type(exc).__name__}: {exc}"
+            ) from exc
         self.spec = spec
         self.name = f"{spec.chain.name} ({spec.subtask + 1}/{spec.chain.parallelism})"
         self.clock = SystemClock()
@@ -86,14 +90,7 @@ class Task:
         self.started_at = 0.0
         self._channel_wm = [MIN_TS] * len(spec.input_channels)
         self._last_wm = MIN_TS
-        try:
-            self._factories = [(n, pickle.loads(n.factory)) for n in spec.chain.nodes]
-        except Exception as exc:
-            raise TaskError(
-                f"task {self.name!r} cannot load its operators: {type(exc).__name__}: {exc}",
-                spec.chain.name,
-                spec.subtask,
-            ) from exc
+        self._factories = [(n, n.factory) for n in spec.chain.nodes]
 
     # -- control plane ---------------------------------------------------------------------------
 
@@ -223,7 +220,9 @@ class Task:
             subtask=self.spec.subtask,
             operators={op.name: op.metrics() for op in self.operators},
             sink_results={
-                op.name: op.result() for op in self.operators if callable(getattr(op, "result", None))
+                op.name: op.result()
+                for op in self.operators
+                if callable(getattr(op, "result", None))
             },
             duration_s=time.monotonic() - self.started_at,
         )
@@ -289,6 +288,9 @@ class Task:
                     continue
             channel, message = got
             kind = type(message)
+            if kind is bytes:
+                message = loads(message)
+                kind = Batch
             if kind is Batch:
                 head.records_in += len(message.values)
                 process[inputs[channel]](message)

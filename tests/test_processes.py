@@ -1,0 +1,65 @@
+"""Tests that need Ray sessions of their own: run in subprocesses (separate clusters)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from raystream.core.keys import key_group_of, subtask_of
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "tests" / "scripts"
+
+
+def run_script(
+    path: pathlib.Path, *args: str, env_extra: dict | None = None, timeout: float = 240
+) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.pop("RAY_ADDRESS", None)
+    env.update(env_extra or {})
+    proc = subprocess.run(
+        [sys.executable, str(path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, (
+        f"{path.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
+    return proc.stdout
+
+
+def test_key_placement_is_stable_across_ray_sessions_and_hash_seeds():
+    first = json.loads(run_script(SCRIPTS / "key_placement.py", env_extra={"PYTHONHASHSEED": "1"}))
+    second = json.loads(run_script(SCRIPTS / "key_placement.py", env_extra={"PYTHONHASHSEED": "2"}))
+    assert first == second
+    assert len(first) == 106
+    for key_repr, subtask in first.items():
+        key = eval(key_repr)  # reprs of str/bytes/tuple/None/int/float/bool literals
+        assert subtask == subtask_of(key_group_of(key, 128), 3, 128)
+
+
+@pytest.mark.slow
+def test_multi_node_cluster_gives_the_same_results():
+    out = json.loads(run_script(SCRIPTS / "multinode.py"))
+    assert out["cluster_nodes"] == 2
+    assert len(out["nodes"]) == 2, "tasks should be spread over both nodes"
+    expected = {}
+    for x in range(1, 20001):
+        expected[str(x % 13)] = expected.get(str(x % 13), 0) + x
+    assert out["finals"] == expected
+    assert out["count"] == 20000
+
+
+def test_readme_example_runs_on_an_embedded_ray():
+    out = run_script(ROOT / "examples" / "wordcount.py")
+    assert "48 distinct words" in out
+    assert "    13  to" in out

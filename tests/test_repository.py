@@ -1,0 +1,129 @@
+"""The repository keeps its promises: README commands, CI script, layout, public API."""
+
+from __future__ import annotations
+
+import pathlib
+
+import raystream
+import raystream.checkpointing
+import raystream.operators
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```bash", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.strip().splitlines()]
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one_verbatim():
+    install_and_run, install_and_test = readme_commands()
+    assert "examples/wordcount.py" in install_and_run
+    assert "pytest" in install_and_test and ".[test]" in install_and_test
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert install_and_test in [line.strip() for line in ci]
+
+
+def test_layout_fixed_by_the_users():
+    for name in (
+        "pyproject.toml",
+        "raystream",
+        "operators",
+        "checkpointing",
+        "examples",
+        "cluster.yaml",
+        "tests",
+    ):
+        assert (ROOT / name).exists(), name
+    assert (ROOT / "raystream" / "py.typed").exists()
+
+
+def test_mapped_packages_load_under_one_name_only():
+    assert raystream.operators.__name__ == "raystream.operators"
+    assert pathlib.Path(raystream.operators.__file__).parent == ROOT / "operators"
+    assert pathlib.Path(raystream.checkpointing.__file__).parent == ROOT / "checkpointing"
+    for py in (
+        list((ROOT / "raystream").rglob("*.py"))
+        + list((ROOT / "operators").rglob("*.py"))
+        + list((ROOT / "checkpointing").rglob("*.py"))
+    ):
+        for line in py.read_text().splitlines():
+            stripped = line.strip()
+            assert not stripped.startswith(
+                ("import operators", "from operators", "import checkpointing", "from checkpointing")
+            ), f"{py}: {line}"
+
+
+# An API change must be deliberate: update these lists together with the code.
+PUBLIC_RAYSTREAM = [
+    "AggregatingState",
+    "AggregatingStateDescriptor",
+    "ChannelError",
+    "DataStream",
+    "DataStreamSink",
+    "ExecutionConfig",
+    "FilterFunction",
+    "FlatMapFunction",
+    "Function",
+    "GraphError",
+    "InvalidKeyError",
+    "JobClient",
+    "JobExecutionError",
+    "JobExecutionResult",
+    "JobStatus",
+    "KeySelector",
+    "KeyedProcessFunction",
+    "KeyedStream",
+    "ListState",
+    "ListStateDescriptor",
+    "MAX_TS",
+    "MIN_TS",
+    "MapFunction",
+    "MapState",
+    "MapStateDescriptor",
+    "OutputTag",
+    "Partitioner",
+    "ProcessFunction",
+    "RaystreamError",
+    "ReduceFunction",
+    "ReducingState",
+    "ReducingStateDescriptor",
+    "RuntimeContext",
+    "SerializationError",
+    "SinkFunction",
+    "StreamExecutionEnvironment",
+    "TaskError",
+    "UserFunctionError",
+    "ValueState",
+    "ValueStateDescriptor",
+]
+
+
+PUBLIC_OPERATORS = [
+    "Boundedness",
+    "CollectionSource",
+    "FileSink",
+    "FileSource",
+    "NumberSequenceSource",
+    "PrintSink",
+    "RayDatasetSink",
+    "RayDatasetSource",
+    "Sink",
+    "SinkContext",
+    "SinkWriter",
+    "Source",
+    "SplitReader",
+]
+PUBLIC_CHECKPOINTING = ["MemoryStateBackend"]
+
+
+def test_public_api_is_deliberate():
+    assert sorted(raystream.__all__) == sorted(PUBLIC_RAYSTREAM)
+    assert sorted(raystream.operators.__all__) == sorted(PUBLIC_OPERATORS)
+    assert sorted(raystream.checkpointing.__all__) == sorted(PUBLIC_CHECKPOINTING)
+    for name in raystream.__all__:
+        assert hasattr(raystream, name), name
+    for module in (raystream.operators, raystream.checkpointing):
+        for name in module.__all__:
+            assert hasattr(module, name), name

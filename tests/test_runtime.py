@@ -1,0 +1,221 @@
+"""Runtime behaviour: back-pressure bounds, chaining, parallelism, resources, job client."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+import ray
+
+from raystream import JobExecutionError, JobStatus, StreamExecutionEnvironment
+from raystream.operators import Boundedness, Source, SplitReader
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def op_metric(client, operator: str, key: str) -> int:
+    total = 0
+    for task in client.metrics()["tasks"]:
+        m = task.get("operators", {}).get(operator)
+        if m is not None:
+            total += m[key]
+    return total
+
+
+class SlowSink:
+    """About 1 ms per record: at least 100x slower than the source."""
+
+    def __call__(self, value):
+        time.sleep(0.001)
+
+
+def test_backpressure_keeps_the_source_within_the_channel_bounds():
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(1)
+    cfg = env.get_config()
+    cfg.batch_size = 100
+    cfg.channel_capacity = 2
+    env.from_sequence(0, None).name("fast").add_sink(SlowSink()).name("slow").disable_chaining()
+    client = env.execute_async("backpressure")
+    try:
+        wait_until(lambda: op_metric(client, "slow", "records_in") >= 1000, what="sink progress")
+        # in flight at most: the channel's credit (capacity batches, each possibly still queued at
+        # the consumer), the batch the sink is working on, and one batch the source is building
+        bound = (cfg.channel_capacity + 2) * cfg.batch_size
+        for _ in range(5):
+            emitted = op_metric(
+                client, "fast", "records_out"
+            )  # read first: the gap can only shrink
+            consumed = op_metric(client, "slow", "records_in")
+            assert consumed >= 1000
+            assert emitted - consumed <= bound, (emitted, consumed, bound)
+            time.sleep(0.2)
+        metrics = client.metrics()
+        source_task = next(t for t in metrics["tasks"] if "fast" in t.get("operators", {}))
+        assert source_task["backpressured_s"] > 0
+    finally:
+        client.cancel()
+    assert client.get_job_status() is JobStatus.CANCELED
+
+
+def pipeline(env: StreamExecutionEnvironment, words: list[str]):
+    return (
+        env.from_collection(words)
+        .key_by(lambda w: w[0])
+        .map(lambda w: (w[0], len(w)))
+        .filter(lambda t: t[1] > 1)
+        .key_by(lambda t: t[0])
+        .sum(1)
+        .map(lambda t: f"{t[0]}={t[1]}")
+    )
+
+
+WORDS = [f"{chr(97 + i % 11)}{'x' * (i % 5)}" for i in range(3000)]
+
+
+def test_chaining_on_and_off_and_any_parallelism_give_the_same_results():
+    results = []
+    for p, chaining in ((1, True), (4, True), (4, False), (3, True)):
+        env = StreamExecutionEnvironment()
+        env.set_parallelism(p)
+        if not chaining:
+            env.disable_operator_chaining()
+        results.append(Counter(pipeline(env, WORDS).execute_and_collect()))
+    assert all(r == results[0] for r in results[1:])
+    assert sum(results[0].values()) == sum(1 for w in WORDS if len(w) > 1)
+
+
+def test_execution_plan_shows_chains():
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(2)
+    env.from_sequence(0, 9).map(str).name("a").filter(bool).name("b").rebalance().map(len).name(
+        "c"
+    ).print()
+    plan = env.get_execution_plan()
+    assert "Sequence Source -> a -> b" in plan
+    assert "c -> Print" in plan
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(2)
+    env.from_sequence(0, 9).map(str).name("a").filter(bool).name("b").start_new_chain().print()
+    plan = env.get_execution_plan()
+    assert "Sequence Source -> a" in plan and "b -> Print" in plan
+
+
+class AssignedResources:
+    def __call__(self, value):
+        res = ray.get_runtime_context().get_assigned_resources()
+        return (value, tuple(sorted(res.items())))
+
+
+def test_resource_hints_become_ray_actor_options():
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(2)
+    src = env.from_sequence(0, 9)
+    plain = src.map(AssignedResources()).name("plain")
+    heavy = (
+        src.map(AssignedResources())
+        .name("heavy")
+        .set_resources(num_cpus=0.5, resources={"special": 1})
+    )
+    got = list(
+        plain.map(lambda t: ("plain",) + t)
+        .union(heavy.map(lambda t: ("heavy",) + t))
+        .execute_and_collect()
+    )
+    plain_res = {r for kind, _, r in got if kind == "plain"}
+    heavy_res = {r for kind, _, r in got if kind == "heavy"}
+    assert plain_res == {()}  # task actors reserve no CPU by default
+    assert heavy_res == {(("CPU", 0.5), ("special", 1.0))}
+
+
+def test_a_job_wider_than_the_machine_runs():
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(12)  # 12 source + 12 map actors on a 2-4 core machine
+    got = list(env.from_sequence(1, 5000).rebalance().map(lambda x: x * 2).execute_and_collect())
+    assert sorted(got) == [2 * x for x in range(1, 5001)]
+
+
+def test_job_client_status_metrics_and_cancel():
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(2)
+    env.from_sequence(0, None).name("numbers").map(lambda x: x).name("identity").add_sink(
+        lambda v: None
+    )
+    client = env.execute_async("endless")
+    assert client.get_job_status() is JobStatus.RUNNING
+    wait_until(lambda: op_metric(client, "identity", "records_out") > 10_000, what="progress")
+    metrics = client.metrics()
+    assert metrics["status"] == "RUNNING"
+    assert len(metrics["tasks"]) == 2  # source, map and sink chained into one task per subtask
+    assert client.cancel() is JobStatus.CANCELED
+    assert client.get_job_status() is JobStatus.CANCELED
+    with pytest.raises(JobExecutionError, match="canceled"):
+        client.wait(timeout=30)
+
+
+def test_wait_times_out_on_a_running_job():
+    env = StreamExecutionEnvironment()
+    env.from_sequence(0, None).add_sink(lambda v: None)
+    client = env.execute_async()
+    try:
+        with pytest.raises(TimeoutError):
+            client.wait(timeout=0.5)
+    finally:
+        client.cancel()
+
+
+def test_bounded_job_finishes_and_actors_are_released():
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(3)
+    env.from_sequence(1, 30000).map(lambda x: x % 97).key_by(lambda x: x).sum().add_sink(
+        lambda v: None
+    ).name("sink")
+    result = env.execute("bounded")
+    assert result.records_in("sink") == 30000
+
+
+class _TrickleReader(SplitReader):
+    """One record every 20 ms, forever."""
+
+    def __init__(self, offset):
+        self.offset = offset or 0
+        self.next_at = 0.0
+
+    def read(self, max_records):
+        now = time.monotonic()
+        if now < self.next_at:
+            return []
+        self.next_at = now + 0.02
+        self.offset += 1
+        return [self.offset]
+
+
+class TrickleSource(Source):
+    boundedness = Boundedness.CONTINUOUS_UNBOUNDED
+
+    def create_splits(self, parallelism):
+        return ["only"]
+
+    def open_split(self, split, offset):
+        return _TrickleReader(offset)
+
+
+def test_buffer_timeout_delivers_a_trickle_without_waiting_for_full_batches():
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(1)
+    env.get_config().batch_size = 10_000  # never filled by a trickle
+    env.get_config().buffer_timeout_ms = 5
+    stream = env.from_source(TrickleSource()).rebalance().map(lambda x: x * 10).disable_chaining()
+    got = stream.execute_and_collect(limit=5)
+    assert got == [10, 20, 30, 40, 50]
