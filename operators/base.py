@@ -12,6 +12,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from raystream.core.time import MIN_TS
 from raystream.errors import UserFunctionError, record_repr
 from raystream.runtime.elements import Batch
 
@@ -46,6 +47,9 @@ class Output:
     def emit_watermark(self, timestamp: int) -> None:
         raise TypeError(f"{type(self).__name__} does not accept watermarks")
 
+    def emit_watermark_status(self, idle: bool) -> None:
+        pass
+
 
 class DiscardingOutput(Output):
     """Output of an operator nobody consumes (like a Flink operator without downstream)."""
@@ -73,6 +77,9 @@ class ChainedOutput(Output):
     def emit_watermark(self, timestamp: int) -> None:
         self._op.process_watermark(timestamp)
 
+    def emit_watermark_status(self, idle: bool) -> None:
+        self._op.process_watermark_status(idle)
+
 
 class FanOutput(Output):
     """Sends the same batches to several outputs (several consumers of one stream)."""
@@ -87,6 +94,10 @@ class FanOutput(Output):
     def emit_watermark(self, timestamp: int) -> None:
         for out in self._outputs:
             out.emit_watermark(timestamp)
+
+    def emit_watermark_status(self, idle: bool) -> None:
+        for out in self._outputs:
+            out.emit_watermark_status(idle)
 
 
 class CountingOutput(Output):
@@ -107,17 +118,23 @@ class CountingOutput(Output):
     def emit_watermark(self, timestamp: int) -> None:
         self._inner.emit_watermark(timestamp)
 
+    def emit_watermark_status(self, idle: bool) -> None:
+        self._inner.emit_watermark_status(idle)
+
 
 class StreamOperator:
     """Base of every operator. Subclasses override ``process_batch`` (and more as needed)."""
 
     #: set by operators that must await I/O after each batch (``async_work`` is then awaited)
     has_async_work = False
+    #: milliseconds between ``on_periodic`` calls (watermark generators), or None
+    periodic_interval_ms: int | None = None
 
     def __init__(self, name: str):
         self.name = name
         self.records_in = 0
         self.records_out = 0
+        self.current_watermark = MIN_TS
         self.output: Output = DiscardingOutput()
         self.side_outputs: dict[str, Output] = {}
         self.ctx: OperatorContext | None = None
@@ -137,7 +154,33 @@ class StreamOperator:
         raise TypeError(f"operator {self.name!r} has no second input")
 
     def process_watermark(self, timestamp: int) -> None:
+        """Advances event time: fire everything due (``on_watermark``), then forward."""
+        if timestamp <= self.current_watermark:
+            return
+        self.current_watermark = timestamp
+        self.on_watermark(timestamp)
         self.output.emit_watermark(timestamp)
+
+    def on_watermark(self, timestamp: int) -> None:
+        """Fires event-time timers up to ``timestamp`` (keyed operators override)."""
+
+    def process_watermark_status(self, idle: bool) -> None:
+        self.output.emit_watermark_status(idle)
+
+    def event_time_now(self) -> int:
+        """The event time state TTL compares against: the watermark (operators that know the
+        timestamp of the record being processed take the later of the two)."""
+        return self.current_watermark
+
+    def next_processing_timer(self) -> int | None:
+        """Processing time (ms) of the earliest processing-time timer, if any."""
+        return None
+
+    def on_processing_time(self, now_ms: int) -> None:
+        """Fires processing-time timers up to ``now_ms``."""
+
+    def on_periodic(self, now_ms: int) -> None:
+        """Called every ``periodic_interval_ms`` of processing time."""
 
     def finish(self) -> None:
         """End of all input: flush what is buffered (called head to tail through the chain)."""

@@ -1,18 +1,28 @@
-"""Internal: ProcessFunction and KeyedProcessFunction operators.
+"""Internal: ProcessFunction and KeyedProcessFunction operators, with timers.
 
 ``process_element(value, ctx)`` yields or returns its outputs (PyFlink style); side outputs go
-through ``ctx.output(tag, value)``. Outputs keep the timestamp of the record that produced them.
+through ``ctx.output(tag, value)``. Outputs keep the timestamp of the record that produced them;
+outputs of an event-time timer carry the timer's timestamp. Keyed operators own a
+:class:`~raystream.core.timers.TimerService`: event-time timers fire when the watermark passes
+them (before the watermark is forwarded), processing-time timers when the task's clock does.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from raystream.api.functions import KeyedProcessFunction, OutputTag, ProcessFunction
 from raystream.core.keys import KeySelector
+from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
+
+
+class TimeDomain(enum.Enum):
+    EVENT_TIME = EVENT_TIME
+    PROCESSING_TIME = PROCESSING_TIME
 
 
 def _resolve_process(fn: Any, interface: type) -> Any:
@@ -23,22 +33,74 @@ def _resolve_process(fn: Any, interface: type) -> Any:
     raise TypeError(f"process expects a {interface.__name__} or a callable(value, ctx)")
 
 
-class _ProcessContext(KeyedProcessFunction.Context):
-    """The ``ctx`` passed to ``process_element``; one object reused for every record."""
+class UserTimerService:
+    """``ctx.timer_service()``: timers of the current key (keyed streams only)."""
 
-    __slots__ = ("_ts", "_key", "_side", "_op")
+    __slots__ = ("_op",)
 
-    def __init__(self, op: UdfOperator):
+    def __init__(self, op: Any):
+        self._op = op
+
+    def current_processing_time(self) -> int:
+        return self._op.ctx.clock.now_ms()  # type: ignore[no-any-return]
+
+    def current_watermark(self) -> int:
+        return self._op.current_watermark  # type: ignore[no-any-return]
+
+    def _timers(self, what: str) -> TimerService:
+        timers = getattr(self._op, "timers", None)
+        if timers is None:
+            raise GraphError(
+                f"{what}: timers are only available on keyed streams (operator {self._op.name!r}); "
+                "call key_by() first"
+            )
+        return timers  # type: ignore[no-any-return]
+
+    def _key(self) -> Any:
+        return self._op.ctx.keyed_backend.current_key
+
+    def register_event_time_timer(self, timestamp: int) -> None:
+        self._timers("register_event_time_timer").register(EVENT_TIME, int(timestamp), self._key())
+
+    def register_processing_time_timer(self, timestamp: int) -> None:
+        self._timers("register_processing_time_timer").register(
+            PROCESSING_TIME, int(timestamp), self._key()
+        )
+
+    def delete_event_time_timer(self, timestamp: int) -> None:
+        self._timers("delete_event_time_timer").delete(EVENT_TIME, int(timestamp), self._key())
+
+    def delete_processing_time_timer(self, timestamp: int) -> None:
+        self._timers("delete_processing_time_timer").delete(
+            PROCESSING_TIME, int(timestamp), self._key()
+        )
+
+
+class ProcessContext(KeyedProcessFunction.Context):
+    """The ``ctx`` of ``process_element`` and ``on_timer``; one object reused for every call."""
+
+    __slots__ = ("_ts", "_key", "_side", "_op", "_timer_service", "_domain")
+
+    def __init__(self, op: Any):
         self._op = op
         self._ts: int | None = None
         self._key: Any = None
         self._side: dict[str, tuple[list, list]] = {}
+        self._timer_service = UserTimerService(op)
+        self._domain: TimeDomain | None = None
 
     def timestamp(self) -> int | None:
         return self._ts
 
     def get_current_key(self) -> Any:
         return self._key
+
+    def timer_service(self) -> UserTimerService:
+        return self._timer_service
+
+    def time_domain(self) -> TimeDomain | None:
+        """In ``on_timer``: which kind of timer fired."""
+        return self._domain
 
     def output(self, output_tag: OutputTag, value: Any) -> None:
         if not isinstance(output_tag, OutputTag):
@@ -55,8 +117,22 @@ class _ProcessContext(KeyedProcessFunction.Context):
         for tag_id, (values, stamps) in self._side.items():
             if values:
                 has_ts = any(t is not None for t in stamps)
-                self._op.side_output(tag_id).emit(Batch(values, stamps if has_ts else None))
+                fixed = [t if t is not None else -(2**63) for t in stamps] if has_ts else None
+                self._op.side_output(tag_id).emit(Batch(values, fixed))
         self._side = {}
+
+
+def _collect(result: Any, out: list, ts_out: list, ts: Any) -> None:
+    if result is not None:
+        n = len(out)
+        out.extend(result)
+        if len(out) > n:
+            ts_out.extend([ts] * (len(out) - n))
+
+
+def _event_time_now(op: Any) -> int:
+    ts = op._pctx._ts
+    return ts if ts is not None and ts > op.current_watermark else op.current_watermark
 
 
 class ProcessOperator(UdfOperator):
@@ -65,7 +141,7 @@ class ProcessOperator(UdfOperator):
     def __init__(self, name: str, fn: Any):
         super().__init__(name, fn)
         self._fn = _resolve_process(fn, ProcessFunction)
-        self._pctx = _ProcessContext(self)
+        self._pctx = ProcessContext(self)
 
     def process_batch(self, batch: Batch) -> None:
         fn = self._fn
@@ -78,12 +154,7 @@ class ProcessOperator(UdfOperator):
         try:
             for v, t in zip(values, stamps):
                 ctx._ts = t
-                result = fn(v, ctx)
-                if result is not None:
-                    n = len(out)
-                    out.extend(result)
-                    if len(out) > n:
-                        ts_out.extend([t] * (len(out) - n))
+                _collect(fn(v, ctx), out, ts_out, t)
         except Exception as exc:
             raise self.user_error(exc, v) from exc
         ctx.flush_side_outputs()
@@ -91,13 +162,17 @@ class ProcessOperator(UdfOperator):
 
 
 class KeyedProcessOperator(UdfOperator):
-    """Runs a :class:`KeyedProcessFunction`; keyed state is scoped to each record's key."""
+    """Runs a :class:`KeyedProcessFunction`; keyed state and timers are scoped to each key."""
 
     def __init__(self, name: str, fn: Any, key_selector: KeySelector):
         super().__init__(name, fn)
         self._fn = _resolve_process(fn, KeyedProcessFunction)
+        self._on_timer = (
+            getattr(fn, "on_timer", None) if isinstance(fn, KeyedProcessFunction) else None
+        )
         self._key_selector = key_selector
-        self._pctx = _ProcessContext(self)
+        self._pctx = ProcessContext(self)
+        self.timers = TimerService()
 
     def open(self) -> None:
         assert self.ctx is not None
@@ -105,10 +180,13 @@ class KeyedProcessOperator(UdfOperator):
             raise GraphError(f"keyed operator {self.name!r} has no keyed state backend")
         super().open()
 
+    event_time_now = _event_time_now
+
     def process_batch(self, batch: Batch) -> None:
         fn = self._fn
         ks = self._key_selector
         ctx = self._pctx
+        ctx._domain = None
         backend = self.ctx.keyed_backend  # type: ignore[union-attr]
         out: list = []
         ts_out: list = []
@@ -121,13 +199,44 @@ class KeyedProcessOperator(UdfOperator):
                 backend.current_key = key
                 ctx._key = key
                 ctx._ts = t
-                result = fn(v, ctx)
-                if result is not None:
-                    n = len(out)
-                    out.extend(result)
-                    if len(out) > n:
-                        ts_out.extend([t] * (len(out) - n))
+                _collect(fn(v, ctx), out, ts_out, t)
         except Exception as exc:
             raise self.user_error(exc, v) from exc
         ctx.flush_side_outputs()
         self.output.emit(Batch(out, ts_out if batch.timestamps is not None else None))
+
+    def _fire(self, domain: int, upto: int) -> None:
+        if self._on_timer is None:
+            # nothing to call; due timers are still consumed so they do not pile up
+            for _ in self.timers.due(domain, upto):
+                pass
+            return
+        ctx = self._pctx
+        ctx._domain = TimeDomain(domain)
+        backend = self.ctx.keyed_backend  # type: ignore[union-attr]
+        out: list = []
+        ts_out: list = []
+        ts = None
+        try:
+            for ts, key, _ns in self.timers.due(domain, upto):
+                backend.current_key = key
+                ctx._key = key
+                ctx._ts = ts if domain == EVENT_TIME else None
+                _collect(self._on_timer(ts, ctx), out, ts_out, ctx._ts)
+        except Exception as exc:
+            raise self.user_error(exc, f"timer at {ts} for key {ctx._key!r}", "a timer") from exc
+        ctx.flush_side_outputs()
+        if out:
+            if domain == EVENT_TIME:
+                self.output.emit(Batch(out, ts_out))
+            else:
+                self.output.emit(Batch(out))
+
+    def on_watermark(self, timestamp: int) -> None:
+        self._fire(EVENT_TIME, timestamp)
+
+    def next_processing_timer(self) -> int | None:
+        return self.timers.next_timestamp(PROCESSING_TIME)
+
+    def on_processing_time(self, now_ms: int) -> None:
+        self._fire(PROCESSING_TIME, now_ms)

@@ -72,9 +72,13 @@ class SourcePosition:
 class SourceOperator(StreamOperator):
     """Head of a source chain: the task calls :meth:`emit_next` in its loop."""
 
-    def __init__(self, name: str, source: Source, splits: Sequence[Any]):
+    def __init__(
+        self, name: str, source: Source, splits: Sequence[Any], watermark_strategy: Any = None
+    ):
         super().__init__(name)
         self.source = source
+        self.watermark_strategy = watermark_strategy
+        self.emitter: Any = None
         self.all_splits = list(splits)
         self.my_splits: list[Any] = []
         self.split_index = 0
@@ -85,6 +89,15 @@ class SourceOperator(StreamOperator):
         assert self.ctx is not None
         p, i = self.ctx.parallelism, self.ctx.subtask_index
         self.my_splits = [s for n, s in enumerate(self.all_splits) if n % p == i]
+        if self.watermark_strategy is not None:
+            from raystream.operators.watermarks import WatermarkEmitter
+
+            self.emitter = WatermarkEmitter(self.watermark_strategy, self)
+            self.periodic_interval_ms = self.ctx.config.auto_watermark_interval_ms or None
+
+    def on_periodic(self, now_ms: int) -> None:
+        if self.emitter is not None:
+            self.emitter.on_periodic()
 
     def position(self) -> SourcePosition:
         offset = self.reader.offset if self.reader is not None else self._restored_offset
@@ -118,10 +131,15 @@ class SourceOperator(StreamOperator):
             if not batch.values:
                 return SourceStatus.NOTHING_NOW
             self.records_in += len(batch.values)
+            if self.emitter is not None:
+                batch = self.emitter.stamp(batch)
             self.output.emit(batch)
             return SourceStatus.MORE
 
     def finish(self) -> None:
+        if self.emitter is not None and self.emitter.idle:
+            self.output.emit_watermark_status(False)
+        self.current_watermark = MAX_TS
         self.output.emit_watermark(MAX_TS)
 
     def close(self) -> None:

@@ -17,24 +17,44 @@ Reading guide (the record path, file by file):
 - ``runtime/client.py``: the driver's ``JobClient`` and the ``execute_and_collect`` iterator.
 """
 
+from raystream.api.connected import BroadcastConnectedStream, BroadcastStream, ConnectedStreams
 from raystream.api.context import RuntimeContext
 from raystream.api.datastream import DataStream, DataStreamSink, KeyedStream
 from raystream.api.environment import StreamExecutionEnvironment
 from raystream.api.functions import (
+    AggregateFunction,
+    AllWindowFunction,
+    BroadcastProcessFunction,
+    CoFlatMapFunction,
+    CoMapFunction,
+    CoProcessFunction,
     FilterFunction,
     FlatMapFunction,
     Function,
+    KeyedBroadcastProcessFunction,
+    KeyedCoProcessFunction,
     KeyedProcessFunction,
     KeySelector,
     MapFunction,
     OutputTag,
     Partitioner,
+    ProcessAllWindowFunction,
     ProcessFunction,
+    ProcessWindowFunction,
     ReduceFunction,
     SinkFunction,
+    WindowFunction,
 )
+from raystream.api.joins import CoGroupFunction, FlatJoinFunction, JoinFunction, ProcessJoinFunction
+from raystream.api.windowing import AllWindowedStream, WindowedStream
 from raystream.config import ExecutionConfig
-from raystream.core.time import MAX_TS, MIN_TS
+from raystream.core.time import MAX_TS, MIN_TS, Time
+from raystream.core.watermarks import (
+    TimestampAssigner,
+    WatermarkGenerator,
+    WatermarkOutput,
+    WatermarkStrategy,
+)
 from raystream.errors import (
     ChannelError,
     GraphError,
@@ -44,6 +64,33 @@ from raystream.errors import (
     SerializationError,
     TaskError,
     UserFunctionError,
+)
+from raystream.operators.process import TimeDomain
+from raystream.operators.windows import (
+    ContinuousEventTimeTrigger,
+    ContinuousProcessingTimeTrigger,
+    CountEvictor,
+    CountTrigger,
+    DeltaEvictor,
+    DeltaTrigger,
+    EventTimeSessionWindows,
+    EventTimeTrigger,
+    Evictor,
+    GlobalWindow,
+    GlobalWindows,
+    NeverTrigger,
+    ProcessingTimeSessionWindows,
+    ProcessingTimeTrigger,
+    PurgingTrigger,
+    SlidingEventTimeWindows,
+    SlidingProcessingTimeWindows,
+    TimeEvictor,
+    TimeWindow,
+    Trigger,
+    TriggerResult,
+    TumblingEventTimeWindows,
+    TumblingProcessingTimeWindows,
+    WindowAssigner,
 )
 from raystream.runtime.client import JobClient, JobExecutionResult, JobStatus
 from raystream.state.api import (
@@ -60,26 +107,53 @@ from raystream.state.descriptors import (
     ReducingStateDescriptor,
     ValueStateDescriptor,
 )
+from raystream.state.ttl import StateTtlConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AggregateFunction",
     "AggregatingState",
     "AggregatingStateDescriptor",
+    "AllWindowFunction",
+    "AllWindowedStream",
+    "BroadcastConnectedStream",
+    "BroadcastProcessFunction",
+    "BroadcastStream",
     "ChannelError",
+    "CoFlatMapFunction",
+    "CoGroupFunction",
+    "CoMapFunction",
+    "CoProcessFunction",
+    "ConnectedStreams",
+    "ContinuousEventTimeTrigger",
+    "ContinuousProcessingTimeTrigger",
+    "CountEvictor",
+    "CountTrigger",
     "DataStream",
     "DataStreamSink",
+    "DeltaEvictor",
+    "DeltaTrigger",
+    "EventTimeSessionWindows",
+    "EventTimeTrigger",
+    "Evictor",
     "ExecutionConfig",
     "FilterFunction",
+    "FlatJoinFunction",
     "FlatMapFunction",
     "Function",
+    "GlobalWindow",
+    "GlobalWindows",
     "GraphError",
     "InvalidKeyError",
     "JobClient",
     "JobExecutionError",
     "JobExecutionResult",
     "JobStatus",
+    "JoinFunction",
     "KeySelector",
+    "KeyedBroadcastProcessFunction",
+    "KeyedCoProcessFunction",
     "KeyedProcessFunction",
     "KeyedStream",
     "ListState",
@@ -89,9 +163,16 @@ __all__ = [
     "MapFunction",
     "MapState",
     "MapStateDescriptor",
+    "NeverTrigger",
     "OutputTag",
     "Partitioner",
+    "ProcessAllWindowFunction",
     "ProcessFunction",
+    "ProcessJoinFunction",
+    "ProcessWindowFunction",
+    "ProcessingTimeSessionWindows",
+    "ProcessingTimeTrigger",
+    "PurgingTrigger",
     "RaystreamError",
     "ReduceFunction",
     "ReducingState",
@@ -99,9 +180,27 @@ __all__ = [
     "RuntimeContext",
     "SerializationError",
     "SinkFunction",
+    "SlidingEventTimeWindows",
+    "SlidingProcessingTimeWindows",
+    "StateTtlConfig",
     "StreamExecutionEnvironment",
     "TaskError",
+    "Time",
+    "TimeDomain",
+    "TimeEvictor",
+    "TimeWindow",
+    "TimestampAssigner",
+    "Trigger",
+    "TriggerResult",
+    "TumblingEventTimeWindows",
+    "TumblingProcessingTimeWindows",
     "UserFunctionError",
     "ValueState",
     "ValueStateDescriptor",
+    "WatermarkGenerator",
+    "WatermarkOutput",
+    "WatermarkStrategy",
+    "WindowAssigner",
+    "WindowFunction",
+    "WindowedStream",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from raystream.core.time import Duration, to_millis
 
@@ -40,6 +41,11 @@ class ExecutionConfig:
     spread_tasks: bool = True
     chaining_enabled: bool = True
     idle_poll_interval_ms: int = 5
+    #: processing-time clock of every task (None: the system clock); tests inject
+    #: ``raystream.testing.ManualClock``
+    clock: Any = None
+    #: keyed state backend of every keyed operator (None: ``HashMapStateBackend``, in memory)
+    state_backend: Any = None
 
     def set_auto_watermark_interval(self, interval: Duration) -> ExecutionConfig:
         self.auto_watermark_interval_ms = to_millis(interval, "auto watermark interval")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 import pytest
 import ray
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # examples/ and tests/ importable by name, as on the workers
+    sys.path.insert(0, str(ROOT))
 
 
 def _worker_env() -> dict:

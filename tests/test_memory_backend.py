@@ -1,4 +1,4 @@
-"""MemoryStateBackend: keyed state semantics and per-key-group snapshot/restore (no Ray)."""
+"""MemoryKeyedStateBackend: keyed state semantics and per-key-group snapshot/restore (no Ray)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raystream.checkpointing.backends.memory import MemoryStateBackend
+from raystream.checkpointing.backends.memory import MemoryKeyedStateBackend
 from raystream.core.keys import key_group_of, key_group_range
 from raystream.state.descriptors import (
     AggregatingStateDescriptor,
@@ -38,8 +38,8 @@ class Average:
 
 
 @pytest.fixture
-def backend() -> MemoryStateBackend:
-    return MemoryStateBackend(MAX_P)
+def backend() -> MemoryKeyedStateBackend:
+    return MemoryKeyedStateBackend(MAX_P)
 
 
 # -- state semantics -----------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def test_dispose_drops_everything(backend):
 # -- snapshots -------------------------------------------------------------------------------------
 
 
-def _fill(backend: MemoryStateBackend, data: dict[str, int]) -> None:
+def _fill(backend: MemoryKeyedStateBackend, data: dict[str, int]) -> None:
     value = backend.value_state(ValueStateDescriptor("value"))
     items = backend.list_state(ListStateDescriptor("items"))
     m = backend.map_state(MapStateDescriptor("map"))
@@ -250,7 +250,7 @@ def _fill(backend: MemoryStateBackend, data: dict[str, int]) -> None:
         avg.add(n + 2)
 
 
-def _read(backend: MemoryStateBackend, key: str) -> tuple | None:
+def _read(backend: MemoryKeyedStateBackend, key: str) -> tuple | None:
     """Every state of ``key`` as a tuple, or None when the key has no state at all."""
     value = backend.value_state(ValueStateDescriptor("value"))
     items = backend.list_state(ListStateDescriptor("items"))
@@ -274,7 +274,7 @@ def test_snapshot_is_bytes_per_key_group_holding_state(backend):
     assert all(type(kg) is int and type(blob) is bytes for kg, blob in snap.items())
     for kg, blob in snap.items():
         assert pickle.loads(blob)[0] == kg
-    assert MemoryStateBackend(MAX_P).snapshot() == {}
+    assert MemoryKeyedStateBackend(MAX_P).snapshot() == {}
 
 
 def test_snapshot_is_a_copy_not_a_view(backend):
@@ -283,7 +283,7 @@ def test_snapshot_is_a_copy_not_a_view(backend):
     items.add(1)
     snap = backend.snapshot()
     items.add(2)
-    restored = MemoryStateBackend(MAX_P)
+    restored = MemoryKeyedStateBackend(MAX_P)
     restored.restore(snap.values())
     assert _read_list(restored, "k") == [1]
 
@@ -300,13 +300,13 @@ def _read_list(backend, key):
     st.data(),
 )
 def test_restoring_a_subset_of_key_groups_gives_exactly_those_keys(data, p, draw):
-    full = MemoryStateBackend(MAX_P)
+    full = MemoryKeyedStateBackend(MAX_P)
     _fill(full, data)
     snap = full.snapshot()
     subtask = draw.draw(st.integers(0, p - 1))
     owned = key_group_range(subtask, p, MAX_P)
 
-    part = MemoryStateBackend(MAX_P, owned)
+    part = MemoryKeyedStateBackend(MAX_P, owned)
     part.restore(blob for kg, blob in snap.items() if kg in owned)
 
     mine = {k: n for k, n in data.items() if key_group_of(k, MAX_P) in owned}
@@ -323,13 +323,13 @@ def test_restoring_a_subset_of_key_groups_gives_exactly_those_keys(data, p, draw
 @settings(max_examples=30, deadline=None)
 @given(st.dictionaries(st.text(max_size=6), st.integers(), max_size=20), st.integers(1, 4))
 def test_all_shares_together_restore_everything(data, p):
-    full = MemoryStateBackend(MAX_P)
+    full = MemoryKeyedStateBackend(MAX_P)
     _fill(full, data)
     snap = full.snapshot()
     parts = []
     for i in range(p):
         owned = key_group_range(i, p, MAX_P)
-        part = MemoryStateBackend(MAX_P, owned)
+        part = MemoryKeyedStateBackend(MAX_P, owned)
         part.restore(blob for kg, blob in snap.items() if kg in owned)
         parts.append(part)
     assert sum(part.num_entries() for part in parts) == full.num_entries()
@@ -340,11 +340,11 @@ def test_all_shares_together_restore_everything(data, p):
 
 
 def test_restoring_a_key_group_not_owned_raises():
-    full = MemoryStateBackend(MAX_P)
+    full = MemoryKeyedStateBackend(MAX_P)
     _fill(full, {f"k{i}": i for i in range(50)})
     snap = full.snapshot()
     owned = key_group_range(0, 2, MAX_P)
     foreign = next(kg for kg in snap if kg not in owned)
-    part = MemoryStateBackend(MAX_P, owned)
+    part = MemoryKeyedStateBackend(MAX_P, owned)
     with pytest.raises(ValueError, match=f"key group {foreign} is not owned"):
         part.restore([snap[foreign]])

@@ -1,222 +1,206 @@
-"""Internal: the in-memory keyed state backend (Python dicts).
+"""Internal: the in-memory keyed state backend (Python dicts), raystream's default.
 
-Each state name owns one dict from key to value; the key group of an entry is computed only when
-a snapshot is taken, so the per-record path is a plain dict access.
+Each state owns one dict from entry key — the key, or ``(key, namespace)`` — to its value (a list
+for list state, a dict for map state). The key group of an entry is computed only when a snapshot
+is taken, so the per-record path is a plain dict access. Semantics live in
+:mod:`raystream.state.handles`; this module only stores.
 """
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any
 
-from raystream.core.keys import KeyGroupAssigner
-from raystream.state.api import AggregatingState, ListState, MapState, ReducingState, ValueState
-from raystream.state.descriptors import (
-    AggregatingStateDescriptor,
-    ListStateDescriptor,
-    MapStateDescriptor,
-    ReducingStateDescriptor,
-    ValueStateDescriptor,
-)
+from raystream.state.backend import AbstractKeyedStateBackend, encode_key_group
+from raystream.state.handles import MISSING, StateMeta
+from raystream.state.ttl import TtlTimeProvider
 
-_MISSING = object()
+__all__ = ["MemoryKeyedStateBackend", "MemoryTable"]
 
 
 class MemoryTable(dict):
-    """A dict with the :class:`~raystream.state.backend.StateTable` method names."""
+    """Single values per entry key, with the raw-table method names (``put``, ``remove``)."""
+
+    __slots__ = ("_rotation", "_pos")
 
     put = dict.__setitem__
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rotation: list = []
+        self._pos = 0
 
     def remove(self, key: Hashable) -> None:
         self.pop(key, None)
 
+    def ttl_cleanup(self, n: int, limit: int) -> None:
+        """Checks the next ``n`` entries of a rotation over a key list taken when the previous
+        one ran out (a list, not a dict iterator: the dict changes between calls)."""
+        rotation, pos = self._rotation, self._pos
+        get = dict.get
+        for _ in range(n):
+            if pos >= len(rotation):
+                rotation, pos = list(self), 0
+                if not rotation:
+                    break
+            ek = rotation[pos]
+            pos += 1
+            stored = get(self, ek, MISSING)
+            if stored is not MISSING:
+                self._expire(ek, stored, limit)
+        self._rotation, self._pos = rotation, pos
 
-class MemoryStateBackend:
-    """Keyed state of one subtask in Python dicts."""
-
-    def __init__(self, max_parallelism: int, key_groups: range | None = None):
-        self.max_parallelism = max_parallelism
-        self.key_groups = key_groups if key_groups is not None else range(max_parallelism)
-        self.current_key: Any = None
-        self._tables: dict[str, MemoryTable] = {}
-        self._kind: dict[str, str] = {}
-        self._key_group = KeyGroupAssigner(max_parallelism)
-
-    def set_current_key(self, key: Any) -> None:
-        self.current_key = key
-
-    def table(self, name: str, kind: str = "table") -> MemoryTable:
-        known = self._kind.get(name)
-        if known is None:
-            self._kind[name] = kind
-            self._tables[name] = MemoryTable()
-        elif known != kind:
-            raise ValueError(f"state {name!r} is already registered as {known} state, not {kind}")
-        return self._tables[name]
-
-    def value_state(self, desc: ValueStateDescriptor) -> ValueState:
-        return _Value(self, self.table(desc.name, "value"))
-
-    def list_state(self, desc: ListStateDescriptor) -> ListState:
-        return _List(self, self.table(desc.name, "list"))
-
-    def map_state(self, desc: MapStateDescriptor) -> MapState:
-        return _Map(self, self.table(desc.name, "map"))
-
-    def reducing_state(self, desc: ReducingStateDescriptor) -> ReducingState:
-        return _Reducing(self, self.table(desc.name, "reducing"), desc.reduce_function)
-
-    def aggregating_state(self, desc: AggregatingStateDescriptor) -> AggregatingState:
-        return _Aggregating(self, self.table(desc.name, "aggregating"), desc.agg_function)
-
-    def snapshot(self) -> dict[int, bytes]:
-        groups: dict[int, dict[str, list]] = {}
-        kg_of = self._key_group
-        for name, table in self._tables.items():
-            for key, value in table.items():
-                groups.setdefault(kg_of(key), {}).setdefault(name, []).append((key, value))
-        return {
-            kg: pickle.dumps((kg, self._kind, entries), protocol=pickle.HIGHEST_PROTOCOL)
-            for kg, entries in groups.items()
-        }
-
-    def restore(self, key_group_snapshots: Iterable[bytes]) -> None:
-        for blob in key_group_snapshots:
-            kg, kinds, entries = pickle.loads(blob)
-            if kg not in self.key_groups:
-                raise ValueError(f"key group {kg} is not owned by this backend ({self.key_groups})")
-            for name, items in entries.items():
-                self.table(name, kinds[name]).update(items)
-
-    def num_entries(self) -> int:
-        return sum(len(t) for t in self._tables.values())
-
-    def dispose(self) -> None:
-        self._tables.clear()
+    def _expire(self, ek: Any, stored: Any, limit: int) -> None:
+        if stored[1] <= limit:
+            del self[ek]
 
 
-class _Handle:
-    __slots__ = ("_backend", "_table")
+class MemoryListTable(MemoryTable):
+    """List state: entry key -> Python list of elements."""
 
-    def __init__(self, backend: MemoryStateBackend, table: MemoryTable):
-        self._backend = backend
-        self._table = table
-
-    def clear(self) -> None:
-        self._table.pop(self._backend.current_key, None)
-
-
-class _Value(_Handle, ValueState):
     __slots__ = ()
 
-    def value(self) -> Any:
-        return self._table.get(self._backend.current_key)
+    def list_get(self, ek: Any) -> list:
+        return list(self.get(ek, ()))
 
-    def update(self, value: Any) -> None:
-        if value is None:
-            self.clear()
+    def list_add(self, ek: Any, elements: list) -> None:
+        current = self.get(ek)
+        if current is None:
+            self[ek] = list(elements)
         else:
-            self._table[self._backend.current_key] = value
+            current.extend(elements)
 
-
-class _List(_Handle, ListState):
-    __slots__ = ()
-
-    def get(self) -> list:
-        return list(self._table.get(self._backend.current_key, ()))
-
-    def add(self, value: Any) -> None:
-        if value is None:
-            raise ValueError("cannot add None to list state")
-        self._table.setdefault(self._backend.current_key, []).append(value)
-
-    def add_all(self, values: Iterable[Any]) -> None:
-        values = list(values)
-        if any(v is None for v in values):
-            raise ValueError("cannot add None to list state")
-        if values:
-            self._table.setdefault(self._backend.current_key, []).extend(values)
-
-    def update(self, values: Iterable[Any]) -> None:
-        values = list(values)
-        if any(v is None for v in values):
-            raise ValueError("cannot add None to list state")
-        if values:
-            self._table[self._backend.current_key] = values
+    def list_set(self, ek: Any, elements: list) -> None:
+        if elements:
+            self[ek] = list(elements)
         else:
-            self.clear()
+            self.pop(ek, None)
+
+    def _expire(self, ek: Any, stored: list, limit: int) -> None:
+        live = [e for e in stored if e[1] > limit]
+        if len(live) != len(stored):
+            self.list_set(ek, live)
 
 
-class _Map(_Handle, MapState):
+class MemoryMapTable(MemoryTable):
+    """Map state: entry key -> dict (never empty: an emptied map leaves no entry)."""
+
     __slots__ = ()
 
-    def _entries(self) -> dict:
-        return self._table.get(self._backend.current_key) or {}
+    def map_get(self, ek: Any, key: Any, default: Any = None) -> Any:
+        entries = self.get(ek)
+        return default if entries is None else entries.get(key, default)
 
-    def get(self, key: Any) -> Any:
-        return self._entries().get(key)
+    def map_put(self, ek: Any, key: Any, value: Any) -> None:
+        entries = self.get(ek)
+        if entries is None:
+            self[ek] = {key: value}
+        else:
+            entries[key] = value
 
-    def put(self, key: Any, value: Any) -> None:
-        self._table.setdefault(self._backend.current_key, {})[key] = value
+    def map_put_all(self, ek: Any, items: dict) -> None:
+        entries = self.get(ek)
+        if entries is None:
+            self[ek] = dict(items)
+        else:
+            entries.update(items)
 
-    def put_all(self, entries: dict) -> None:
-        if entries:
-            self._table.setdefault(self._backend.current_key, {}).update(entries)
-
-    def remove(self, key: Any) -> None:
-        entries = self._table.get(self._backend.current_key)
+    def map_remove(self, ek: Any, key: Any) -> None:
+        entries = self.get(ek)
         if entries is not None:
             entries.pop(key, None)
             if not entries:
-                self.clear()
+                del self[ek]
 
-    def contains(self, key: Any) -> bool:
-        return key in self._entries()
+    def map_items(self, ek: Any) -> list[tuple[Any, Any]]:
+        entries = self.get(ek)
+        return list(entries.items()) if entries else []
 
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        return iter(list(self._entries().items()))
+    def map_is_empty(self, ek: Any) -> bool:
+        return not self.get(ek)
 
-    def keys(self) -> Iterator[Any]:
-        return iter(list(self._entries()))
-
-    def values(self) -> Iterator[Any]:
-        return iter(list(self._entries().values()))
-
-    def is_empty(self) -> bool:
-        return not self._entries()
+    def _expire(self, ek: Any, stored: dict, limit: int) -> None:
+        for key in [k for k, e in stored.items() if e[1] <= limit]:
+            del stored[key]
+        if not stored:
+            del self[ek]
 
 
-class _Reducing(_Handle, ReducingState):
-    __slots__ = ("_fn",)
-
-    def __init__(self, backend: MemoryStateBackend, table: MemoryTable, fn: Any):
-        super().__init__(backend, table)
-        self._fn = fn
-
-    def get(self) -> Any:
-        return self._table.get(self._backend.current_key)
-
-    def add(self, value: Any) -> None:
-        key = self._backend.current_key
-        old = self._table.get(key, _MISSING)
-        self._table[key] = value if old is _MISSING else self._fn(old, value)
+_TABLE_CLASS = {"list": MemoryListTable, "map": MemoryMapTable}
 
 
-class _Aggregating(_Handle, AggregatingState):
-    __slots__ = ("_agg",)
+class _MemorySnapshotView:
+    """Serialized when taken: Python objects are mutable, so a later copy would not be consistent."""
 
-    def __init__(self, backend: MemoryStateBackend, table: MemoryTable, agg: Any):
-        super().__init__(backend, table)
-        self._agg = agg
+    def __init__(self, blobs: dict[int, bytes]):
+        self._blobs = blobs
 
-    def get(self) -> Any:
-        acc = self._table.get(self._backend.current_key, _MISSING)
-        return None if acc is _MISSING else self._agg.get_result(acc)
+    def iter_serialized(self) -> Iterator[tuple[int, bytes]]:
+        return iter(self._blobs.items())
 
-    def add(self, value: Any) -> None:
-        key = self._backend.current_key
-        acc = self._table.get(key, _MISSING)
-        if acc is _MISSING:
-            acc = self._agg.create_accumulator()
-        self._table[key] = self._agg.add(value, acc)
+    def serialize(self) -> dict[int, bytes]:
+        return dict(self._blobs)
+
+    def close(self) -> None:
+        self._blobs = {}
+
+
+class MemoryKeyedStateBackend(AbstractKeyedStateBackend):
+    """Keyed state of one subtask in Python dicts."""
+
+    def __init__(
+        self,
+        max_parallelism: int,
+        key_groups: range | None = None,
+        time_provider: TtlTimeProvider | None = None,
+    ):
+        super().__init__(max_parallelism, key_groups, time_provider)
+
+    def _new_table(self, meta: StateMeta) -> MemoryTable:
+        return _TABLE_CLASS.get(meta.kind, MemoryTable)()
+
+    def snapshot_view(self) -> _MemorySnapshotView:
+        limits = self._snapshot_expiry_limits()
+        groups: dict[int, dict[str, tuple[StateMeta, list]]] = {}
+        kg_of = self._key_group
+        for meta in self._states.values():
+            name, namespaced = meta.name, meta.namespaced
+            for ek, stored in meta.table.items():
+                key, ns = ek if namespaced else (ek, None)
+                kg = kg_of(key)
+                states = groups.get(kg)
+                if states is None:
+                    states = groups[kg] = {}
+                entry = states.get(name)
+                if entry is None:
+                    entry = states[name] = (meta, [])
+                entry[1].append((key, ns, stored))
+        blobs = {}
+        for kg in sorted(groups):
+            blob = encode_key_group(kg, groups[kg], limits)
+            if blob is not None:
+                blobs[kg] = blob
+        return _MemorySnapshotView(blobs)
+
+    def _restore_entries(self, meta: StateMeta, entries: list[tuple[Any, Any, Any]]) -> None:
+        table = meta.table
+        copy = list if meta.kind == "list" else dict if meta.kind == "map" else None
+        for key, ns, stored in entries:
+            ek = (key, ns) if meta.namespaced else key
+            table[ek] = stored if copy is None else copy(stored)
+
+    def _entry_keys(self, meta: StateMeta) -> list:
+        return list(meta.table)
+
+    def num_entries(self) -> int:
+        return sum(len(meta.table) for meta in self._states.values())
+
+    def dispose(self) -> None:
+        for meta in self._states.values():
+            meta.table.clear()
+        self._states.clear()
+        self._per_record = []
+
+
+#: transitional name, until ``runtime/task.py`` creates backends through ``HashMapStateBackend``
+MemoryStateBackend = MemoryKeyedStateBackend

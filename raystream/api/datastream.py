@@ -24,6 +24,7 @@ from raystream.api.functions import (
     SinkFunction,
     resolve,
 )
+from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError
 from raystream.graph.partitioners import (
     BroadcastPartitioner,
@@ -49,9 +50,11 @@ from raystream.operators.sinks import (
     SinkOperator,
 )
 from raystream.operators.stateless import FilterOperator, FlatMapOperator, MapOperator
+from raystream.operators.watermarks import TimestampsAndWatermarksOperator
 
 if TYPE_CHECKING:
     from raystream.api.environment import StreamExecutionEnvironment
+    from raystream.api.windowing import AllWindowedStream, WindowedStream
     from raystream.runtime.client import CollectResultIterator
 
 
@@ -165,6 +168,13 @@ class DataStream:
             self._env, self._add("Process", functools.partial(ProcessOperator, fn=func))
         )
 
+    def assign_timestamps_and_watermarks(self, watermark_strategy: WatermarkStrategy) -> DataStream:
+        """Extracts event timestamps and generates watermarks here, replacing upstream ones."""
+        if not isinstance(watermark_strategy, WatermarkStrategy):
+            raise TypeError(f"expected a WatermarkStrategy, got {watermark_strategy!r}")
+        factory = functools.partial(TimestampsAndWatermarksOperator, strategy=watermark_strategy)
+        return DataStream(self._env, self._add("Timestamps/Watermarks", factory))
+
     def key_by(
         self, key_selector: KeySelector | Callable[[Any], Any], key_type: Any = None
     ) -> KeyedStream:
@@ -176,6 +186,40 @@ class DataStream:
             partitioner=KeyGroupPartitioner(ks),
         )
         return KeyedStream(self._env, part, ks)
+
+    def join(self, other: DataStream) -> Any:
+        """Window join: ``join(other).where(k1).equal_to(k2).window(assigner).apply(fn)``."""
+        from raystream.api.joins import JoinedStreams
+
+        return JoinedStreams(self, other)
+
+    def co_group(self, other: DataStream) -> Any:
+        """``co_group(other).where(k1).equal_to(k2).window(assigner).apply(fn)``."""
+        from raystream.api.joins import CoGroupedStreams
+
+        return CoGroupedStreams(self, other)
+
+    def window_all(self, window_assigner: Any) -> AllWindowedStream:
+        """Windows over the whole (non-keyed) stream, evaluated at parallelism 1."""
+        from raystream.api.windowing import AllWindowedStream
+
+        return AllWindowedStream(self._global_keyed(), window_assigner, parallelism=1)
+
+    def count_window_all(self, size: int, slide: int | None = None) -> AllWindowedStream:
+        from raystream.api.windowing import AllWindowedStream, count_window
+
+        ws = count_window(self._global_keyed(), size, slide)
+        all_ws = AllWindowedStream(ws._keyed, ws._assigner, parallelism=1)
+        all_ws._trigger, all_ws._evictor = ws._trigger, ws._evictor
+        return all_ws
+
+    def _global_keyed(self) -> KeyedStream:
+        from raystream.api.windowing import _no_key
+
+        part = Transformation(
+            name="Global", kind="partition", inputs=[(self._t, 0)], partitioner=GlobalPartitioner()
+        )
+        return KeyedStream(self._env, part, _no_key)
 
     def union(self, *streams: DataStream) -> DataStream:
         if not streams:
@@ -242,8 +286,28 @@ class DataStream:
     def shuffle(self) -> DataStream:
         return self._partition(ShufflePartitioner())
 
-    def broadcast(self) -> DataStream:
-        return self._partition(BroadcastPartitioner())
+    def broadcast(self, *broadcast_state_descriptors: Any) -> Any:
+        """Without arguments: send every record to every consumer subtask. With
+        ``MapStateDescriptor`` s: a broadcast stream for ``connect`` with broadcast state."""
+        if not broadcast_state_descriptors:
+            return self._partition(BroadcastPartitioner())
+        from raystream.api.connected import BroadcastStream
+
+        return BroadcastStream(self, broadcast_state_descriptors)
+
+    def connect(self, other: Any) -> Any:
+        """Connects two streams (``ConnectedStreams``) or a stream and a broadcast stream."""
+        from raystream.api.connected import (
+            BroadcastConnectedStream,
+            BroadcastStream,
+            ConnectedStreams,
+        )
+
+        if isinstance(other, BroadcastStream):
+            return BroadcastConnectedStream(self, other)
+        if not isinstance(other, DataStream):
+            raise TypeError(f"connect() expects a DataStream or a BroadcastStream, got {other!r}")
+        return ConnectedStreams(self, other)
 
     def rescale(self) -> DataStream:
         return self._partition(RescalePartitioner())
@@ -367,6 +431,27 @@ class KeyedStream(DataStream):
 
     def _physical(self, what: str) -> Transformation:
         raise GraphError(f"{what} applies to an operator; key_by() only partitions the stream")
+
+    def interval_join(self, other: KeyedStream) -> Any:
+        """Joins each record with the other keyed stream's records of the same key whose
+        timestamps lie within ``between(lower, upper)`` of its own."""
+        from raystream.api.joins import IntervalJoin
+
+        return IntervalJoin(self, other)
+
+    def window(self, window_assigner: Any) -> WindowedStream:
+        """Cuts each key's records into windows (tumbling, sliding, session, global, ...)."""
+        from raystream.api.windowing import WindowedStream
+
+        return WindowedStream(self, window_assigner)
+
+    def count_window(self, size: int, slide: int | None = None) -> WindowedStream:
+        """Tumbling windows of ``size`` records per key, or sliding ones every ``slide`` records.
+
+        As in Flink, a count window that never fills is not emitted, not even at end of input."""
+        from raystream.api.windowing import count_window
+
+        return count_window(self, size, slide)
 
 
 class DataStreamSink:

@@ -10,6 +10,7 @@ import ray
 
 from raystream.api.datastream import DataStream
 from raystream.config import ExecutionConfig
+from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError
 from raystream.graph.plan import ExecutionPlan, build_plan
 from raystream.graph.transformations import Transformation
@@ -82,6 +83,20 @@ class StreamExecutionEnvironment:
         self._config.set_buffer_timeout(timeout_ms)
         return self
 
+    def set_state_backend(self, state_backend: Any) -> StreamExecutionEnvironment:
+        """``HashMapStateBackend()`` (default, in memory) or ``LmdbStateBackend(directory)``."""
+        if not callable(getattr(state_backend, "create", None)):
+            raise GraphError(
+                f"set_state_backend expects HashMapStateBackend or LmdbStateBackend, got {state_backend!r}"
+            )
+        self._config.state_backend = state_backend
+        return self
+
+    def get_state_backend(self) -> Any:
+        from raystream.checkpointing.backends.factory import HashMapStateBackend
+
+        return self._config.state_backend or HashMapStateBackend()
+
     def disable_operator_chaining(self) -> StreamExecutionEnvironment:
         self._config.chaining_enabled = False
         return self
@@ -92,17 +107,22 @@ class StreamExecutionEnvironment:
     # -- sources ---------------------------------------------------------------------------------
 
     def from_source(
-        self, source: Source, watermark_strategy: Any = None, source_name: str = "Source"
+        self,
+        source: Source,
+        watermark_strategy: WatermarkStrategy | None = None,
+        source_name: str = "Source",
     ) -> DataStream:
+        """A stream from a :class:`Source`; with a ``WatermarkStrategy`` the source subtasks
+        extract timestamps and generate watermarks themselves (preferred over a separate
+        ``assign_timestamps_and_watermarks``)."""
         if not isinstance(source, Source):
             raise TypeError(f"from_source expects a raystream Source, got {type(source).__name__}")
-        if watermark_strategy is not None:
-            raise GraphError(
-                "from_source: watermark strategies are not supported in this version; "
-                "pass watermark_strategy=None"
+        if watermark_strategy is not None and not isinstance(watermark_strategy, WatermarkStrategy):
+            raise TypeError(
+                f"from_source expects a WatermarkStrategy or None, got {watermark_strategy!r}"
             )
         t = Transformation(name=self._unique_name(source_name), kind="source", source=source)
-        t.operator_factory = _SourceFactory(source)
+        t.operator_factory = _SourceFactory(source, watermark_strategy)
         self._add(t)
         return DataStream(self, t)
 
@@ -176,14 +196,15 @@ class StreamExecutionEnvironment:
 class _SourceFactory:
     """Builds the source operator of one subtask from the splits cut on the driver."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, watermark_strategy: WatermarkStrategy | None = None):
         self.source = source
+        self.watermark_strategy = watermark_strategy
         self.splits: list | None = None
 
     def __call__(self, name: str) -> SourceOperator:
         if self.splits is None:
             raise GraphError(f"source {name!r} was not prepared on the driver")
-        return SourceOperator(name, self.source, self.splits)
+        return SourceOperator(name, self.source, self.splits, self.watermark_strategy)
 
 
 def _with_splits(plan: ExecutionPlan, transformations: list[Transformation]) -> ExecutionPlan:

@@ -129,3 +129,85 @@ class OutputTag:
 
     def __reduce__(self):
         return (OutputTag, (self.tag_id, self.type_info))
+
+
+class AggregateFunction(Function, ABC):
+    """Incremental aggregation with an accumulator whose type may differ from input and output."""
+
+    @abstractmethod
+    def create_accumulator(self) -> Any: ...
+
+    @abstractmethod
+    def add(self, value: Any, accumulator: Any) -> Any: ...
+
+    @abstractmethod
+    def get_result(self, accumulator: Any) -> Any: ...
+
+    # ``merge(acc_a, acc_b) -> acc`` is optional: define it to use session windows.
+
+
+class ProcessWindowFunction(Function, ABC):
+    """Gets all elements of a window (or the one pre-aggregated value) plus the context."""
+
+    @abstractmethod
+    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any]: ...
+
+    def clear(self, context: Any) -> None:  # noqa: B027 - optional hook
+        """Called when the window is cleaned up: clear per-window state here."""
+
+
+class WindowFunction(Function, ABC):
+    """Legacy ``apply``: key, window and elements, no context."""
+
+    @abstractmethod
+    def apply(self, key: Any, window: Any, inputs: Iterable[Any]) -> Iterable[Any]: ...
+
+
+class AllWindowFunction(WindowFunction, ABC):
+    pass
+
+
+class ProcessAllWindowFunction(ProcessWindowFunction, ABC):
+    pass
+
+
+class CoMapFunction(Function, ABC):
+    @abstractmethod
+    def map1(self, value: Any) -> Any: ...
+
+    @abstractmethod
+    def map2(self, value: Any) -> Any: ...
+
+
+class CoFlatMapFunction(Function, ABC):
+    @abstractmethod
+    def flat_map1(self, value: Any) -> Iterable[Any]: ...
+
+    @abstractmethod
+    def flat_map2(self, value: Any) -> Iterable[Any]: ...
+
+
+class CoProcessFunction(Function, ABC):
+    @abstractmethod
+    def process_element1(self, value: Any, ctx: Any) -> Iterable[Any] | None: ...
+
+    @abstractmethod
+    def process_element2(self, value: Any, ctx: Any) -> Iterable[Any] | None: ...
+
+
+class KeyedCoProcessFunction(CoProcessFunction, ABC):
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
+        return None
+
+
+class BroadcastProcessFunction(Function, ABC):
+    @abstractmethod
+    def process_element(self, value: Any, ctx: Any) -> Iterable[Any] | None: ...
+
+    @abstractmethod
+    def process_broadcast_element(self, value: Any, ctx: Any) -> Iterable[Any] | None: ...
+
+
+class KeyedBroadcastProcessFunction(BroadcastProcessFunction, ABC):
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
+        return None

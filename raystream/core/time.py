@@ -50,3 +50,27 @@ class SystemClock:
 
     def monotonic_s(self) -> float:
         return _time.monotonic()
+
+
+class Time:
+    """PyFlink-style durations: ``Time.seconds(5)`` is 5000 (int milliseconds)."""
+
+    @staticmethod
+    def milliseconds(n: int) -> int:
+        return int(n)
+
+    @staticmethod
+    def seconds(n: float) -> int:
+        return int(n * 1000)
+
+    @staticmethod
+    def minutes(n: float) -> int:
+        return int(n * 60_000)
+
+    @staticmethod
+    def hours(n: float) -> int:
+        return int(n * 3_600_000)
+
+    @staticmethod
+    def days(n: float) -> int:
+        return int(n * 86_400_000)

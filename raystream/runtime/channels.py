@@ -23,7 +23,7 @@ from raystream.core.time import MIN_TS
 from raystream.errors import SerializationError, record_repr
 from raystream.graph.partitioners import Router
 from raystream.operators.base import Output
-from raystream.runtime.elements import Batch, Watermark
+from raystream.runtime.elements import Batch, Watermark, WatermarkStatus
 
 
 class ChannelSender:
@@ -185,6 +185,11 @@ class EdgeOutput(Output):
         wm = Watermark(timestamp)
         for s in self.senders:
             s.add_control(wm)
+
+    def emit_watermark_status(self, idle: bool) -> None:
+        status = WatermarkStatus(idle)
+        for s in self.senders:
+            s.add_control(status)
 
 
 class Writer:

@@ -16,10 +16,11 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from raystream.checkpointing.backends.memory import MemoryStateBackend
+from raystream.checkpointing.backends.factory import HashMapStateBackend
 from raystream.config import ExecutionConfig
 from raystream.core.keys import key_group_range
 from raystream.core.time import MAX_TS, MIN_TS, SystemClock
+from raystream.core.watermarks import WatermarkValve
 from raystream.errors import ChannelError, RaystreamError, TaskError
 from raystream.graph.plan import ChainSpec, EdgeSpec
 from raystream.operators.base import (
@@ -33,7 +34,7 @@ from raystream.operators.base import (
 from raystream.operators.sources import SourceOperator, SourceStatus
 from raystream.runtime import serde
 from raystream.runtime.channels import ChannelSender, EdgeOutput, Writer, loads
-from raystream.runtime.elements import END_OF_INPUT, Batch, EndOfInput, Watermark
+from raystream.runtime.elements import END_OF_INPUT, Batch, EndOfInput, Watermark, WatermarkStatus
 from raystream.runtime.gate import InputGate
 
 
@@ -82,15 +83,16 @@ class Task:
             ) from exc
         self.spec = spec
         self.name = f"{spec.chain.name} ({spec.subtask + 1}/{spec.chain.parallelism})"
-        self.clock = SystemClock()
+        self.clock = spec.config.clock or SystemClock()
         self.gate = InputGate(spec.input_channels)
         self.operators: list[StreamOperator] = []
         self.writer: Writer | None = None
         self.state = "CREATED"
         self.started_at = 0.0
-        self._channel_wm = [MIN_TS] * len(spec.input_channels)
         self._last_wm = MIN_TS
+        self._init_valves()
         self._factories = [(n, n.factory) for n in spec.chain.nodes]
+        self._backends: list[Any] = []
 
     # -- control plane ---------------------------------------------------------------------------
 
@@ -137,9 +139,15 @@ class Task:
             sides = {tag: _combine(outs) for tag, outs in by_tag.items()}
             backend = None
             if node.keyed:
-                backend = MemoryStateBackend(
-                    spec.max_parallelism, key_group_range(spec.subtask, p, spec.max_parallelism)
+                factory = cfg.state_backend or HashMapStateBackend()
+                backend = factory.create(
+                    spec.max_parallelism,
+                    key_group_range(spec.subtask, p, spec.max_parallelism),
+                    node.name,
+                    spec.subtask,
+                    _OperatorTime(op, self.clock),
                 )
+                self._backends.append(backend)
             ctx = OperatorContext(
                 operator_name=node.name,
                 task_name=spec.chain.name,
@@ -214,6 +222,11 @@ class Task:
                     op.close()
                 except Exception:  # noqa: S110 - closing after a failure must not mask it
                     pass
+            for backend in self._backends:
+                try:
+                    backend.dispose()
+                except Exception:  # noqa: S110 - same
+                    pass
         self.state = "FINISHED"
         return TaskResult(
             chain_name=self.spec.chain.name,
@@ -238,53 +251,93 @@ class Task:
             if op.has_pending():
                 await op.async_work(flush=True)
 
-    def _next_deadline(self) -> float | None:
+    # -- time: buffer timeouts, periodic work (watermark generators), processing-time timers ----
+
+    def _init_time(self) -> None:
+        mono = self.clock.monotonic_s()
+        self._periodic = [
+            (op, op.periodic_interval_ms / 1000.0)
+            for op in self.operators
+            if op.periodic_interval_ms
+        ]
+        self._periodic_due = [mono + iv for _, iv in self._periodic]
+        self._next_flush = mono + self.writer.buffer_timeout_s  # type: ignore[union-attr]
+
+    def _wait_budget(self) -> float | None:
+        """Seconds the task may sleep waiting for input before it has something to do."""
+        now = self.clock.monotonic_s()
         deadline = self.writer.next_deadline()  # type: ignore[union-attr]
         if any(op.has_pending() for op in self._async_ops):
-            t = self.clock.monotonic_s() + self.writer.buffer_timeout_s  # type: ignore[union-attr]
+            t = now + self.writer.buffer_timeout_s  # type: ignore[union-attr]
             deadline = t if deadline is None else min(deadline, t)
-        return deadline
+        for due in self._periodic_due:
+            deadline = due if deadline is None else min(deadline, due)
+        wait = None if deadline is None else max(0.0, deadline - now)
+        timers = [t for t in (op.next_processing_timer() for op in self.operators) if t is not None]
+        if timers:
+            # processing time may be a manual clock: poll it rather than trusting monotonic time
+            until = max(0.0, (min(timers) - self.clock.now_ms()) / 1000.0)
+            poll = self.spec.config.idle_poll_interval_ms / 1000.0
+            if not isinstance(self.clock, SystemClock):
+                until = min(until, poll)
+            wait = until if wait is None else min(wait, until)
+        return wait
+
+    async def _tick(self) -> None:
+        """Runs whatever is due: periodic operator work, processing-time timers, flushes."""
+        mono = self.clock.monotonic_s()
+        if self._periodic:
+            now_ms = None
+            for i, (op, interval) in enumerate(self._periodic):
+                if mono >= self._periodic_due[i]:
+                    now_ms = self.clock.now_ms() if now_ms is None else now_ms
+                    op.on_periodic(now_ms)
+                    self._periodic_due[i] = mono + interval
+        now_ms = None
+        for op in self.operators:
+            t = op.next_processing_timer()
+            if t is not None:
+                now_ms = self.clock.now_ms() if now_ms is None else now_ms
+                if t <= now_ms:
+                    op.on_processing_time(now_ms)
+        if mono >= self._next_flush:
+            await self._flush(only_expired=True)
+            self._next_flush = mono + self.writer.buffer_timeout_s  # type: ignore[union-attr]
+        else:
+            await self.writer.send_ready()  # type: ignore[union-attr]
 
     async def _run_source(self, source: SourceOperator) -> None:
         cfg = self.spec.config
         batch_size = cfg.batch_size
         idle_s = cfg.idle_poll_interval_ms / 1000.0
-        timeout_s = cfg.buffer_timeout_ms / 1000.0
-        mono = self.clock.monotonic_s
-        next_flush = mono() + timeout_s
+        self._init_time()
         while True:
             status = source.emit_next(batch_size)
             await self._after_batch()
             if status is SourceStatus.END:
                 return
-            now = mono()
+            await self._tick()
             if status is SourceStatus.NOTHING_NOW:
                 await self._flush(only_expired=False)
                 await asyncio.sleep(idle_s)
-            elif now >= next_flush:
-                await self._flush(only_expired=True)
-                next_flush = now + timeout_s
-            await asyncio.sleep(0)  # let control calls in
+            else:
+                await asyncio.sleep(0)  # let control calls in
 
     async def _run_inputs(self) -> None:
         gate = self.gate
         head = self.operators[0]
         process = (head.process_batch, head.process_batch2)
         inputs = [inp for inp, _ in self.spec.input_channels]
-        mono = self.clock.monotonic_s
-        timeout_s = self.spec.config.buffer_timeout_ms / 1000.0
-        next_flush = mono() + timeout_s
+        self._init_time()
         if len(gate) == 0:
             return
         taken = 0
         while True:
             got = gate.poll()
             if got is None:
-                deadline = self._next_deadline()
-                wait = None if deadline is None else max(0.0, deadline - mono())
-                got = await gate.next(wait)
+                await self._tick()
+                got = await gate.next(self._wait_budget())
                 if got is None:
-                    await self._flush(only_expired=True)
                     continue
             channel, message = got
             kind = type(message)
@@ -296,6 +349,8 @@ class Task:
                 process[inputs[channel]](message)
             elif kind is Watermark:
                 self._on_watermark(channel, message.timestamp)
+            elif kind is WatermarkStatus:
+                self._on_status(channel, message.idle)
             elif kind is EndOfInput:
                 gate.mark_ended(channel)
                 if gate.all_ended():
@@ -308,21 +363,54 @@ class Task:
             await self._after_batch()
             taken += 1
             if taken & 15 == 0:
-                now = mono()
-                if now >= next_flush:
-                    await self._flush(only_expired=True)
-                    next_flush = now + timeout_s
+                await self._tick()
                 await asyncio.sleep(0)
 
-    def _on_watermark(self, channel: int, timestamp: int) -> None:
-        wms = self._channel_wm
-        if timestamp <= wms[channel]:
+    # -- watermarks: one valve per logical input, operator watermark = min over active inputs ---
+
+    def _init_valves(self) -> None:
+        chans = self.spec.input_channels
+        n_inputs = max((inp for inp, _ in chans), default=0) + 1
+        self._local = []
+        counts = [0] * n_inputs
+        for inp, _ in chans:
+            self._local.append(counts[inp])
+            counts[inp] += 1
+        self._input_of = [inp for inp, _ in chans]
+        self._valves = [WatermarkValve(c) for c in counts]
+        self._input_wm = [MIN_TS] * n_inputs
+        self._idle_out = False
+
+    def _advance(self) -> None:
+        active = [w for w, v in zip(self._input_wm, self._valves) if not v.output_idle]
+        if not active:
             return
-        wms[channel] = timestamp
-        combined = min(wms)
+        combined = min(active)
         if combined > self._last_wm:
             self._last_wm = combined
             self.operators[0].process_watermark(combined)
+
+    def _on_watermark(self, channel: int, timestamp: int) -> None:
+        inp = self._input_of[channel]
+        new = self._valves[inp].on_watermark(self._local[channel], timestamp)
+        if new is not None:
+            self._input_wm[inp] = new
+            self._advance()
+
+    def _on_status(self, channel: int, idle: bool) -> None:
+        inp = self._input_of[channel]
+        valve = self._valves[inp]
+        if idle:
+            new = valve.on_idle(self._local[channel])
+            if new is not None:
+                self._input_wm[inp] = new
+            self._advance()
+        else:
+            valve.on_active(self._local[channel])
+        all_idle = all(v.output_idle for v in self._valves)
+        if all_idle != self._idle_out:
+            self._idle_out = all_idle
+            self.operators[0].process_watermark_status(all_idle)
 
     async def _finish(self) -> None:
         if self._last_wm < MAX_TS and not isinstance(self.operators[0], SourceOperator):
@@ -336,6 +424,20 @@ class Task:
             await op.async_work(flush=True, final=True)
         self.writer.broadcast_control(END_OF_INPUT)  # type: ignore[union-attr]
         await self.writer.drain()  # type: ignore[union-attr]
+
+
+class _OperatorTime:
+    """What state TTL reads time from: the task's clock and the operator's watermark."""
+
+    def __init__(self, op: StreamOperator, clock: Any):
+        self._op = op
+        self._clock = clock
+
+    def processing_time_ms(self) -> int:
+        return self._clock.now_ms()  # type: ignore[no-any-return]
+
+    def current_watermark(self) -> int:
+        return self._op.event_time_now()
 
 
 def _combine(outputs: list[Output]) -> Output:

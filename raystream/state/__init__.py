@@ -1,1 +1,3 @@
-"""Internal: state descriptors, the user-facing state interfaces and the backend protocol."""
+"""Internal: keyed state — descriptors and TTL (``ttl``), the user-facing state interfaces
+(``api``), their shared implementation (``handles``) and the backend seam (``backend``).
+Backends themselves live in ``raystream.checkpointing.backends``."""

@@ -1,0 +1,130 @@
+"""Internal: event timestamps and watermark generation inside a task.
+
+Used by source operators that got a ``WatermarkStrategy`` and by
+``assign_timestamps_and_watermarks``. Timestamps are extracted per record (the assigner is user
+code); the generator sees whole batches; periodic emission runs every
+``auto_watermark_interval`` of processing time. A record whose timestamp is missing or not a
+number fails the job with an error naming the operator and the record, or goes to the side output
+the strategy names (``with_invalid_timestamps_to(tag)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raystream.core.time import MAX_TS, MIN_TS
+from raystream.core.watermarks import WatermarkOutput, WatermarkStrategy, valid_timestamp
+from raystream.errors import UserFunctionError, record_repr
+from raystream.operators.base import StreamOperator
+from raystream.runtime.elements import Batch
+
+
+class WatermarkEmitter:
+    def __init__(self, strategy: WatermarkStrategy, op: StreamOperator):
+        assert op.ctx is not None
+        self.op = op
+        self.extract = strategy.create_extractor()
+        self.generator = strategy.create_generator(op.ctx.clock.now_ms)
+        self.invalid_tag = getattr(strategy, "invalid_timestamps_tag", None)
+        self.out = WatermarkOutput()
+        self.emitted = MIN_TS
+        self.idle = False
+
+    def stamp(self, batch: Batch) -> Batch:
+        """Extracts timestamps and feeds the generator; returns the batch to emit."""
+        values = batch.values
+        stamps = batch.timestamps
+        if self.extract is not None:
+            extract = self.extract
+            record_ts = stamps or [MIN_TS] * len(values)
+            new_ts: list[int] = []
+            bad: list[int] = []
+            append = new_ts.append
+            v = None
+            try:
+                for i, (v, rt) in enumerate(zip(values, record_ts)):
+                    t = extract(v, rt)
+                    if type(t) is not int or not MIN_TS < t <= MAX_TS:
+                        t = valid_timestamp(t)
+                        if t is None:
+                            bad.append(i)
+                            t = MIN_TS
+                    append(t)
+            except Exception as exc:
+                raise self.op.user_error(exc, v) from exc
+            if bad:
+                values, new_ts = self._invalid(values, new_ts, bad, extract)
+            stamps = new_ts
+        elif stamps is None:
+            return batch
+        try:
+            self.generator.on_events(values, stamps, self.out)
+        except Exception as exc:
+            raise self.op.user_error(
+                exc, values[0] if values else None, "a batch starting with record"
+            ) from exc
+        self._forward()
+        return Batch(values, stamps)
+
+    def _invalid(
+        self, values: list, stamps: list, bad: list[int], extract: Any
+    ) -> tuple[list, list]:
+        if self.invalid_tag is None:
+            v = values[bad[0]]
+            raise UserFunctionError(
+                f"operator {self.op.name!r}, subtask {self.op.ctx.subtask_index}: the timestamp "  # type: ignore[union-attr]
+                f"assigner returned {extract(v, MIN_TS)!r} for record {record_repr(v)}; expected int "
+                "milliseconds since the epoch (hint: route such records to a side output with "
+                "WatermarkStrategy.with_invalid_timestamps_to(tag))",
+                operator=self.op.name,
+                subtask=self.op.ctx.subtask_index,  # type: ignore[union-attr]
+                record=record_repr(v),
+                cause_type="InvalidTimestamp",
+            )
+        bad_set = set(bad)
+        self.op.side_output(self.invalid_tag).emit(Batch([values[i] for i in bad]))
+        keep = [i for i in range(len(values)) if i not in bad_set]
+        return [values[i] for i in keep], [stamps[i] for i in keep]
+
+    def on_periodic(self) -> None:
+        self.generator.on_periodic_emit(self.out)
+        self._forward()
+
+    def _forward(self) -> None:
+        out = self.out
+        if out.idle != self.idle:
+            self.idle = out.idle
+            self.op.output.emit_watermark_status(out.idle)
+        wm = out.watermark
+        if wm is not None and wm > self.emitted and not out.idle:
+            self.emitted = wm
+            self.op.output.emit_watermark(wm)
+
+
+class TimestampsAndWatermarksOperator(StreamOperator):
+    """``assign_timestamps_and_watermarks``: replaces upstream timestamps and watermarks."""
+
+    def __init__(self, name: str, strategy: WatermarkStrategy):
+        super().__init__(name)
+        self.strategy = strategy
+        self.emitter: WatermarkEmitter | None = None
+
+    def open(self) -> None:
+        assert self.ctx is not None
+        self.emitter = WatermarkEmitter(self.strategy, self)
+        self.periodic_interval_ms = self.ctx.config.auto_watermark_interval_ms or None
+
+    def process_batch(self, batch: Batch) -> None:
+        self.output.emit(self.emitter.stamp(batch))  # type: ignore[union-attr]
+
+    def on_periodic(self, now_ms: int) -> None:
+        self.emitter.on_periodic()  # type: ignore[union-attr]
+
+    def process_watermark(self, timestamp: int) -> None:
+        if timestamp == MAX_TS:  # only end of input passes: this operator makes its own
+            self.emitter.emitted = MAX_TS  # type: ignore[union-attr]
+            self.current_watermark = MAX_TS
+            self.output.emit_watermark(MAX_TS)
+
+    def process_watermark_status(self, idle: bool) -> None:
+        pass

@@ -1,0 +1,311 @@
+"""Watermark strategies, generators, idleness, and the per-channel watermark valve.
+
+No Ray here. A :class:`WatermarkStrategy` is a picklable description; each source subtask (or
+``assign_timestamps_and_watermarks`` subtask) builds its own generator from it. Generators see
+the timestamps of whole batches (``on_events``) so the built-ins cost one ``max()`` per batch,
+not a call per record.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from raystream.core.time import MAX_TS, MIN_TS, Duration, to_millis
+
+
+class WatermarkOutput:
+    """Where a generator emits to; the runtime's implementation records what it is told."""
+
+    def __init__(self) -> None:
+        self.watermark: int | None = None
+        self.idle = False
+
+    def emit_watermark(self, watermark: Any) -> None:
+        ts = (
+            watermark
+            if isinstance(watermark, int)
+            else int(getattr(watermark, "timestamp", watermark))
+        )
+        if self.watermark is None or ts > self.watermark:
+            self.watermark = ts
+        self.idle = False
+
+    def mark_idle(self) -> None:
+        self.idle = True
+
+    def mark_active(self) -> None:
+        self.idle = False
+
+
+class WatermarkGenerator(ABC):
+    """Generates watermarks from the events it sees and/or periodically."""
+
+    @abstractmethod
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None: ...
+
+    @abstractmethod
+    def on_periodic_emit(self, output: WatermarkOutput) -> None: ...
+
+    def on_events(self, events: list, timestamps: list[int], output: WatermarkOutput) -> None:
+        """A whole batch; override when it can be done without a call per record."""
+        for e, t in zip(events, timestamps):
+            self.on_event(e, t, output)
+
+
+class BoundedOutOfOrdernessWatermarks(WatermarkGenerator):
+    """Emits ``max_ts − bound − 1`` periodically (nothing before the first event)."""
+
+    def __init__(self, bound_ms: int):
+        if bound_ms < 0:
+            raise ValueError(f"out-of-orderness bound must be >= 0 ms, got {bound_ms}")
+        self.bound_ms = bound_ms
+        self.max_ts: int | None = None
+
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
+        if self.max_ts is None or event_timestamp > self.max_ts:
+            self.max_ts = event_timestamp
+
+    def on_events(self, events: list, timestamps: list[int], output: WatermarkOutput) -> None:
+        if timestamps:
+            m = max(timestamps)
+            if self.max_ts is None or m > self.max_ts:
+                self.max_ts = m
+
+    def on_periodic_emit(self, output: WatermarkOutput) -> None:
+        if self.max_ts is not None:
+            output.emit_watermark(max(MIN_TS, self.max_ts - self.bound_ms - 1))
+
+
+class NoWatermarksGenerator(WatermarkGenerator):
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
+        pass
+
+    def on_events(self, events: list, timestamps: list[int], output: WatermarkOutput) -> None:
+        pass
+
+    def on_periodic_emit(self, output: WatermarkOutput) -> None:
+        pass
+
+
+class IdlenessWatermarks(WatermarkGenerator):
+    """Marks the output idle after ``timeout_ms`` without events (SEMANTICS §1.3)."""
+
+    def __init__(self, inner: WatermarkGenerator, timeout_ms: int, now_ms: Callable[[], int]):
+        self.inner = inner
+        self.timeout_ms = timeout_ms
+        self.now_ms = now_ms
+        self.events_since_check = 0
+        self.timer_start: int | None = None
+        self.is_idle = False
+
+    def on_event(self, event: Any, event_timestamp: int, output: WatermarkOutput) -> None:
+        self.events_since_check += 1
+        if self.is_idle:
+            self.is_idle = False
+            output.mark_active()
+        self.inner.on_event(event, event_timestamp, output)
+
+    def on_events(self, events: list, timestamps: list[int], output: WatermarkOutput) -> None:
+        if events:
+            self.events_since_check += len(events)
+            if self.is_idle:
+                self.is_idle = False
+                output.mark_active()
+        self.inner.on_events(events, timestamps, output)
+
+    def on_periodic_emit(self, output: WatermarkOutput) -> None:
+        if self.events_since_check:
+            self.events_since_check = 0
+            self.timer_start = None
+        elif self.timer_start is None:
+            self.timer_start = self.now_ms()
+        elif self.now_ms() - self.timer_start > self.timeout_ms:
+            if not self.is_idle:
+                self.is_idle = True
+                output.mark_idle()
+            return
+        if not self.is_idle:
+            self.inner.on_periodic_emit(output)
+
+
+class TimestampAssigner(ABC):
+    @abstractmethod
+    def extract_timestamp(self, value: Any, record_timestamp: int) -> int: ...
+
+
+class WatermarkStrategy:
+    """How a stream gets event timestamps and watermarks (PyFlink's names)."""
+
+    def __init__(
+        self,
+        generator_factory: Callable[[], WatermarkGenerator],
+        timestamp_assigner: Any = None,
+        idle_timeout_ms: int | None = None,
+        invalid_timestamps_tag: str | None = None,
+    ):
+        self._generator_factory = generator_factory
+        self._timestamp_assigner = timestamp_assigner
+        self._idle_timeout_ms = idle_timeout_ms
+        self.invalid_timestamps_tag = invalid_timestamps_tag
+
+    def _copy(self, **changes: Any) -> WatermarkStrategy:
+        args = {
+            "generator_factory": self._generator_factory,
+            "timestamp_assigner": self._timestamp_assigner,
+            "idle_timeout_ms": self._idle_timeout_ms,
+            "invalid_timestamps_tag": self.invalid_timestamps_tag,
+        }
+        args.update(changes)
+        return WatermarkStrategy(**args)
+
+    @staticmethod
+    def for_bounded_out_of_orderness(max_out_of_orderness: Duration) -> WatermarkStrategy:
+        bound = to_millis(max_out_of_orderness, "max out-of-orderness")
+        return WatermarkStrategy(_BoundedFactory(bound))
+
+    @staticmethod
+    def for_monotonous_timestamps() -> WatermarkStrategy:
+        return WatermarkStrategy(_BoundedFactory(0))
+
+    @staticmethod
+    def no_watermarks() -> WatermarkStrategy:
+        return WatermarkStrategy(NoWatermarksGenerator)
+
+    @staticmethod
+    def for_generator(generator_supplier: Callable[[], WatermarkGenerator]) -> WatermarkStrategy:
+        if not callable(generator_supplier):
+            raise TypeError("for_generator expects a callable returning a WatermarkGenerator")
+        return WatermarkStrategy(generator_supplier)
+
+    def with_timestamp_assigner(
+        self, timestamp_assigner: TimestampAssigner | Callable[[Any], int]
+    ) -> WatermarkStrategy:
+        if not (isinstance(timestamp_assigner, TimestampAssigner) or callable(timestamp_assigner)):
+            raise TypeError(
+                "with_timestamp_assigner expects a TimestampAssigner or a callable(value) -> int ms"
+            )
+        return self._copy(timestamp_assigner=timestamp_assigner)
+
+    def with_idleness(self, idle_timeout: Duration) -> WatermarkStrategy:
+        timeout = to_millis(idle_timeout, "idle timeout")
+        if timeout <= 0:
+            raise ValueError(f"idle timeout must be > 0 ms, got {timeout}")
+        return self._copy(idle_timeout_ms=timeout)
+
+    def with_invalid_timestamps_to(self, output_tag: Any) -> WatermarkStrategy:
+        """Routes records whose timestamp is missing or not a number to this side output
+        (raystream addition; without it such a record fails the job)."""
+        tag_id = getattr(output_tag, "tag_id", None)
+        if not isinstance(tag_id, str):
+            raise TypeError(f"with_invalid_timestamps_to expects an OutputTag, got {output_tag!r}")
+        return self._copy(invalid_timestamps_tag=tag_id)
+
+    # -- runtime side ------------------------------------------------------------------------------
+
+    @property
+    def timestamp_assigner(self) -> Any:
+        return self._timestamp_assigner
+
+    def create_generator(self, now_ms: Callable[[], int]) -> WatermarkGenerator:
+        gen = self._generator_factory()
+        if not isinstance(gen, WatermarkGenerator):
+            raise TypeError(
+                f"the watermark generator supplier returned {type(gen).__name__}, not a WatermarkGenerator"
+            )
+        if self._idle_timeout_ms is not None:
+            gen = IdlenessWatermarks(gen, self._idle_timeout_ms, now_ms)
+        return gen
+
+    def create_extractor(self) -> Callable[[Any, int], int] | None:
+        """``extract(value, record_timestamp)``, or None to keep the records' timestamps."""
+        a = self._timestamp_assigner
+        if a is None:
+            return None
+        if isinstance(a, TimestampAssigner):
+            return a.extract_timestamp
+        return lambda value, _record_ts: a(value)
+
+
+class _BoundedFactory:
+    def __init__(self, bound_ms: int):
+        self.bound_ms = bound_ms
+
+    def __call__(self) -> WatermarkGenerator:
+        return BoundedOutOfOrdernessWatermarks(self.bound_ms)
+
+
+def valid_timestamp(ts: Any) -> int | None:
+    """``ts`` as int milliseconds, or None when it is not a usable event timestamp."""
+    t = type(ts)
+    if t is int:
+        return ts if MIN_TS < ts <= MAX_TS else None
+    if t is float:
+        if math.isfinite(ts):
+            i = int(ts)
+            return i if MIN_TS < i <= MAX_TS else None
+        return None
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        return valid_timestamp(int(ts))
+    return None
+
+
+# -- combining watermarks of several channels (SEMANTICS §1.4) ------------------------------------
+
+
+class WatermarkValve:
+    """Per-channel watermarks and idleness of one logical input → the input's watermark.
+
+    ``on_watermark`` / ``on_idle`` / ``on_active`` return the new output watermark when it
+    advances (else None); ``output_idle`` says whether every channel is idle.
+    """
+
+    def __init__(self, num_channels: int):
+        self.wm = [MIN_TS] * num_channels
+        self.idle = [False] * num_channels
+        self.aligned = [True] * num_channels
+        self.last_out = MIN_TS
+        self.output_idle = False
+
+    def on_watermark(self, channel: int, ts: int) -> int | None:
+        if self.idle[channel] or ts <= self.wm[channel]:
+            return None
+        self.wm[channel] = ts
+        if ts >= self.last_out:
+            self.aligned[channel] = True
+        return self._recompute()
+
+    def _recompute(self) -> int | None:
+        m = None
+        for c, w in enumerate(self.wm):
+            if not self.idle[c] and self.aligned[c] and (m is None or w < m):
+                m = w
+        if m is not None and m > self.last_out:
+            self.last_out = m
+            return m
+        return None
+
+    def on_idle(self, channel: int) -> int | None:
+        if self.idle[channel]:
+            return None
+        self.idle[channel] = True
+        self.aligned[channel] = False
+        if not all(self.idle):
+            return self._recompute()
+        out = None
+        if self.wm[channel] == self.last_out:
+            top = max(self.wm)
+            if top > self.last_out:
+                self.last_out = top
+                out = top
+        self.output_idle = True
+        return out
+
+    def on_active(self, channel: int) -> None:
+        if not self.idle[channel]:
+            return
+        self.idle[channel] = False
+        self.aligned[channel] = self.wm[channel] >= self.last_out
+        self.output_idle = False
