@@ -167,6 +167,10 @@ class StreamOperator:
     def process_watermark_status(self, idle: bool) -> None:
         self.output.emit_watermark_status(idle)
 
+    def element_timestamp(self) -> int | None:
+        """Timestamp of the record (or timer) being processed, where the operator tracks it."""
+        return None
+
     def event_time_now(self) -> int:
         """The event time state TTL compares against: the watermark (operators that know the
         timestamp of the record being processed take the later of the two)."""

@@ -154,14 +154,13 @@ class _CoContext(ProcessContext):
         backend = self._op.ctx.keyed_backend
         if backend is None:
             raise GraphError("apply_to_keyed_state needs a keyed stream")
-        table = backend.table(state_descriptor.name, "value")
         previous = backend.current_key
         try:
-            for key in list(table.keys()):
-                backend.current_key = key
+            for key in backend.keys(state_descriptor):
+                backend.set_current_key(key)
                 function(key, backend.value_state(state_descriptor))
         finally:
-            backend.current_key = previous
+            backend.set_current_key(previous)
 
 
 class CoProcessOperator(UdfOperator):
@@ -193,6 +192,9 @@ class CoProcessOperator(UdfOperator):
         self._pctx = _CoContext(self)
         self.timers = TimerService() if key_selectors is not None else None
 
+    def element_timestamp(self) -> int | None:
+        return self._pctx._ts
+
     def event_time_now(self) -> int:
         ts = self._pctx._ts
         return ts if ts is not None and ts > self.current_watermark else self.current_watermark
@@ -219,7 +221,7 @@ class CoProcessOperator(UdfOperator):
             for v, t in zip(batch.values, stamps):
                 if ks is not None:
                     key = ks(v)
-                    backend.current_key = key
+                    backend.set_current_key(key)
                     ctx._key = key
                 ctx._ts = t
                 _collect(fn(v, ctx), out, ts_out, t)
@@ -252,7 +254,7 @@ class CoProcessOperator(UdfOperator):
         ts = None
         try:
             for ts, key, _ns in self.timers.due(domain, upto):
-                backend.current_key = key
+                backend.set_current_key(key)
                 ctx._key = key
                 ctx._ts = ts if domain == EVENT_TIME else None
                 _collect(self._on_timer(ts, ctx), out, ts_out, ctx._ts)

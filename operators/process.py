@@ -182,6 +182,9 @@ class KeyedProcessOperator(UdfOperator):
 
     event_time_now = _event_time_now
 
+    def element_timestamp(self) -> int | None:
+        return self._pctx._ts
+
     def process_batch(self, batch: Batch) -> None:
         fn = self._fn
         ks = self._key_selector
@@ -196,7 +199,7 @@ class KeyedProcessOperator(UdfOperator):
         try:
             for v, t in zip(values, stamps):
                 key = ks(v)
-                backend.current_key = key
+                backend.set_current_key(key)
                 ctx._key = key
                 ctx._ts = t
                 _collect(fn(v, ctx), out, ts_out, t)
@@ -219,7 +222,7 @@ class KeyedProcessOperator(UdfOperator):
         ts = None
         try:
             for ts, key, _ns in self.timers.due(domain, upto):
-                backend.current_key = key
+                backend.set_current_key(key)
                 ctx._key = key
                 ctx._ts = ts if domain == EVENT_TIME else None
                 _collect(self._on_timer(ts, ctx), out, ts_out, ctx._ts)

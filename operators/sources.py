@@ -132,8 +132,10 @@ class SourceOperator(StreamOperator):
                 return SourceStatus.NOTHING_NOW
             self.records_in += len(batch.values)
             if self.emitter is not None:
-                batch = self.emitter.stamp(batch)
-            self.output.emit(batch)
+                self.output.emit(self.emitter.stamp(batch))
+                self.emitter.forward()
+            else:
+                self.output.emit(batch)
             return SourceStatus.MORE
 
     def finish(self) -> None:

@@ -10,8 +10,26 @@ from typing import Any
 
 from raystream.api.context import RuntimeContext
 from raystream.api.functions import FilterFunction, FlatMapFunction, MapFunction, resolve
+from raystream.checkpointing.operator_state import OperatorStateStore
 from raystream.operators.base import StreamOperator, close_function, open_function
 from raystream.runtime.elements import Batch
+
+
+class FunctionInitializationContext:
+    """What ``CheckpointedFunction.initialize_state`` gets."""
+
+    def __init__(self, store: OperatorStateStore, ctx: Any):
+        self._store = store
+        self._ctx = ctx
+
+    def is_restored(self) -> bool:
+        return self._store.is_restored
+
+    def get_operator_state_store(self) -> OperatorStateStore:
+        return self._store
+
+    def get_keyed_state_store(self) -> RuntimeContext:
+        return RuntimeContext(self._ctx)
 
 
 class UdfOperator(StreamOperator):
@@ -20,9 +38,13 @@ class UdfOperator(StreamOperator):
     def __init__(self, name: str, udf: Any):
         super().__init__(name)
         self.udf = udf
+        self.operator_state = OperatorStateStore()
 
     def open(self) -> None:
         assert self.ctx is not None
+        initialize = getattr(self.udf, "initialize_state", None)
+        if callable(initialize) and not isinstance(self.udf, type):
+            initialize(FunctionInitializationContext(self.operator_state, self.ctx))
         open_function(self.udf, RuntimeContext(self.ctx))
 
     def close(self) -> None:

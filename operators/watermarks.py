@@ -63,8 +63,13 @@ class WatermarkEmitter:
             raise self.op.user_error(
                 exc, values[0] if values else None, "a batch starting with record"
             ) from exc
-        self._forward()
+        # a watermark the events produced (punctuated generators) must follow them: the caller
+        # calls forward() after emitting the batch
         return Batch(values, stamps)
+
+    def forward(self) -> None:
+        """Emits what the generator decided (watermark, idleness) since the last call."""
+        self._forward()
 
     def _invalid(
         self, values: list, stamps: list, bad: list[int], extract: Any
@@ -115,7 +120,10 @@ class TimestampsAndWatermarksOperator(StreamOperator):
         self.periodic_interval_ms = self.ctx.config.auto_watermark_interval_ms or None
 
     def process_batch(self, batch: Batch) -> None:
-        self.output.emit(self.emitter.stamp(batch))  # type: ignore[union-attr]
+        emitter = self.emitter
+        assert emitter is not None
+        self.output.emit(emitter.stamp(batch))
+        emitter.forward()
 
     def on_periodic(self, now_ms: int) -> None:
         self.emitter.on_periodic()  # type: ignore[union-attr]

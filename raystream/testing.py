@@ -199,6 +199,9 @@ class _HarnessTime:
     def processing_time_ms(self) -> int:
         return self._clock.now_ms()  # type: ignore[no-any-return]
 
+    def element_timestamp(self) -> int | None:
+        return self._op.element_timestamp()
+
     def current_watermark(self) -> int:
         return self._op.event_time_now()  # type: ignore[no-any-return]
 

@@ -22,8 +22,10 @@ from raystream import (
     StreamExecutionEnvironment,
     TumblingEventTimeWindows,
     ValueStateDescriptor,
+    WatermarkGenerator,
     WatermarkStrategy,
 )
+from raystream.core.time import MIN_TS
 from raystream.operators import CollectionSource
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -344,3 +346,94 @@ def test_window_all_runs_at_parallelism_one():
         .process(lambda ctx, els: [(ctx.window().start, len(list(els)))])
     )
     assert sorted(out.execute_and_collect()) == [(0, 25), (25, 25), (50, 25), (75, 25)]
+
+
+# -- randomized differential windows on Ray, with deterministic (punctuated) watermarks ------------
+
+
+class WatermarkAfterEachBatch(WatermarkGenerator):
+    """``max_ts − bound − 1`` after every batch the source reads: watermarks sit at fixed
+    positions in the stream, so which records are late does not depend on timing."""
+
+    def __init__(self, bound: int):
+        self.bound = bound
+        self.max_ts = None
+
+    def on_event(self, event, event_timestamp, output):
+        self.max_ts = event_timestamp if self.max_ts is None else max(self.max_ts, event_timestamp)
+
+    def on_events(self, events, timestamps, output):
+        for t in timestamps:
+            self.on_event(None, t, output)
+        if self.max_ts is not None:
+            output.emit_watermark(self.max_ts - self.bound - 1)
+
+    def on_periodic_emit(self, output):
+        pass
+
+
+def scripted(records: list, batch: int, bound: int) -> list:
+    """The script the reference sees: the records, and after every batch the watermark."""
+    script, max_ts, wm = [], None, MIN_TS
+    for i in range(0, len(records), batch):
+        chunk = records[i : i + batch]
+        script.extend(("rec", *r) for r in chunk)
+        max_ts = max([t for _, t, _ in chunk] + ([max_ts] if max_ts is not None else []))
+        if max_ts - bound - 1 > wm:
+            wm = max_ts - bound - 1
+            script.append(("wm", wm))
+    return script
+
+
+@pytest.mark.parametrize("p,chaining", [(1, True), (3, False)])
+@pytest.mark.parametrize("kind", ["tumbling", "sliding", "session"])
+def test_randomized_windows_with_late_events_on_ray(p, chaining, kind):
+    from tests.test_windows import LATE, ref_reduce, reference, windows_of
+
+    rng = random.Random(hash((p, chaining, kind)) & 0xFFFF)
+    records, base = [], 0
+    for _ in range(300):
+        base += rng.randint(0, 3)
+        records.append((f"k{rng.randrange(4)}", base + rng.randint(-25, 5), rng.randint(1, 9)))
+    batch, bound, lateness = 16, 5, 4
+    env = env_with(p, chaining)
+    env.get_config().batch_size = batch
+    ws = WatermarkStrategy.for_generator(
+        lambda: WatermarkAfterEachBatch(bound)
+    ).with_timestamp_assigner(lambda r: r[1])
+    # one source subtask and one map subtask: each window subtask reads a single channel, so the
+    # interleaving of records and watermarks it sees is fixed
+    keyed = (
+        env.from_source(CollectionSource(records), ws)
+        .map(lambda r: r)
+        .set_parallelism(1)
+        .key_by(lambda r: r[0])
+    )
+    assigner = {
+        "tumbling": TumblingEventTimeWindows.of(10),
+        "sliding": SlidingEventTimeWindows.of(10, 4),
+        "session": EventTimeSessionWindows.with_gap(6),
+    }[kind]
+    windowed = (
+        keyed.window(assigner)
+        .allowed_lateness(lateness)
+        .side_output_late_data(LATE)
+        .reduce(
+            lambda a, b: (a[0], max(a[1], b[1]), a[2] + b[2]),
+            window_function=lambda key, ctx, agg: [(next(iter(agg)), ctx.window().max_timestamp())],
+        )
+    )
+    out = windowed.map(lambda r: ("result", r)).union(
+        windowed.get_side_output(LATE).map(lambda r: ("late", r))
+    )
+    got = list(out.execute_and_collect())
+    results = Counter(r for tag, r in got if tag == "result")
+    late = Counter((r, r[1]) for tag, r in got if tag == "late")
+    script = scripted(records, batch, bound)
+    if kind == "session":
+        want = reference(script, None, lateness, ref_reduce, session_gap=6)
+    else:
+        size, slide = (10, 10) if kind == "tumbling" else (10, 4)
+        want = reference(script, lambda ts: windows_of(ts, size, slide), lateness, ref_reduce)
+    assert (results, late) == want
+    assert sum(late.values()) > 0  # the data does produce late records

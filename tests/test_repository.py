@@ -65,6 +65,7 @@ PUBLIC_RAYSTREAM = [
     "BroadcastConnectedStream",
     "BroadcastProcessFunction",
     "BroadcastStream",
+    "CheckpointedFunction",
     "ChannelError",
     "CoFlatMapFunction",
     "CoGroupFunction",

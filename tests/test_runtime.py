@@ -86,7 +86,7 @@ WORDS = [f"{chr(97 + i % 11)}{'x' * (i % 5)}" for i in range(3000)]
 
 def test_chaining_on_and_off_and_any_parallelism_give_the_same_results():
     results = []
-    for p, chaining in ((1, True), (4, True), (4, False), (3, True)):
+    for p, chaining in ((1, True), (3, True), (3, False)):
         env = StreamExecutionEnvironment()
         env.set_parallelism(p)
         if not chaining:
@@ -141,7 +141,7 @@ def test_resource_hints_become_ray_actor_options():
 
 def test_a_job_wider_than_the_machine_runs():
     env = StreamExecutionEnvironment()
-    env.set_parallelism(12)  # 12 source + 12 map actors on a 2-4 core machine
+    env.set_parallelism(6)  # 6 source + 6 map actors, more than the machine has cores
     got = list(env.from_sequence(1, 5000).rebalance().map(lambda x: x * 2).execute_and_collect())
     assert sorted(got) == [2 * x for x in range(1, 5001)]
 

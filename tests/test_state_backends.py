@@ -1073,7 +1073,7 @@ def test_lmdb_default_map_size_and_directory(tmp_path):
     )
     try:
         assert b.path.startswith(str(tmp_path / "state")) and "window_op_1-1" in b.path
-        assert b._env.info()["map_size"] == 1 << 40
+        assert b.map_size == 1 << 40
         b.table("raw").put("k", "v" * 10_000)
         assert b.table("raw").get("k") == "v" * 10_000
     finally:
@@ -1200,7 +1200,10 @@ class _Driver:
 _TTLS = st.one_of(
     st.none(),
     st.builds(
-        lambda read, expired, full: ttl_config(5, read=read, expired=expired, full_snapshot=full),
+        lambda read, expired, full, event: ttl_config(
+            5, read=read, expired=expired, full_snapshot=full, event=event
+        ),
+        st.booleans(),
         st.booleans(),
         st.booleans(),
         st.booleans(),
@@ -1217,6 +1220,8 @@ def test_memory_and_lmdb_backends_behave_identically(ttl, ops):
         for op in ops:
             if op[0] == "advance":
                 clock.now += op[1]
+                clock.watermark = clock.now - 4  # event time: records up to 4 ms out of order
+                clock.element_ts = clock.now - op[1] % 3
                 continue
             results = [d.apply(op) for d in drivers]
             assert results[0] == results[1], op

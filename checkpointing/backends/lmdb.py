@@ -469,6 +469,11 @@ class LmdbKeyedStateBackend(AbstractKeyedStateBackend):
         self._ns_cache: dict[Any, bytes] = {}
         self._disposed = False
 
+    @property
+    def map_size(self) -> int:
+        """The most bytes the environment may hold."""
+        return int(self._env.info()["map_size"])
+
     # -- transactions ----------------------------------------------------------------------------
 
     def _wrote(self, n: int) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Hashable, Iterator
 from typing import Any
 
 from raystream.state.backend import AbstractKeyedStateBackend, encode_key_group
-from raystream.state.handles import MISSING, StateMeta
+from raystream.state.handles import StateMeta
 from raystream.state.ttl import TtlTimeProvider
 
 __all__ = ["MemoryKeyedStateBackend", "MemoryTable"]
@@ -37,22 +37,18 @@ class MemoryTable(dict):
         """Checks the next ``n`` entries of a rotation over a key list taken when the previous
         one ran out (a list, not a dict iterator: the dict changes between calls)."""
         rotation, pos = self._rotation, self._pos
-        get = dict.get
-        for _ in range(n):
-            if pos >= len(rotation):
-                rotation, pos = list(self), 0
-                if not rotation:
-                    break
-            ek = rotation[pos]
-            pos += 1
-            stored = get(self, ek, MISSING)
-            if stored is not MISSING:
-                self._expire(ek, stored, limit)
-        self._rotation, self._pos = rotation, pos
+        if pos >= len(rotation):
+            rotation, pos = list(self), 0
+        batch = rotation[pos : pos + n]
+        self._rotation, self._pos = rotation, pos + len(batch)
+        self._expire(batch, limit)
 
-    def _expire(self, ek: Any, stored: Any, limit: int) -> None:
-        if stored[1] <= limit:
-            del self[ek]
+    def _expire(self, batch: list, limit: int) -> None:
+        get = self.get
+        for ek in batch:
+            stored = get(ek)
+            if stored is not None and stored[1] <= limit:
+                del self[ek]
 
 
 class MemoryListTable(MemoryTable):
@@ -76,10 +72,13 @@ class MemoryListTable(MemoryTable):
         else:
             self.pop(ek, None)
 
-    def _expire(self, ek: Any, stored: list, limit: int) -> None:
-        live = [e for e in stored if e[1] > limit]
-        if len(live) != len(stored):
-            self.list_set(ek, live)
+    def _expire(self, batch: list, limit: int) -> None:
+        for ek in batch:
+            stored = self.get(ek)
+            if stored:
+                live = [e for e in stored if e[1] > limit]
+                if len(live) != len(stored):
+                    self.list_set(ek, live)
 
 
 class MemoryMapTable(MemoryTable):
@@ -119,11 +118,14 @@ class MemoryMapTable(MemoryTable):
     def map_is_empty(self, ek: Any) -> bool:
         return not self.get(ek)
 
-    def _expire(self, ek: Any, stored: dict, limit: int) -> None:
-        for key in [k for k, e in stored.items() if e[1] <= limit]:
-            del stored[key]
-        if not stored:
-            del self[ek]
+    def _expire(self, batch: list, limit: int) -> None:
+        for ek in batch:
+            stored = self.get(ek)
+            if stored:
+                for key in [k for k, e in stored.items() if e[1] <= limit]:
+                    del stored[key]
+                if not stored:
+                    del self[ek]
 
 
 _TABLE_CLASS = {"list": MemoryListTable, "map": MemoryMapTable}
@@ -200,7 +202,3 @@ class MemoryKeyedStateBackend(AbstractKeyedStateBackend):
             meta.table.clear()
         self._states.clear()
         self._per_record = []
-
-
-#: transitional name, until ``runtime/task.py`` creates backends through ``HashMapStateBackend``
-MemoryStateBackend = MemoryKeyedStateBackend

@@ -227,6 +227,12 @@ class WindowOperator(UdfOperator):
             raise GraphError(f"window operator {self.name!r} has no keyed state backend")
         self.backend = ctx.keyed_backend
         self.contents = self.backend.table("__window_contents__", "table", namespaced=True)
+        # buffered windows append to list state (O(1) per element on both backends)
+        self.buffer = (
+            self.backend.table("__window_buffer__", "list", namespaced=True)
+            if self.buffered
+            else None
+        )
         self.merging_sets = (
             self.backend.table("__merging_windows__", "table") if self.merging else None
         )
@@ -384,9 +390,7 @@ class WindowOperator(UdfOperator):
         sk = (key, state_window)
         contents = self.contents
         if self.buffered:
-            buf = contents.get(sk)
-            buf = [(v, t)] if buf is None else buf + [(v, t)]
-            contents.put(sk, buf)
+            self.buffer.list_add(sk, [(v, t)])  # type: ignore[union-attr]
         elif self.kind == REDUCE:
             acc = contents.get(sk, _MISSING)
             contents.put(sk, v if acc is _MISSING else self._reduce(acc, v))
@@ -401,12 +405,29 @@ class WindowOperator(UdfOperator):
         tctx.window = window
         result = self.trigger.on_element(v, t, window, tctx)
         if result.is_fire:
-            contents = self.contents.get((key, state_window), _MISSING)
+            contents = self._get_contents((key, state_window))
             if contents is not _MISSING:
                 self._fire(key, window, contents)
         if result.is_purge:
-            self.contents.remove((key, state_window))
+            self._remove_contents((key, state_window))
         self._register_cleanup(key, window)
+
+    def _get_contents(self, sk: tuple) -> Any:
+        if self.buffered:
+            elements = self.buffer.list_get(sk)  # type: ignore[union-attr]
+            return elements if elements else _MISSING
+        return self.contents.get(sk, _MISSING)
+
+    def _put_contents(self, sk: tuple, value: Any) -> None:
+        if self.buffered:
+            self.buffer.remove(sk)  # type: ignore[union-attr]
+            if value:
+                self.buffer.list_add(sk, value)  # type: ignore[union-attr]
+        else:
+            self.contents.put(sk, value)
+
+    def _remove_contents(self, sk: tuple) -> None:
+        (self.buffer if self.buffered else self.contents).remove(sk)  # type: ignore[union-attr]
 
     def _register_cleanup(self, key: Any, window: Any) -> None:
         t = self.cleanup_time(window)
@@ -462,13 +483,12 @@ class WindowOperator(UdfOperator):
     def _merge_windows(
         self, key: Any, merged: Any, merged_windows: list, state_window: Any, merged_state: list
     ) -> None:
-        contents = self.contents
-        target = contents.get((key, state_window), _MISSING)
+        target = self._get_contents((key, state_window))
         for sw in merged_state:
-            part = contents.get((key, sw), _MISSING)
+            part = self._get_contents((key, sw))
             if part is _MISSING:
                 continue
-            contents.remove((key, sw))
+            self._remove_contents((key, sw))
             if target is _MISSING:
                 target = part
             elif self.buffered:
@@ -478,7 +498,7 @@ class WindowOperator(UdfOperator):
             else:
                 target = self.function.merge(target, part)
         if target is not _MISSING:
-            contents.put((key, state_window), target)
+            self._put_contents((key, state_window), target)
         tctx = self.tctx
         tctx.key = key
         tctx.window = merged
@@ -556,17 +576,17 @@ class WindowOperator(UdfOperator):
         else:
             result = self.trigger.on_processing_time(t, w, tctx)
         if result.is_fire:
-            contents = self.contents.get((key, state_window), _MISSING)
+            contents = self._get_contents((key, state_window))
             if contents is not _MISSING:
                 self._fire(key, w, contents)
         if result.is_purge:
-            self.contents.remove((key, state_window))
+            self._remove_contents((key, state_window))
         cleanup_domain = EVENT_TIME if self.event_time else PROCESSING_TIME
         if domain == cleanup_domain and t == self.cleanup_time(w):
             self._clear_all(key, w, state_window, mset)
 
     def _clear_all(self, key: Any, w: Any, state_window: Any, mset: dict | None) -> None:
-        self.contents.remove((key, state_window))
+        self._remove_contents((key, state_window))
         self.tctx.window = w
         self.trigger.clear(w, self.tctx)
         clear = (
@@ -594,10 +614,8 @@ class WindowOperator(UdfOperator):
             if self.evictor is not None:
                 kept = self.evictor.evict_after(elements, w, self.tctx)
                 state_window = w if not self.merging else self._merging_set(key).get(w, w)
-                if kept:
-                    self.contents.put((key, state_window), kept)
-                else:
-                    self.contents.remove((key, state_window))
+                if len(kept) != len(contents):
+                    self._put_contents((key, state_window), kept)
         else:
             value = contents if self.kind == REDUCE else self.function.get_result(contents)
             results = self._with_window_function(key, w, [value])

@@ -211,3 +211,19 @@ class BroadcastProcessFunction(Function, ABC):
 class KeyedBroadcastProcessFunction(BroadcastProcessFunction, ABC):
     def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
         return None
+
+
+class CheckpointedFunction(ABC):
+    """Mix into a function that keeps operator (non-keyed) state.
+
+    ``initialize_state(context)`` runs before ``open``: ``context.get_operator_state_store()``
+    gives named list states (``get_list_state`` — even-split on rescale — and
+    ``get_union_list_state``), ``context.is_restored()`` tells a restore from a fresh start.
+    ``snapshot_state(context)`` runs when a checkpoint is taken: bring the list states up to date.
+    """
+
+    @abstractmethod
+    def initialize_state(self, context: Any) -> None: ...
+
+    @abstractmethod
+    def snapshot_state(self, context: Any) -> None: ...

@@ -436,6 +436,9 @@ class _OperatorTime:
     def processing_time_ms(self) -> int:
         return self._clock.now_ms()  # type: ignore[no-any-return]
 
+    def element_timestamp(self) -> int | None:
+        return self._op.element_timestamp()
+
     def current_watermark(self) -> int:
         return self._op.event_time_now()
 

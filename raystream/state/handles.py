@@ -43,16 +43,14 @@ class StateMeta:
             self.table.ttl_cleanup(ttl.cleanup_size, ttl.expiry_limit())
 
 
-def write_stamp(table: Any, ek: Any, ttl: TtlPolicy, limit: int | None = None) -> int:
+def write_stamp(table: Any, ek: Any, ttl: TtlPolicy) -> int:
     """The stamp of a value written to ``ek`` now (event time never moves a live stamp back)."""
     if not ttl.event_time:
         return ttl.stamp()
     old = table.get(ek, MISSING)
-    if old is MISSING:
+    if old is MISSING or old[1] <= ttl.expiry_limit():
         return ttl.stamp()
-    if limit is None:
-        limit = ttl.expiry_limit()
-    return ttl.stamp(old[1] if old[1] > limit else None)
+    return ttl.stamp(old[1])
 
 
 def read_single(meta: StateMeta, ek: Any) -> Any:
