@@ -40,15 +40,13 @@ def make_events(
 
 class _StrideReader(SplitReader):
     def __init__(self, split, offset):
-        ref, self.index, self.step = split
-        self.events = ray.get(ref)
-        self.offset = offset or 0  # records of this stride already read
+        self.events = ray.get(split)  # this subtask's share only
+        self.offset = offset or 0
 
     def read(self, max_records):
-        start = self.index + self.offset * self.step
-        if start >= len(self.events):
+        if self.offset >= len(self.events):
             return None
-        chunk = self.events[start : start + max_records * self.step : self.step]
+        chunk = self.events[self.offset : self.offset + max_records]
         self.offset += len(chunk)
         return chunk
 
@@ -62,18 +60,16 @@ class EventSource(Source):
     def __init__(self, events: list, disorder: int):
         self.events = events
         self.disorder = disorder
-        self.ref = None
 
     def create_splits(self, parallelism):
-        if self.ref is None:
-            self.ref = ray.put(self.events)
-        return [(self.ref, i, parallelism) for i in range(parallelism)]
+        # every p-th event from i, each share put in the object store on its own
+        return [ray.put(self.events[i::parallelism]) for i in range(parallelism)]
 
     def open_split(self, split, offset):
         return _StrideReader(split, offset)
 
     def __getstate__(self):
-        return {"events": None, "disorder": self.disorder, "ref": self.ref}
+        return {"events": None, "disorder": self.disorder}
 
 
 def ts_of(event):

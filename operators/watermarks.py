@@ -24,6 +24,7 @@ class WatermarkEmitter:
         assert op.ctx is not None
         self.op = op
         self.extract = strategy.create_extractor()
+        self.by_value = strategy.value_extractor()
         self.generator = strategy.create_generator(op.ctx.clock.now_ms)
         self.invalid_tag = getattr(strategy, "invalid_timestamps_tag", None)
         self.out = WatermarkOutput()
@@ -34,7 +35,9 @@ class WatermarkEmitter:
         """Extracts timestamps and feeds the generator; returns the batch to emit."""
         values = batch.values
         stamps = batch.timestamps
-        if self.extract is not None:
+        if self.by_value is not None:
+            values, stamps = self._stamp_by_value(values)
+        elif self.extract is not None:
             extract = self.extract
             record_ts = stamps or [MIN_TS] * len(values)
             new_ts: list[int] = []
@@ -70,6 +73,31 @@ class WatermarkEmitter:
     def forward(self) -> None:
         """Emits what the generator decided (watermark, idleness) since the last call."""
         self._forward()
+
+    def _stamp_by_value(self, values: list) -> tuple[list, list]:
+        """Plain ``callable(value)`` assigners: one call per record, checked in bulk."""
+        fn = self.by_value
+        stamps: list = []
+        append = stamps.append
+        v = None
+        try:
+            for v in values:
+                append(fn(v))
+        except Exception as exc:
+            raise self.op.user_error(exc, v) from exc
+        if stamps and (set(map(type, stamps)) == {int} and min(stamps) > MIN_TS and max(stamps) <= MAX_TS):
+            return values, stamps
+        fixed: list[int] = []
+        bad: list[int] = []
+        for i, t in enumerate(stamps):
+            ok = valid_timestamp(t)
+            if ok is None:
+                bad.append(i)
+                ok = MIN_TS
+            fixed.append(ok)
+        if bad:
+            return self._invalid(values, fixed, bad, lambda value, _rt: fn(value))
+        return values, fixed
 
     def _invalid(
         self, values: list, stamps: list, bad: list[int], extract: Any

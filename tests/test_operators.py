@@ -264,3 +264,16 @@ def test_execute_and_collect_with_limit_stops_an_unbounded_job():
     got = env.from_sequence(0, None).map(lambda x: x + 1).execute_and_collect(limit=25)
     assert len(got) == 25
     assert all(isinstance(v, int) and v >= 1 for v in got)
+
+
+def test_print_sink_prefixes_like_flink():
+    import io
+
+    from raystream.operators import PrintSink, SinkContext
+    from raystream.runtime.elements import Batch
+
+    out = io.StringIO()
+    PrintSink(stream=out).create_writer(SinkContext("print", 1, 4)).write(Batch([1, "x"]))
+    PrintSink("ids", stream=out).create_writer(SinkContext("print", 0, 1)).write(Batch([2]))
+    PrintSink(stream=out).create_writer(SinkContext("print", 0, 1)).write(Batch([3]))
+    assert out.getvalue() == "2> 1\n2> x\nids> 2\n3\n"

@@ -299,6 +299,96 @@ class WindowOperator(UdfOperator):
         self._flush()
 
     def _fast_path(self, values: list, stamps: list) -> None:
+        """Tumbling/sliding event-time windows, default trigger, reduce or aggregate.
+
+        Records of windows still open are pre-aggregated per batch in local dicts (window →
+        key → partial) and folded into state once per (key, window) — with the reduce function,
+        or ``AggregateFunction.merge`` — which is what the state would hold after adding them one
+        by one (reduce functions and merge are associative, as Flink requires for session
+        merges). Windows already past the watermark but within the allowed lateness fire once
+        per element, so their records take the per-record route.
+        """
+        reduce = self.kind == REDUCE
+        if not reduce and not callable(getattr(self.function, "merge", None)):
+            self._fast_path_per_record(values, stamps)
+            return
+        ks = self.key_selector
+        wm = self.current_watermark
+        lateness = self.lateness
+        assigner = self.assigner
+        size = assigner.size
+        offset = assigner.offset
+        tumbling = type(assigner) is TumblingEventTimeWindows
+        step = size if tumbling else assigner.slide
+        fn = self._reduce if reduce else self.function.add
+        create = None if reduce else self.function.create_accumulator
+        local: dict[int, dict] = {}
+        late: list = []
+        late_but_allowed: list = []
+        v = None
+        try:
+            for v, t in zip(values, stamps):
+                if t == MIN_TS:
+                    raise ValueError("record has no event timestamp")
+                k = ks(v)
+                start = t - (t - offset) % step
+                added = False
+                while start > t - size:
+                    max_ts = start + size - 1
+                    if max_ts > wm:
+                        added = True
+                        per_key = local.get(start)
+                        if per_key is None:
+                            per_key = local[start] = {}
+                        acc = per_key.get(k, _MISSING)
+                        if reduce:
+                            per_key[k] = v if acc is _MISSING else fn(acc, v)
+                        else:
+                            per_key[k] = fn(v, create() if acc is _MISSING else acc)
+                    elif max_ts + lateness > wm:
+                        added = True
+                        late_but_allowed.append(v)
+                        late_but_allowed.append(t)
+                        break  # the per-record route assigns all of this record's windows
+                    if tumbling:
+                        break
+                    start -= step
+                if not added and t + lateness <= wm:
+                    late.append((v, t))
+            self._fold(local, reduce)
+        except Exception as exc:
+            raise self.user_error(exc, v) from exc
+        if late_but_allowed:
+            self._fast_path_per_record(late_but_allowed[0::2], late_but_allowed[1::2], local)
+        if late:
+            self._late(late)
+
+    def _fold(self, local: dict[int, dict], reduce: bool) -> None:
+        get = self.contents.get
+        put = self.contents.put
+        register = self.timers.register
+        combine = self._reduce if reduce else self.function.merge
+        size = self.assigner.size
+        lateness = self.lateness
+        for start, per_key in local.items():
+            w = TimeWindow(start, start + size)
+            max_ts = start + size - 1
+            cleanup = min(max_ts + lateness, MAX_TS)
+            for k, partial in per_key.items():
+                sk = (k, w)
+                stored = get(sk, _MISSING)
+                if stored is _MISSING:
+                    put(sk, partial)
+                    register(EVENT_TIME, max_ts, k, w)
+                    if lateness:
+                        register(EVENT_TIME, cleanup, k, w)
+                else:
+                    put(sk, combine(stored, partial))
+
+    def _fast_path_per_record(self, values: list, stamps: list, skip: dict | None = None) -> None:
+        """The fast path one record at a time (aggregates without ``merge``, late firings).
+
+        ``skip``: window starts already handled by the pre-aggregating route for this batch."""
         ks = self.key_selector
         get = self.contents.get
         put = self.contents.put
@@ -326,7 +416,7 @@ class WindowOperator(UdfOperator):
                 while start > t - size:
                     end = start + size
                     max_ts = end - 1
-                    if max_ts + lateness > wm:
+                    if max_ts + lateness > wm and not (skip is not None and max_ts > wm):
                         added = True
                         w = windows.get(start)
                         if w is None:
@@ -347,6 +437,8 @@ class WindowOperator(UdfOperator):
                         if max_ts <= wm:  # late but within the allowed lateness: fire again now
                             self.backend.current_key = k
                             self._fire(k, w, acc)
+                    elif skip is not None and max_ts > wm:
+                        added = True
                     if tumbling:
                         break
                     start -= step

@@ -228,6 +228,12 @@ class WatermarkStrategy:
             return a.extract_timestamp
         return lambda value, _record_ts: a(value)
 
+    def value_extractor(self) -> Callable[[Any], Any] | None:
+        """The assigner itself when it is a plain ``callable(value)`` (no record timestamp
+        needed, so the runtime can call it without a wrapper)."""
+        a = self._timestamp_assigner
+        return None if a is None or isinstance(a, TimestampAssigner) else a
+
 
 class _BoundedFactory:
     def __init__(self, bound_ms: int):
