@@ -85,7 +85,9 @@ class WatermarkEmitter:
                 append(fn(v))
         except Exception as exc:
             raise self.op.user_error(exc, v) from exc
-        if stamps and (set(map(type, stamps)) == {int} and min(stamps) > MIN_TS and max(stamps) <= MAX_TS):
+        if stamps and (
+            set(map(type, stamps)) == {int} and min(stamps) > MIN_TS and max(stamps) <= MAX_TS
+        ):
             return values, stamps
         fixed: list[int] = []
         bad: list[int] = []

@@ -35,7 +35,12 @@ class CountAndReset(KeyedBroadcastProcessFunction):
 
 
 def test_keyed_broadcast_apply_to_keyed_state_reaches_every_key():
-    op = CoProcessOperator("b", CountAndReset(), key_selectors=(lambda v: v, lambda v: None), broadcast_names=("rules",))
+    op = CoProcessOperator(
+        "b",
+        CountAndReset(),
+        key_selectors=(lambda v: v, lambda v: None),
+        broadcast_names=("rules",),
+    )
     h = OperatorHarness(op, keyed=True)
     h.process(["a", "b", "a"])
     h.process2([5])
