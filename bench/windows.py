@@ -7,13 +7,15 @@ Workload: events (key, ts, value) for 1000 keys, one event per millisecond of ev
 to --disorder ms of random disorder (out of order), watermarks bounded by the same disorder,
 10 s tumbling windows computing (count, sum) per key. Events are generated once, before
 timing; the plain loop computes the same windows (and the same results, checked) from that list
-with nested dicts in one thread; the job reads the same list from the object store.
+with nested dicts in one thread; the job's source subtasks read their shares of the same list
+from the object store chunk by chunk (put there before timing).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import platform
 import random
 import time
@@ -38,17 +40,19 @@ def make_events(
     ]
 
 
-class _StrideReader(SplitReader):
+class _ChunkReader(SplitReader):
+    """Reads one share chunk by chunk, as a file or a topic partition would be read."""
+
     def __init__(self, split, offset):
-        self.events = ray.get(split)  # this subtask's share only
-        self.offset = offset or 0
+        self.chunks = split  # object refs of pickled lists of events
+        self.offset = offset or 0  # chunks already read
 
     def read(self, max_records):
-        if self.offset >= len(self.events):
+        if self.offset >= len(self.chunks):
             return None
-        chunk = self.events[self.offset : self.offset + max_records]
-        self.offset += len(chunk)
-        return chunk
+        events = pickle.loads(ray.get(self.chunks[self.offset]))
+        self.offset += 1
+        return events
 
 
 class EventSource(Source):
@@ -57,19 +61,32 @@ class EventSource(Source):
 
     boundedness = Boundedness.BOUNDED
 
-    def __init__(self, events: list, disorder: int):
-        self.events = events
+    def __init__(self, shares: list, disorder: int):
+        self.shares = shares  # per subtask: refs of pickled chunks, put before timing
         self.disorder = disorder
 
+    @staticmethod
+    def put(events: list, parallelism: int, disorder: int, chunk: int = 8192) -> EventSource:
+        shares = []
+        for i in range(parallelism):
+            share = events[i::parallelism]
+            shares.append(
+                [
+                    ray.put(pickle.dumps(share[j : j + chunk], protocol=5))
+                    for j in range(0, len(share), chunk)
+                ]
+            )
+        return EventSource(shares, disorder)
+
     def create_splits(self, parallelism):
-        # every p-th event from i, each share put in the object store on its own
-        return [ray.put(self.events[i::parallelism]) for i in range(parallelism)]
+        if len(self.shares) != parallelism:
+            raise ValueError(
+                f"source prepared for parallelism {len(self.shares)}, not {parallelism}"
+            )
+        return list(self.shares)
 
     def open_split(self, split, offset):
-        return _StrideReader(split, offset)
-
-    def __getstate__(self):
-        return {"events": None, "disorder": self.disorder}
+        return _ChunkReader(split, offset)
 
 
 def ts_of(event):
@@ -192,7 +209,6 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, Ray {ray.__version__}"
     )
     events = make_events(0, args.events, args.keys, args.disorder, seed=7)
-    source = EventSource(events, args.disorder)
     results, counted, loop_s = plain_loop(events, args.disorder)
     loop_rate = args.events / loop_s
     print(
@@ -201,8 +217,10 @@ def main() -> None:
     print(f"plain loop: {loop_rate / 1e6:.2f} M events/s ({results:,} window results)")
     for backend in args.backend:
         for p in args.parallelism:
-            startup_s = run_job(EventSource(events[:1], args.disorder), p, backend)["total_s"]
-            r = run_job(source, p, backend)
+            startup_s = run_job(EventSource.put(events[:p], p, args.disorder), p, backend)[
+                "total_s"
+            ]
+            r = run_job(EventSource.put(events, p, args.disorder), p, backend)
             assert r["counted"] == args.events and r["results"] == results, (r, results)
             whole = args.events / r["total_s"]
             net = args.events / max(1e-9, r["total_s"] - startup_s)

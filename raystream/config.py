@@ -46,6 +46,9 @@ class ExecutionConfig:
     clock: Any = None
     #: keyed state backend of every keyed operator (None: ``HashMapStateBackend``, in memory)
     state_backend: Any = None
+    #: ``gc.set_threshold`` of task actors: batches allocate many short-lived tuples, and
+    #: Python's default (700) runs a collection every few hundred records (None: leave as is)
+    gc_threshold: tuple[int, int, int] | None = (50_000, 20, 100)
 
     def set_auto_watermark_interval(self, interval: Duration) -> ExecutionConfig:
         self.auto_watermark_interval_ms = to_millis(interval, "auto watermark interval")

@@ -11,6 +11,7 @@ separate coroutines, so control calls are answered while the data path waits for
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -82,6 +83,8 @@ class Task:
                 f"the workers?): {type(exc).__name__}: {exc}"
             ) from exc
         self.spec = spec
+        if spec.config.gc_threshold is not None:
+            gc.set_threshold(*spec.config.gc_threshold)
         self.name = f"{spec.chain.name} ({spec.subtask + 1}/{spec.chain.parallelism})"
         self.clock = spec.config.clock or SystemClock()
         self.gate = InputGate(spec.input_channels)
