@@ -17,6 +17,7 @@ import dataclasses
 import io
 import json
 import os
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -598,8 +599,8 @@ class _PartFileWriter(SinkWriter):
         if batch.values:
             self._write(batch.values)
 
-    def _write(self, values: list) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _write(self, values: list) -> None: ...
 
     def _finish(self) -> None:
         """Completes the open part file (footer, buffered rows) before its stream is closed."""

@@ -27,6 +27,7 @@ namespaced.
 from __future__ import annotations
 
 import pickle
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -187,7 +188,7 @@ def _drop_expired(kind: str, entries: list, limit: int) -> list:
 # -- the shared base class -------------------------------------------------------------------------
 
 
-class AbstractKeyedStateBackend:
+class AbstractKeyedStateBackend(ABC):
     """Registration, handles, namespace merging, TTL wiring and restore, common to all backends.
 
     Subclasses implement ``_new_table(meta)``, ``_restore_entries(meta, entries)``,
@@ -416,8 +417,8 @@ class AbstractKeyedStateBackend:
         finally:
             view.close()
 
-    def snapshot_view(self) -> SnapshotView:
-        raise NotImplementedError
+    @abstractmethod
+    def snapshot_view(self) -> SnapshotView: ...
 
     def _snapshot_expiry_limits(self) -> dict[str, int]:
         """Per state with full-snapshot TTL cleanup: stamps at or below the limit stay out."""
@@ -439,19 +440,19 @@ class AbstractKeyedStateBackend:
 
     # -- storage, per backend kind ---------------------------------------------------------------
 
-    def _new_table(self, meta: StateMeta) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def _new_table(self, meta: StateMeta) -> Any: ...
 
-    def _restore_entries(self, meta: StateMeta, entries: list[tuple[Any, Any, Any]]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _restore_entries(self, meta: StateMeta, entries: list[tuple[Any, Any, Any]]) -> None: ...
 
+    @abstractmethod
     def _entry_keys(self, meta: StateMeta) -> Iterable[Any]:
         """The entry keys — keys, or ``(key, namespace)`` tuples — of one state."""
-        raise NotImplementedError
 
+    @abstractmethod
     def num_entries(self) -> int:
         """Entries over all states: one per (state, key, namespace) holding a value."""
-        raise NotImplementedError
 
-    def dispose(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def dispose(self) -> None: ...
