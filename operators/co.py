@@ -79,6 +79,26 @@ class CoFlatMapOperator(UdfOperator):
         self._run(1, batch)
 
 
+class _NoKey:
+    """The current key while a broadcast element is processed: any keyed-state access hashes
+    it, and that raises a clear error instead of reading or writing some other key's state."""
+
+    def __hash__(self) -> int:
+        raise GraphError(
+            "keyed state and timers are not available in process_broadcast_element (broadcast "
+            "elements have no key); use ctx.apply_to_keyed_state(descriptor, fn) to reach every key"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __repr__(self) -> str:
+        return "<no key: broadcast side>"
+
+
+NO_KEY_ON_BROADCAST_SIDE = _NoKey()
+
+
 class _BroadcastState:
     """Broadcast state of one descriptor: a dict, the same on every subtask."""
 
@@ -213,6 +233,11 @@ class CoProcessOperator(UdfOperator):
         if self.key_selectors is not None:
             ks = self.key_selectors[which]
             backend = self.ctx.keyed_backend  # type: ignore[union-attr]
+            if ctx._broadcast_side:
+                # broadcast elements have no key: keyed state and timers are out of reach there
+                ks = None
+                backend.set_current_key(NO_KEY_ON_BROADCAST_SIDE)
+                ctx._key = None
         out: list = []
         ts_out: list = []
         stamps = batch.timestamps or [None] * len(batch.values)

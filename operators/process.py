@@ -57,7 +57,9 @@ class UserTimerService:
         return timers  # type: ignore[no-any-return]
 
     def _key(self) -> Any:
-        return self._op.ctx.keyed_backend.current_key
+        key = self._op.ctx.keyed_backend.current_key
+        hash(key)  # the broadcast side has no key: this raises a clear error there
+        return key
 
     def register_event_time_timer(self, timestamp: int) -> None:
         self._timers("register_event_time_timer").register(EVENT_TIME, int(timestamp), self._key())

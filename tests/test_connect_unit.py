@@ -84,3 +84,53 @@ def test_keyed_co_process_timers_and_deletion():
     h.process2([("a", 1)], [5])
     h.watermark(100)
     assert h.output == [(("b", 12), 12)]
+
+
+class TouchesKeyedStateOnBroadcastSide(KeyedBroadcastProcessFunction):
+    def open(self, ctx):
+        self.count = ctx.get_state(COUNT)
+
+    def process_element(self, value, ctx):
+        return []
+
+    def process_broadcast_element(self, rule, ctx):
+        self.count.update(1)  # not allowed: broadcast elements have no key
+        return []
+
+
+def test_keyed_state_on_the_broadcast_side_is_refused():
+    op = CoProcessOperator(
+        "b",
+        TouchesKeyedStateOnBroadcastSide(),
+        key_selectors=(lambda v: v, lambda v: None),
+        broadcast_names=("rules",),
+    )
+    h = OperatorHarness(op, keyed=True)
+    h.process(["a"])
+    with pytest.raises(GraphError, match="process_broadcast_element"):
+        h.process2([1])
+
+
+class SharedProfile(KeyedCoProcessFunction):
+    def open(self, ctx):
+        self.profile = ctx.get_state(ValueStateDescriptor("profile"))
+
+    def process_element1(self, event, ctx):
+        yield (event, self.profile.value())
+
+    def process_element2(self, profile, ctx):
+        self.profile.update(profile[1])
+
+
+def test_keyed_co_process_shares_state_between_inputs_by_key():
+    op = CoProcessOperator("e", SharedProfile(), key_selectors=(lambda e: e[0], lambda p: p[0]))
+    h = OperatorHarness(op, keyed=True)
+    h.process([("a", 1)])
+    h.process2([("a", "gold"), ("b", "silver")])
+    h.process([("a", 2), ("b", 3), ("c", 4)])
+    assert h.values() == [
+        (("a", 1), None),
+        (("a", 2), "gold"),
+        (("b", 3), "silver"),
+        (("c", 4), None),
+    ]

@@ -253,7 +253,7 @@ def test_execute_returns_job_result_with_operator_counts():
     ).name("devnull")
     result = env.execute("counting")
     assert result.get_job_id()
-    assert result.get_net_runtime() >= 0
+    assert result.get_net_runtime() > 0
     assert result.records_in("tens") == 1000
     assert result.records_out("tens") == 100
     assert result.records_in("devnull") == 100

@@ -401,3 +401,35 @@ def test_lmdb_backend_gives_the_same_windows(seed, kind, tmp_path):
         script, window_op(EventTimeSessionWindows.with_gap(6), kind, 5), state_backend=backend
     )
     assert got == reference(script, None, 5, FUNCTIONS[kind][1], session_gap=6)
+
+
+def test_errors_in_window_functions_name_the_record_once():
+    from raystream.errors import UserFunctionError
+
+    def bad_reduce(a, b):
+        if b[2] == 13:
+            raise ZeroDivisionError("boom")
+        return a
+
+    op = WindowOperator("w", key_of, TumblingEventTimeWindows.of(10), None, None, 0, None, REDUCE, bad_reduce)
+    h = OperatorHarness(op, keyed=True)
+    with pytest.raises(UserFunctionError) as info:
+        h.process([("a", 1, 1), ("a", 2, 13)], [1, 2]).finish()
+    assert info.value.cause_type == "ZeroDivisionError"
+    assert "13" in info.value.record
+    assert str(info.value).count("original traceback") == 1
+
+
+def test_per_window_state_is_refused_for_merging_windows():
+    from raystream import ValueStateDescriptor
+    from raystream.errors import GraphError, UserFunctionError
+
+    def uses_window_state(key, ctx, elements):
+        ctx.window_state().get_state(ValueStateDescriptor("x")).update(1)
+        return []
+
+    op = WindowOperator("s", key_of, EventTimeSessionWindows.with_gap(5), None, None, 0, None, PROCESS, uses_window_state)
+    h = OperatorHarness(op, keyed=True)
+    h.process([("a", 1, 1)], [1])
+    with pytest.raises((GraphError, UserFunctionError), match="merging"):
+        h.finish()

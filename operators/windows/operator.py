@@ -20,7 +20,7 @@ from typing import Any
 from raystream.core.keys import KeySelector
 from raystream.core.time import MAX_TS, MIN_TS
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
-from raystream.errors import GraphError
+from raystream.errors import GraphError, UserFunctionError
 from raystream.operators.base import close_function, open_function
 from raystream.operators.stateless import UdfOperator
 from raystream.operators.windows.assigners import (
@@ -133,6 +133,11 @@ class _WindowContext:
         return self.op.current_watermark
 
     def window_state(self) -> _StateStore:
+        if self.op.merging:
+            raise GraphError(
+                f"window {self.op.name!r}: per-window state is not available with merging "
+                "(session) windows, whose windows merge; use global_state()"
+            )
         return _StateStore(self.op, self._window)
 
     def global_state(self) -> _StateStore:
@@ -292,7 +297,7 @@ class WindowOperator(UdfOperator):
                     if self.event_time and t == MIN_TS:
                         raise ValueError("record has no event timestamp")
                     self._element(v, t, now)
-        except GraphError:
+        except (GraphError, UserFunctionError):
             raise
         except Exception as exc:
             raise self.user_error(exc, v) from exc

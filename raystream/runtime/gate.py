@@ -92,6 +92,9 @@ class InputGate:
         got = self.poll()
         if got is not None:
             return got
+        if timeout_s is not None and timeout_s <= 0:
+            await asyncio.sleep(0)  # never spin: let pushes and control calls in
+            return self.poll()
         self._event.clear()
         try:
             if timeout_s is None:

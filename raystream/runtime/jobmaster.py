@@ -76,6 +76,8 @@ class JobMaster:
         except Exception as exc:
             await self._fail(exc)
             return
+        if self.status in JobStatusName.TERMINAL:  # canceled while the tasks were set up
+            return
         self.status = JobStatusName.RUNNING
         runs = {
             asyncio.ensure_future(self._await_ref(self.tasks[key].run.remote())): key

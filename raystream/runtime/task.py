@@ -194,15 +194,18 @@ class Task:
         self.started_at = time.monotonic()
         self.state = "RUNNING"
         current = "open"
+        failed = True
         try:
             for op in reversed(self.operators):
-                current = op.name
+                current = f"opening {op.name!r}"
                 op.open()
+            current = "running"
             if isinstance(self.operators[0], SourceOperator):
                 await self._run_source(self.operators[0])
             else:
                 await self._run_inputs()
             await self._finish()
+            failed = False
         except RaystreamError as exc:
             self.state = "FAILED"
             if isinstance(exc, TaskError) and exc.subtask is None:
@@ -220,16 +223,10 @@ class Task:
             self.gate.fail_pending(err)
             raise err from exc
         finally:
-            for op in self.operators:
-                try:
-                    op.close()
-                except Exception:  # noqa: S110 - closing after a failure must not mask it
-                    pass
-            for backend in self._backends:
-                try:
-                    backend.dispose()
-                except Exception:  # noqa: S110 - same
-                    pass
+            close_error = self._close(failed)
+        if close_error is not None:
+            self.state = "FAILED"
+            raise close_error
         self.state = "FINISHED"
         return TaskResult(
             chain_name=self.spec.chain.name,
@@ -242,6 +239,29 @@ class Task:
             },
             duration_s=time.monotonic() - self.started_at,
         )
+
+    def _close(self, failed: bool) -> TaskError | None:
+        """Closes operators and backends. After a failure their errors must not mask it; after
+        success the first one fails the task (a close may commit or flush output)."""
+        first: TaskError | None = None
+        for op in self.operators:
+            try:
+                op.close()
+            except Exception as exc:
+                if not failed and first is None:
+                    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                    first = TaskError(
+                        f"task {self.name!r}: closing operator {op.name!r} failed: "
+                        f"{type(exc).__name__}: {exc}\n{tb}",
+                        op.name,
+                        self.spec.subtask,
+                    )
+        for backend in self._backends:
+            try:
+                backend.dispose()
+            except Exception:  # noqa: S110 - state of a finished task: nothing to lose
+                pass
+        return first
 
     async def _after_batch(self) -> None:
         await self.writer.send_ready()  # type: ignore[union-attr]
@@ -264,7 +284,6 @@ class Task:
             if op.periodic_interval_ms
         ]
         self._periodic_due = [mono + iv for _, iv in self._periodic]
-        self._next_flush = mono + self.writer.buffer_timeout_s  # type: ignore[union-attr]
 
     def _wait_budget(self) -> float | None:
         """Seconds the task may sleep waiting for input before it has something to do."""
@@ -303,11 +322,8 @@ class Task:
                 now_ms = self.clock.now_ms() if now_ms is None else now_ms
                 if t <= now_ms:
                     op.on_processing_time(now_ms)
-        if mono >= self._next_flush:
-            await self._flush(only_expired=True)
-            self._next_flush = mono + self.writer.buffer_timeout_s  # type: ignore[union-attr]
-        else:
-            await self.writer.send_ready()  # type: ignore[union-attr]
+        # the same deadlines _wait_budget waits for: every buffer whose oldest record is due
+        await self._flush(only_expired=True)
 
     async def _run_source(self, source: SourceOperator) -> None:
         cfg = self.spec.config
@@ -364,10 +380,11 @@ class Task:
                     f"{gate.channels[channel].name!r}"
                 )
             await self._after_batch()
+            if self._wait_budget() == 0.0:  # a flush, periodic work or a timer is due
+                await self._tick()
             taken += 1
             if taken & 15 == 0:
-                await self._tick()
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # let control calls in
 
     # -- watermarks: one valve per logical input, operator watermark = min over active inputs ---
 
@@ -384,8 +401,14 @@ class Task:
         self._input_wm = [MIN_TS] * n_inputs
         self._idle_out = False
 
-    def _advance(self) -> None:
-        active = [w for w, v in zip(self._input_wm, self._valves) if not v.output_idle]
+    def _advance(self, also: int | None = None) -> None:
+        """Forwards the minimum over inputs that are not idle (``also``: count that input even
+        though it just went idle — its catch-up watermark must go out before the IDLE status)."""
+        active = [
+            w
+            for i, (w, v) in enumerate(zip(self._input_wm, self._valves))
+            if not v.output_idle or i == also
+        ]
         if not active:
             return
         combined = min(active)
@@ -407,7 +430,9 @@ class Task:
             new = valve.on_idle(self._local[channel])
             if new is not None:
                 self._input_wm[inp] = new
-            self._advance()
+                self._advance(also=inp)
+            else:
+                self._advance()
         else:
             valve.on_active(self._local[channel])
         all_idle = all(v.output_idle for v in self._valves)
