@@ -411,7 +411,9 @@ def test_errors_in_window_functions_name_the_record_once():
             raise ZeroDivisionError("boom")
         return a
 
-    op = WindowOperator("w", key_of, TumblingEventTimeWindows.of(10), None, None, 0, None, REDUCE, bad_reduce)
+    op = WindowOperator(
+        "w", key_of, TumblingEventTimeWindows.of(10), None, None, 0, None, REDUCE, bad_reduce
+    )
     h = OperatorHarness(op, keyed=True)
     with pytest.raises(UserFunctionError) as info:
         h.process([("a", 1, 1), ("a", 2, 13)], [1, 2]).finish()
@@ -428,7 +430,17 @@ def test_per_window_state_is_refused_for_merging_windows():
         ctx.window_state().get_state(ValueStateDescriptor("x")).update(1)
         return []
 
-    op = WindowOperator("s", key_of, EventTimeSessionWindows.with_gap(5), None, None, 0, None, PROCESS, uses_window_state)
+    op = WindowOperator(
+        "s",
+        key_of,
+        EventTimeSessionWindows.with_gap(5),
+        None,
+        None,
+        0,
+        None,
+        PROCESS,
+        uses_window_state,
+    )
     h = OperatorHarness(op, keyed=True)
     h.process([("a", 1, 1)], [1])
     with pytest.raises((GraphError, UserFunctionError), match="merging"):
