@@ -439,3 +439,24 @@ def test_randomized_windows_with_late_events_on_ray(p, chaining, kind):
         want = reference(script, lambda ts: windows_of(ts, size, slide), lateness, ref_reduce)
     assert (results, late) == want
     assert sum(late.values()) > 0  # the data does produce late records
+
+
+def test_windowed_field_aggregations():
+    env = env_with(2)
+    data = [("a", t, v) for t, v in [(1, 5), (2, 3), (12, 7)]] + [("b", 3, 1)]
+    ws = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda r: r[1])
+    keyed = env.from_source(CollectionSource(data), ws).key_by(lambda r: r[0])
+    window = TumblingEventTimeWindows.of(10)
+    sums = keyed.window(window).sum(2).map(lambda r: ("sum", r))
+    maxes = keyed.window(window).max_by(2).map(lambda r: ("max_by", r))
+    got = sorted(sums.union(maxes).execute_and_collect())
+    assert got == sorted(
+        [
+            ("sum", ("a", 1, 8)),
+            ("sum", ("a", 12, 7)),
+            ("sum", ("b", 3, 1)),
+            ("max_by", ("a", 1, 5)),
+            ("max_by", ("a", 12, 7)),
+            ("max_by", ("b", 3, 1)),
+        ]
+    )

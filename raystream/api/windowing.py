@@ -90,6 +90,28 @@ class WindowedStream:
         resolve(reduce_function, ReduceFunction, "reduce", "window reduce")
         return self._build("Window(Reduce)", REDUCE, reduce_function, window_function)
 
+    def _field_aggregate(self, kind: str, field: int | str | None) -> DataStream:
+        from raystream.operators.keyed import aggregation
+
+        label = kind.capitalize().replace("_b", "B")
+        return self._build(f"Window({label})", REDUCE, aggregation(kind, field))
+
+    def sum(self, field: int | str | None = None) -> DataStream:
+        """Per window: the first record with ``field`` replaced by the sum (as Flink)."""
+        return self._field_aggregate("sum", field)
+
+    def min(self, field: int | str | None = None) -> DataStream:
+        return self._field_aggregate("min", field)
+
+    def max(self, field: int | str | None = None) -> DataStream:
+        return self._field_aggregate("max", field)
+
+    def min_by(self, field: int | str | None = None) -> DataStream:
+        return self._field_aggregate("min_by", field)
+
+    def max_by(self, field: int | str | None = None) -> DataStream:
+        return self._field_aggregate("max_by", field)
+
     def aggregate(self, aggregate_function: Any, window_function: Any = None) -> DataStream:
         for method in ("create_accumulator", "add", "get_result"):
             if not callable(getattr(aggregate_function, method, None)):
