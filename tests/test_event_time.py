@@ -26,7 +26,7 @@ from raystream import (
     WatermarkStrategy,
 )
 from raystream.core.time import MIN_TS
-from raystream.operators import CollectionSource
+from raystream.operators import Boundedness, CollectionSource, Source, SplitReader
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -149,7 +149,6 @@ def test_event_time_timers_fire_once_the_watermark_passes():
 
 
 def test_processing_time_timers_follow_the_injected_clock(tmp_path):
-    from raystream.operators import Boundedness, Source, SplitReader
     from raystream.testing import ManualClock
 
     clock = ManualClock(tmp_path / "clock", start_ms=1_000)
@@ -460,3 +459,65 @@ def test_windowed_field_aggregations():
             ("max_by", ("b", 3, 1)),
         ]
     )
+
+
+class _Busy(SplitReader):
+    """One record every 5 ms, event time advancing 100 ms per record."""
+
+    def __init__(self, offset):
+        self.offset = offset or 0
+        self.next_at = 0.0
+
+    def read(self, max_records):
+        import time as _time
+
+        now = _time.monotonic()
+        if now < self.next_at:
+            return []
+        self.next_at = now + 0.005
+        self.offset += 1
+        return [("busy", self.offset * 100)]
+
+
+class _Quiet(SplitReader):
+    """One record, then nothing ever again (an idle partition)."""
+
+    def __init__(self, offset):
+        self.offset = offset or 0
+
+    def read(self, max_records):
+        if self.offset == 0:
+            self.offset = 1
+            return [("quiet", 50)]
+        return []
+
+
+class OneBusyOneQuiet(Source):
+    boundedness = Boundedness.CONTINUOUS_UNBOUNDED
+
+    def create_splits(self, parallelism):
+        return ["busy", "quiet"]
+
+    def open_split(self, split, offset):
+        return _Busy(offset) if split == "busy" else _Quiet(offset)
+
+
+def test_an_idle_source_subtask_does_not_hold_back_windows():
+    env = env_with(2)
+    ws = (
+        WatermarkStrategy.for_monotonous_timestamps()
+        .with_timestamp_assigner(lambda r: r[1])
+        .with_idleness(200)
+    )
+    counts = (
+        env.from_source(OneBusyOneQuiet(), ws)
+        .key_by(lambda r: r[0])
+        .window(TumblingEventTimeWindows.of(1000))
+        .process(lambda key, ctx, els: [(key, ctx.window().start, len(list(els)))])
+        .set_parallelism(1)
+    )
+    # without idleness the quiet subtask would pin the watermark at 49 and nothing would fire
+    got = counts.execute_and_collect(limit=3)
+    busy = [start for key, start, _n in got if key == "busy"]
+    assert len(got) == 3 and busy[0] == 0 and busy == sorted(busy)
+    assert all(n == 10 for key, start, n in got if key == "busy" and start > 0)
