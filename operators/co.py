@@ -20,7 +20,7 @@ from raystream.api.functions import (
 )
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError
-from raystream.operators.process import ProcessContext, TimeDomain, _collect
+from raystream.operators.process import ProcessContext, _collect, fire_timers
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
 
@@ -266,28 +266,8 @@ class CoProcessOperator(UdfOperator):
     def _fire(self, domain: int, upto: int) -> None:
         if self.timers is None:
             return
-        if self._on_timer is None:
-            for _ in self.timers.due(domain, upto):
-                pass
-            return
-        ctx = self._pctx
-        ctx._domain = TimeDomain(domain)
-        ctx._broadcast_side = False
-        backend = self.ctx.keyed_backend  # type: ignore[union-attr]
-        out: list = []
-        ts_out: list = []
-        ts = None
-        try:
-            for ts, key, _ns in self.timers.due(domain, upto):
-                backend.set_current_key(key)
-                ctx._key = key
-                ctx._ts = ts if domain == EVENT_TIME else None
-                _collect(self._on_timer(ts, ctx), out, ts_out, ctx._ts)
-        except Exception as exc:
-            raise self.user_error(exc, f"timer at {ts} for key {ctx._key!r}", "a timer") from exc
-        ctx.flush_side_outputs()
-        if out:
-            self.output.emit(Batch(out, ts_out) if domain == EVENT_TIME else Batch(out))
+        self._pctx._broadcast_side = False
+        fire_timers(self, self.timers, self._on_timer, self._pctx, domain, upto)
 
     def on_watermark(self, timestamp: int) -> None:
         self._fire(EVENT_TIME, timestamp)

@@ -137,6 +137,34 @@ def _event_time_now(op: Any) -> int:
     return ts if ts is not None and ts > op.current_watermark else op.current_watermark
 
 
+def fire_timers(
+    op: Any, timers: TimerService, on_timer: Any, ctx: ProcessContext, domain: int, upto: int
+) -> None:
+    """Fires the due timers of a keyed operator through ``on_timer(ts, ctx)`` and emits what it
+    yields: with the timer's timestamp for event time, without one for processing time."""
+    if on_timer is None:
+        # nothing to call; due timers are still consumed so they do not pile up
+        for _ in timers.due(domain, upto):
+            pass
+        return
+    ctx._domain = TimeDomain(domain)
+    backend = op.ctx.keyed_backend
+    out: list = []
+    ts_out: list = []
+    ts = None
+    try:
+        for ts, key, _ns in timers.due(domain, upto):
+            backend.set_current_key(key)
+            ctx._key = key
+            ctx._ts = ts if domain == EVENT_TIME else None
+            _collect(on_timer(ts, ctx), out, ts_out, ctx._ts)
+    except Exception as exc:
+        raise op.user_error(exc, f"timer at {ts} for key {ctx._key!r}", "a timer") from exc
+    ctx.flush_side_outputs()
+    if out:
+        op.output.emit(Batch(out, ts_out) if domain == EVENT_TIME else Batch(out))
+
+
 class ProcessOperator(UdfOperator):
     """Runs a :class:`ProcessFunction` on a non-keyed stream."""
 
@@ -211,31 +239,7 @@ class KeyedProcessOperator(UdfOperator):
         self.output.emit(Batch(out, ts_out if batch.timestamps is not None else None))
 
     def _fire(self, domain: int, upto: int) -> None:
-        if self._on_timer is None:
-            # nothing to call; due timers are still consumed so they do not pile up
-            for _ in self.timers.due(domain, upto):
-                pass
-            return
-        ctx = self._pctx
-        ctx._domain = TimeDomain(domain)
-        backend = self.ctx.keyed_backend  # type: ignore[union-attr]
-        out: list = []
-        ts_out: list = []
-        ts = None
-        try:
-            for ts, key, _ns in self.timers.due(domain, upto):
-                backend.set_current_key(key)
-                ctx._key = key
-                ctx._ts = ts if domain == EVENT_TIME else None
-                _collect(self._on_timer(ts, ctx), out, ts_out, ctx._ts)
-        except Exception as exc:
-            raise self.user_error(exc, f"timer at {ts} for key {ctx._key!r}", "a timer") from exc
-        ctx.flush_side_outputs()
-        if out:
-            if domain == EVENT_TIME:
-                self.output.emit(Batch(out, ts_out))
-            else:
-                self.output.emit(Batch(out))
+        fire_timers(self, self.timers, self._on_timer, self._pctx, domain, upto)
 
     def on_watermark(self, timestamp: int) -> None:
         self._fire(EVENT_TIME, timestamp)

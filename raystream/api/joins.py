@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from raystream.api.functions import Function, KeySelector, OutputTag, resolve
+from raystream.api.windowing import checked_evictor, checked_lateness, checked_trigger
 from raystream.core.time import Duration, to_millis
 from raystream.errors import GraphError
 from raystream.graph.transformations import Transformation
@@ -280,27 +281,16 @@ class _WindowedTwoStreams:
 
     def trigger(self, trigger: Trigger) -> Any:
         """Replaces the assigner's default trigger."""
-        if not isinstance(trigger, Trigger):
-            raise TypeError(f"trigger() expects a Trigger, got {trigger!r}")
-        if self._assigner.is_merging() and not trigger.can_merge():
-            raise GraphError(
-                f"{type(trigger).__name__} cannot be used with merging (session) windows"
-            )
-        self._trigger = trigger
+        self._trigger = checked_trigger(self._assigner, trigger)
         return self
 
     def evictor(self, evictor: Evictor) -> Any:
         """Evicts from the window's contents; elements are ``(side, key, value)`` tuples."""
-        if not isinstance(evictor, Evictor):
-            raise TypeError(f"evictor() expects an Evictor, got {evictor!r}")
-        self._evictor = evictor
+        self._evictor = checked_evictor(evictor)
         return self
 
     def allowed_lateness(self, time: Duration) -> Any:
-        ms = to_millis(time, "allowed lateness")
-        if ms < 0:
-            raise GraphError(f"allowed lateness must be >= 0, got {ms} ms")
-        self._lateness_ms = ms
+        self._lateness_ms = checked_lateness(time)
         return self
 
     def _build(self, window_function: Any) -> DataStream:

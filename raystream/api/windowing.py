@@ -17,6 +17,27 @@ if TYPE_CHECKING:
     from raystream.api.datastream import DataStream, KeyedStream
 
 
+def checked_trigger(assigner: WindowAssigner, trigger: Any) -> Trigger:
+    if not isinstance(trigger, Trigger):
+        raise TypeError(f"trigger() expects a Trigger, got {trigger!r}")
+    if assigner.is_merging() and not trigger.can_merge():
+        raise GraphError(f"{type(trigger).__name__} cannot be used with merging (session) windows")
+    return trigger
+
+
+def checked_evictor(evictor: Any) -> Evictor:
+    if not isinstance(evictor, Evictor):
+        raise TypeError(f"evictor() expects an Evictor, got {evictor!r}")
+    return evictor
+
+
+def checked_lateness(time: Duration) -> int:
+    ms = to_millis(time, "allowed lateness")
+    if ms < 0:
+        raise GraphError(f"allowed lateness must be >= 0, got {ms} ms")
+    return ms
+
+
 class WindowedStream:
     """A keyed stream cut into windows; finish it with reduce/aggregate/process/apply."""
 
@@ -34,26 +55,15 @@ class WindowedStream:
         self._parallelism = parallelism
 
     def trigger(self, trigger: Trigger) -> WindowedStream:
-        if not isinstance(trigger, Trigger):
-            raise TypeError(f"trigger() expects a Trigger, got {trigger!r}")
-        if self._assigner.is_merging() and not trigger.can_merge():
-            raise GraphError(
-                f"{type(trigger).__name__} cannot be used with merging (session) windows"
-            )
-        self._trigger = trigger
+        self._trigger = checked_trigger(self._assigner, trigger)
         return self
 
     def evictor(self, evictor: Evictor) -> WindowedStream:
-        if not isinstance(evictor, Evictor):
-            raise TypeError(f"evictor() expects an Evictor, got {evictor!r}")
-        self._evictor = evictor
+        self._evictor = checked_evictor(evictor)
         return self
 
     def allowed_lateness(self, time: Duration) -> WindowedStream:
-        ms = to_millis(time, "allowed lateness")
-        if ms < 0:
-            raise GraphError(f"allowed lateness must be >= 0, got {ms} ms")
-        self._lateness = ms
+        self._lateness = checked_lateness(time)
         return self
 
     def side_output_late_data(self, output_tag: OutputTag) -> WindowedStream:
