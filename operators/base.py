@@ -12,8 +12,11 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from raystream.checkpointing.operator_state import OperatorStateStore
+from raystream.checkpointing.snapshot import OperatorSnapshot
+from raystream.core.keys import KeyGroupAssigner
 from raystream.core.time import MIN_TS
-from raystream.errors import UserFunctionError, record_repr
+from raystream.errors import RaystreamError, UserFunctionError, record_repr
 from raystream.runtime.elements import Batch
 
 if TYPE_CHECKING:
@@ -138,6 +141,7 @@ class StreamOperator:
         self.output: Output = DiscardingOutput()
         self.side_outputs: dict[str, Output] = {}
         self.ctx: OperatorContext | None = None
+        self.operator_state = OperatorStateStore()
 
     def setup(self, ctx: OperatorContext, output: Output, side_outputs: dict[str, Output]) -> None:
         self.ctx = ctx
@@ -200,6 +204,48 @@ class StreamOperator:
     def has_pending(self) -> bool:
         """Whether ``async_work(flush=True)`` would send something."""
         return False
+
+    # -- checkpoints (SEMANTICS §5): called by the task between batches -------------------------
+
+    def initialize_state(self, restored: OperatorSnapshot | None) -> None:
+        """Before ``open``: takes over what a checkpoint or savepoint holds for this subtask
+        (keyed state, timers, operator list state). Operators with more override and call
+        ``super()``."""
+        if restored is None:
+            return
+        self.operator_state = OperatorStateStore(restored.operator)
+        if restored.keyed:
+            backend = self.ctx.keyed_backend if self.ctx is not None else None
+            if backend is None:
+                raise RaystreamError(f"operator {self.name!r} got keyed state but is not keyed")
+            backend.restore(restored.keyed.values())
+        if restored.timers:
+            timers = getattr(self, "timers", None)
+            if timers is None:
+                raise RaystreamError(f"operator {self.name!r} got timers but has no timers")
+            timers.restore([e for entries in restored.timers.values() for e in entries])
+
+    def prepare_snapshot_pre_barrier(self, checkpoint_id: int) -> None:
+        """The barrier is about to go downstream: emit what must precede it (buffered output)."""
+
+    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+        """The synchronous part of a snapshot: no record is processed while it runs. Keyed state
+        comes as a consistent view that the task serializes afterwards (asynchronously)."""
+        snap = OperatorSnapshot(operator=self.operator_state.snapshot())
+        ctx = self.ctx
+        if ctx is not None and ctx.keyed_backend is not None:
+            snap.keyed = ctx.keyed_backend.snapshot_view()
+        timers = getattr(self, "timers", None)
+        if timers is not None and timers.num_timers():
+            assert ctx is not None
+            snap.timers = timers.snapshot(KeyGroupAssigner(ctx.max_parallelism))
+        return snap
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is complete (best effort: a later id covers earlier ones)."""
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` will not complete."""
 
     def side_output(self, tag_id: str) -> Output:
         out = self.side_outputs.get(tag_id)

@@ -18,6 +18,7 @@ from raystream.api.functions import (
     KeyedBroadcastProcessFunction,
     KeyedCoProcessFunction,
 )
+from raystream.checkpointing.snapshot import OperatorSnapshot
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError
 from raystream.operators.process import ProcessContext, _collect, fire_timers
@@ -211,6 +212,17 @@ class CoProcessOperator(UdfOperator):
         self.broadcast_states: dict[str, dict] = {}
         self._pctx = _CoContext(self)
         self.timers = TimerService() if key_selectors is not None else None
+
+    def initialize_state(self, restored: OperatorSnapshot | None) -> None:
+        super().initialize_state(restored)
+        if restored is not None and restored.broadcast:
+            self.broadcast_states = {name: dict(d) for name, d in restored.broadcast.items()}
+
+    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+        snap = super().snapshot_state(checkpoint_id)
+        # a shallow copy: the task pickles the non-keyed parts before the next record is processed
+        snap.broadcast = {name: dict(d) for name, d in self.broadcast_states.items() if d}
+        return snap
 
     def element_timestamp(self) -> int | None:
         return self._pctx._ts

@@ -169,7 +169,10 @@ class CollectSinkOperator(StreamOperator):
     """Ships records to the job master, from which the driver's iterator pulls them.
 
     At most ``max_in_flight`` pushes are outstanding; the job master holds a bounded queue and
-    answers a push only when it has room, so a slow driver back-pressures the job.
+    answers a push only when it has room, so a slow driver back-pressures the job. Each push
+    carries an epoch, the id of the first checkpoint whose barrier follows its records: with
+    checkpointing on, the job master hands records to the driver only once that checkpoint
+    completed, so after a restore nothing reaches the driver twice.
     """
 
     has_async_work = True
@@ -179,6 +182,8 @@ class CollectSinkOperator(StreamOperator):
         super().__init__(name)
         self.collect_id = collect_id
         self._buffer: list = []
+        self._sealed: deque[tuple[int, list]] = deque()  # (epoch, records) cut at a barrier
+        self._epoch = 0
         self._in_flight: deque = deque()
         self._seq = 0
         self._job_master: Any = None
@@ -195,23 +200,38 @@ class CollectSinkOperator(StreamOperator):
     def process_watermark(self, timestamp: int) -> None:
         pass
 
+    def prepare_snapshot_pre_barrier(self, checkpoint_id: int) -> None:
+        if self._buffer:
+            self._sealed.append((checkpoint_id, self._buffer))
+            self._buffer = []
+        self._epoch = checkpoint_id + 1
+
     async def async_work(self, flush: bool = False, final: bool = False) -> None:
         ctx = self.ctx
         assert ctx is not None
         limit = ctx.config.batch_size
+        while self._sealed:
+            epoch, values = self._sealed.popleft()
+            for start in range(0, len(values), limit):
+                await self._push(epoch, values[start : start + limit])
         while self._buffer and (flush or final or len(self._buffer) >= limit):
             chunk, self._buffer = self._buffer[:limit], self._buffer[limit:]
-            while len(self._in_flight) >= self.max_in_flight:
-                await self._in_flight.popleft()
-            self._in_flight.append(
-                self._job_master.collect_push.remote(
-                    self.collect_id, ctx.subtask_index, self._seq, chunk
-                )
-            )
-            self._seq += 1
+            await self._push(self._epoch, chunk)
         if final:
             while self._in_flight:
                 await self._in_flight.popleft()
 
+    async def _push(self, epoch: int, chunk: list) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        while len(self._in_flight) >= self.max_in_flight:
+            await self._in_flight.popleft()
+        self._in_flight.append(
+            self._job_master.collect_push.remote(
+                self.collect_id, ctx.subtask_index, ctx.attempt, self._seq, epoch, chunk
+            )
+        )
+        self._seq += 1
+
     def has_pending(self) -> bool:
-        return bool(self._buffer)
+        return bool(self._buffer or self._sealed)

@@ -69,8 +69,17 @@ class SourcePosition:
     offset: Any
 
 
+_SPLIT_STATE = "__source_splits__"
+
+
 class SourceOperator(StreamOperator):
-    """Head of a source chain: the task calls :meth:`emit_next` in its loop."""
+    """Head of a source chain: the task calls :meth:`emit_next` in its loop.
+
+    Its checkpointed state is the progress of every split it owns: ``(split number, split,
+    offset, done)`` as union list state, so a restore at another parallelism hands every split to
+    subtask ``number mod parallelism`` with its offset. Reading a batch and advancing the offset
+    happen in one step, so a checkpoint always sees a position between two batches.
+    """
 
     def __init__(
         self, name: str, source: Source, splits: Sequence[Any], watermark_strategy: Any = None
@@ -79,16 +88,25 @@ class SourceOperator(StreamOperator):
         self.source = source
         self.watermark_strategy = watermark_strategy
         self.emitter: Any = None
-        self.all_splits = list(splits)
-        self.my_splits: list[Any] = []
+        self.all_splits = list(enumerate(splits))
+        self.my_splits: list[tuple[int, Any]] = []
         self.split_index = 0
         self.reader: SplitReader | None = None
-        self._restored_offset: Any = None
+        self._offsets: dict[int, Any] = {}  # restored offsets by split number
+
+    def initialize_state(self, restored: Any) -> None:
+        super().initialize_state(restored)
+        if restored is None or _SPLIT_STATE not in restored.operator:
+            return
+        entries = sorted(restored.operator[_SPLIT_STATE][1], key=lambda e: e[0])
+        self.all_splits = [(n, split) for n, split, _, done in entries if not done]
+        self._offsets = {n: offset for n, _, offset, done in entries if not done}
+        self._finished = [e for e in entries if e[3]]
 
     def open(self) -> None:
         assert self.ctx is not None
         p, i = self.ctx.parallelism, self.ctx.subtask_index
-        self.my_splits = [s for n, s in enumerate(self.all_splits) if n % p == i]
+        self.my_splits = [(n, s) for n, s in self.all_splits if n % p == i]
         if self.watermark_strategy is not None:
             from raystream.operators.watermarks import WatermarkEmitter
 
@@ -100,7 +118,10 @@ class SourceOperator(StreamOperator):
             self.emitter.on_periodic()
 
     def position(self) -> SourcePosition:
-        offset = self.reader.offset if self.reader is not None else self._restored_offset
+        if self.split_index >= len(self.my_splits):
+            return SourcePosition(self.split_index, None)
+        n = self.my_splits[self.split_index][0]
+        offset = self.reader.offset if self.reader is not None else self._offsets.get(n)
         return SourcePosition(self.split_index, offset)
 
     def seek(self, position: SourcePosition) -> None:
@@ -108,20 +129,35 @@ class SourceOperator(StreamOperator):
             self.reader.close()
             self.reader = None
         self.split_index = position.split_index
-        self._restored_offset = position.offset
+        if position.split_index < len(self.my_splits):
+            self._offsets[self.my_splits[position.split_index][0]] = position.offset
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        entries = []
+        for k, (n, split) in enumerate(self.my_splits):
+            if k < self.split_index:
+                entries.append((n, split, None, True))
+            elif k == self.split_index and self.reader is not None:
+                entries.append((n, split, self.reader.offset, False))
+            else:
+                entries.append((n, split, self._offsets.get(n), False))
+        if self.ctx is not None and self.ctx.subtask_index == 0:
+            # splits finished before a restore stay recorded, for the next rescale
+            entries.extend(getattr(self, "_finished", []))
+        self.operator_state.get_union_list_state(_SPLIT_STATE).update(entries)
+        return super().snapshot_state(checkpoint_id)
 
     def emit_next(self, max_records: int) -> SourceStatus:
         while True:
             if self.reader is None:
                 if self.split_index >= len(self.my_splits):
                     return SourceStatus.END
-                split = self.my_splits[self.split_index]
-                self.reader = self.source.open_split(split, self._restored_offset)
-                self._restored_offset = None
+                n, split = self.my_splits[self.split_index]
+                self.reader = self.source.open_split(split, self._offsets.pop(n, None))
             try:
                 got = self.reader.read(max_records)
             except Exception as exc:
-                raise self.user_error(exc, self.my_splits[self.split_index], "split") from exc
+                raise self.user_error(exc, self.my_splits[self.split_index][1], "split") from exc
             if got is None:
                 self.reader.close()
                 self.reader = None
@@ -154,15 +190,19 @@ class SourceOperator(StreamOperator):
 
 
 class _ListReader(SplitReader):
-    def __init__(self, items: Sequence[Any], offset: int | None):
+    """Reads ``items[start:end]``; the offset is an index into ``items``."""
+
+    def __init__(self, items: Sequence[Any], start: int, end: int, offset: int | None):
         self.items = items
-        self.offset = offset or 0
+        self.end = end
+        self.offset = start if offset is None else offset
 
     def read(self, max_records: int) -> list | None:
-        if self.offset >= len(self.items):
+        if self.offset >= self.end:
             return None
-        chunk = list(self.items[self.offset : self.offset + max_records])
-        self.offset += len(chunk)
+        stop = min(self.offset + max_records, self.end)
+        chunk = list(self.items[self.offset : stop])
+        self.offset = stop
         return chunk
 
 
@@ -174,13 +214,14 @@ class CollectionSource(Source):
     def __init__(self, items: Sequence[Any]):
         self.items = list(items)
 
-    def create_splits(self, parallelism: int) -> list[list]:
+    def create_splits(self, parallelism: int) -> list[tuple[int, int]]:
+        """Index ranges into the items: small enough to record in every checkpoint."""
         n = len(self.items)
         bounds = [n * i // parallelism for i in range(parallelism + 1)]
-        return [self.items[bounds[i] : bounds[i + 1]] for i in range(parallelism)]
+        return [(bounds[i], bounds[i + 1]) for i in range(parallelism)]
 
-    def open_split(self, split: list, offset: int | None) -> SplitReader:
-        return _ListReader(split, offset)
+    def open_split(self, split: tuple[int, int], offset: int | None) -> SplitReader:
+        return _ListReader(self.items, split[0], split[1], offset)
 
 
 class _RangeReader(SplitReader):

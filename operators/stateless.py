@@ -11,8 +11,23 @@ from typing import Any
 from raystream.api.context import RuntimeContext
 from raystream.api.functions import FilterFunction, FlatMapFunction, MapFunction, resolve
 from raystream.checkpointing.operator_state import OperatorStateStore
+from raystream.checkpointing.snapshot import OperatorSnapshot
 from raystream.operators.base import StreamOperator, close_function, open_function
 from raystream.runtime.elements import Batch
+
+
+class FunctionSnapshotContext:
+    """What ``CheckpointedFunction.snapshot_state`` gets."""
+
+    def __init__(self, checkpoint_id: int, store: OperatorStateStore):
+        self.checkpoint_id = checkpoint_id
+        self._store = store
+
+    def get_checkpoint_id(self) -> int:
+        return self.checkpoint_id
+
+    def get_operator_state_store(self) -> OperatorStateStore:
+        return self._store
 
 
 class FunctionInitializationContext:
@@ -38,7 +53,6 @@ class UdfOperator(StreamOperator):
     def __init__(self, name: str, udf: Any):
         super().__init__(name)
         self.udf = udf
-        self.operator_state = OperatorStateStore()
 
     def open(self) -> None:
         assert self.ctx is not None
@@ -46,6 +60,20 @@ class UdfOperator(StreamOperator):
         if callable(initialize) and not isinstance(self.udf, type):
             initialize(FunctionInitializationContext(self.operator_state, self.ctx))
         open_function(self.udf, RuntimeContext(self.ctx))
+
+    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+        snapshot = getattr(self.udf, "snapshot_state", None)
+        if callable(snapshot) and not isinstance(self.udf, type):
+            try:
+                snapshot(FunctionSnapshotContext(checkpoint_id, self.operator_state))
+            except Exception as exc:
+                raise self.user_error(exc, None, f"snapshot of checkpoint {checkpoint_id}") from exc
+        return super().snapshot_state(checkpoint_id)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        notify = getattr(self.udf, "notify_checkpoint_complete", None)
+        if callable(notify) and not isinstance(self.udf, type):
+            notify(checkpoint_id)
 
     def close(self) -> None:
         close_function(self.udf)

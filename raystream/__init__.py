@@ -48,6 +48,13 @@ from raystream.api.functions import (
 )
 from raystream.api.joins import CoGroupFunction, FlatJoinFunction, JoinFunction, ProcessJoinFunction
 from raystream.api.windowing import AllWindowedStream, WindowedStream
+from raystream.checkpoint_config import (
+    CheckpointConfig,
+    CheckpointingMode,
+    ExternalizedCheckpointRetention,
+    RestartStrategies,
+    RestartStrategy,
+)
 from raystream.config import ExecutionConfig
 from raystream.core.time import MAX_TS, MIN_TS, Time
 from raystream.core.watermarks import (
@@ -140,6 +147,11 @@ __all__ = [
     "EventTimeTrigger",
     "Evictor",
     "ExecutionConfig",
+    "CheckpointConfig",
+    "CheckpointingMode",
+    "ExternalizedCheckpointRetention",
+    "RestartStrategies",
+    "RestartStrategy",
     "FilterFunction",
     "FlatJoinFunction",
     "FlatMapFunction",

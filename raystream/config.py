@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from raystream.checkpoint_config import CheckpointConfig
 from raystream.core.time import Duration, to_millis
 
 DEFAULT_BATCH_SIZE = 8192
@@ -49,6 +50,14 @@ class ExecutionConfig:
     #: ``gc.set_threshold`` of task actors: batches allocate many short-lived tuples, and
     #: Python's default (700) runs a collection every few hundred records (None: leave as is)
     gc_threshold: tuple[int, int, int] | None = (50_000, 20, 100)
+    #: checkpoint settings (``env.enable_checkpointing`` / ``env.get_checkpoint_config()``)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    #: what happens after a failure (None: exponential delay with checkpointing, else none)
+    restart_strategy: Any = None
+    #: the job master pings every task this often and fails over when one does not answer
+    #: within the timeout (a task busy in one user call longer than that counts as hung)
+    heartbeat_interval_ms: int = 5_000
+    heartbeat_timeout_ms: int = 60_000
 
     def set_auto_watermark_interval(self, interval: Duration) -> ExecutionConfig:
         self.auto_watermark_interval_ms = to_millis(interval, "auto watermark interval")
@@ -82,6 +91,7 @@ class ExecutionConfig:
             raise GraphError(f"channel capacity must be >= 1 batch, got {self.channel_capacity}")
         if self.buffer_timeout_ms < 0:
             raise GraphError(f"buffer timeout must be >= 0 ms, got {self.buffer_timeout_ms}")
+        self.checkpoint.validate()
 
     def copy(self) -> ExecutionConfig:
-        return dataclasses.replace(self)
+        return dataclasses.replace(self, checkpoint=dataclasses.replace(self.checkpoint))

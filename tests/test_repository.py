@@ -57,6 +57,11 @@ def test_mapped_packages_load_under_one_name_only():
 
 # An API change must be deliberate: update these lists together with the code.
 PUBLIC_RAYSTREAM = [
+    "CheckpointConfig",
+    "CheckpointingMode",
+    "ExternalizedCheckpointRetention",
+    "RestartStrategies",
+    "RestartStrategy",
     "AggregateFunction",
     "AggregatingState",
     "AggregatingStateDescriptor",
@@ -168,6 +173,11 @@ PUBLIC_OPERATORS = [
     "SplitReader",
 ]
 PUBLIC_CHECKPOINTING = [
+    "CheckpointStore",
+    "CorruptCheckpointError",
+    "FsCheckpointStore",
+    "LmdbCheckpointStore",
+    "StateMappingError",
     "HashMapStateBackend",
     "LmdbKeyedStateBackend",
     "LmdbStateBackend",

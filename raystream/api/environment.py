@@ -7,9 +7,17 @@ from collections.abc import Iterable
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raystream.api.datastream import DataStream
+from raystream.checkpoint_config import (
+    CheckpointConfig,
+    CheckpointingMode,
+    RestartStrategy,
+    default_restart_strategy,
+)
 from raystream.config import ExecutionConfig
+from raystream.core.time import Duration
 from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError
 from raystream.graph.plan import ExecutionPlan, build_plan
@@ -47,6 +55,8 @@ class StreamExecutionEnvironment:
         self._ray_init_kwargs = dict(ray_init_kwargs or {})
         self._transformations: list[Transformation] = []
         self._names: dict[str, int] = {}
+        self._restore_path: str | None = None
+        self._allow_non_restored = False
 
     @staticmethod
     def get_execution_environment(
@@ -159,24 +169,99 @@ class StreamExecutionEnvironment:
         self._transformations = []  # a job is built once, as in Flink
         return plan
 
-    def execute_async(self, job_name: str | None = None) -> JobClient:
+    def execute_async(
+        self,
+        job_name: str | None = None,
+        *,
+        savepoint_path: str | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> JobClient:
+        """Submits the job and returns at once. ``savepoint_path``: start from that savepoint
+        (or retained checkpoint), operators matched by uid; the parallelism may differ.
+        ``allow_non_restored_state``: drop state of uids the job no longer has instead of
+        failing."""
         job_name = job_name or "raystream job"
+        savepoint_path = savepoint_path or self._restore_path
         plan = self._build(job_name)
         self._ensure_ray()
         job_id = uuid.uuid4().hex
         name = f"raystream:jobmaster:{job_name}:{job_id[:8]}"
         plan_bytes, refs = serde.dumps(plan)
+        restore = None
+        if savepoint_path is not None:
+            restore = {
+                "path": str(savepoint_path),
+                "allow_non_restored_state": allow_non_restored_state or self._allow_non_restored,
+            }
         jm = (
             ray.remote(JobMaster)
-            .options(name=name, num_cpus=0, max_concurrency=1000)
-            .remote(job_id, plan_bytes, refs, name)
+            .options(
+                name=name,
+                num_cpus=0,
+                max_concurrency=1000,
+                # the job master lives where the driver runs: losing a worker node must not
+                # take the job's coordinator with it
+                scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    ray.get_runtime_context().get_node_id(), soft=True
+                ),
+            )
+            .remote(job_id, plan_bytes, refs, name, restore)
         )
         ray.get(jm.start.remote())
         return JobClient(job_id, job_name, jm)
 
-    def execute(self, job_name: str | None = None) -> JobExecutionResult:
+    def execute(
+        self,
+        job_name: str | None = None,
+        *,
+        savepoint_path: str | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> JobExecutionResult:
         """Runs the job and blocks until it ends; raises ``JobExecutionError`` if it fails."""
-        return self.execute_async(job_name).wait()
+        return self.execute_async(
+            job_name,
+            savepoint_path=savepoint_path,
+            allow_non_restored_state=allow_non_restored_state,
+        ).wait()
+
+    # -- checkpointing and restarts ----------------------------------------------------------------
+
+    def enable_checkpointing(
+        self, interval: Duration, mode: CheckpointingMode | None = None
+    ) -> StreamExecutionEnvironment:
+        """Takes a checkpoint every ``interval`` (ms or a duration); exactly-once by default."""
+        cc = self._config.checkpoint
+        cc.set_checkpoint_interval(interval)
+        if mode is not None:
+            cc.set_checkpointing_mode(mode)
+        return self
+
+    def get_checkpoint_config(self) -> CheckpointConfig:
+        return self._config.checkpoint
+
+    def is_checkpointing_enabled(self) -> bool:
+        return self._config.checkpoint.is_checkpointing_enabled()
+
+    def set_restart_strategy(self, strategy: RestartStrategy) -> StreamExecutionEnvironment:
+        if not isinstance(strategy, RestartStrategy):
+            raise GraphError(
+                f"set_restart_strategy expects one of RestartStrategies, got {strategy!r}"
+            )
+        self._config.restart_strategy = strategy
+        return self
+
+    def get_restart_strategy(self) -> RestartStrategy:
+        return self._config.restart_strategy or default_restart_strategy(
+            self.is_checkpointing_enabled()
+        )
+
+    def set_savepoint_restore(
+        self, path: str | None, allow_non_restored_state: bool = False
+    ) -> StreamExecutionEnvironment:
+        """The savepoint the next ``execute`` starts from (Flink's ``execution.savepoint.path``)."""
+        self._restore_path = path
+        self._allow_non_restored = allow_non_restored_state
+        return self
 
     def _ensure_ray(self) -> None:
         if not ray.is_initialized():

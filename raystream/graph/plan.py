@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from dataclasses import dataclass, field
 from typing import Any
@@ -301,13 +302,28 @@ def _topological(
     return order
 
 
+def state_uid(t: Transformation, memo: dict[int, str] | None = None) -> str:
+    """The uid an operator's state is filed under in checkpoints and savepoints: the user's
+    ``uid()``, else a digest of the operator's name and everything upstream of it (so the same
+    program gets the same ids in every run, and a changed topology gets new ones)."""
+    if t.uid is not None:
+        return t.uid
+    memo = {} if memo is None else memo
+    known = memo.get(t.id)
+    if known is None:
+        parts = [t.kind, t.name] + [f"{state_uid(u, memo)}@{i}" for u, i in t.inputs]
+        digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
+        known = memo[t.id] = f"{t.name}#{digest}"
+    return known
+
+
 def _node_spec(t: Transformation) -> NodeSpec:
     assert t.operator_factory is not None
     _check_picklable(t.operator_factory, f"operator {t.name!r}")
     return NodeSpec(
         id=t.id,
         name=t.name,
-        uid=t.uid,
+        uid=state_uid(t),
         kind=t.kind,
         keyed=t.keyed,
         factory=t.operator_factory,

@@ -17,6 +17,7 @@ from raystream.runtime.jobmaster import JobStatusName, as_job_error
 class JobStatus(enum.Enum):
     CREATED = "CREATED"
     RUNNING = "RUNNING"
+    RESTARTING = "RESTARTING"
     FINISHED = "FINISHED"
     FAILED = "FAILED"
     CANCELED = "CANCELED"
@@ -34,6 +35,10 @@ class JobExecutionResult:
     net_runtime_ms: int
     operator_metrics: dict[str, dict[str, int]] = field(default_factory=dict)
     sink_results: dict[str, list[Any]] = field(default_factory=dict)
+    #: how often the job was restarted after a failure
+    restarts: int = 0
+    #: checkpoint statistics (None with checkpointing off)
+    checkpoints: dict[str, Any] | None = None
 
     def get_job_id(self) -> str:
         return self.job_id
@@ -82,6 +87,29 @@ class JobClient:
         """Live per-task metrics: records in/out per operator, queued input, watermark, ..."""
         return ray.get(self._jm.metrics.remote())  # type: ignore[no-any-return]
 
+    def get_checkpoint_stats(self) -> dict[str, Any]:
+        """Restarts, failure causes, and checkpoint counts with the last completed checkpoint's
+        id, size, duration and location."""
+        return ray.get(self._jm.checkpoint_stats.remote())  # type: ignore[no-any-return]
+
+    def get_restarts(self) -> int:
+        return int(self.get_checkpoint_stats()["restarts"])
+
+    def trigger_checkpoint(self) -> dict[str, Any]:
+        """Takes a checkpoint now; returns its id, size and duration once it completed."""
+        return ray.get(self._jm.trigger_checkpoint.remote())  # type: ignore[no-any-return]
+
+    def trigger_savepoint(self, path: str) -> str:
+        """Writes a savepoint to ``path`` (a local directory or a ``pyarrow.fs`` URI) and
+        returns it; the job keeps running."""
+        ray.get(self._jm.trigger_savepoint.remote(str(path)))
+        return str(path)
+
+    def stop_with_savepoint(self, path: str) -> str:
+        """Writes a savepoint to ``path``, commits its side effects, and stops the job."""
+        ray.get(self._jm.stop_with_savepoint.remote(str(path)))
+        return str(path)
+
     def wait(self, timeout: float | None = None) -> JobExecutionResult:
         """Blocks until the job ends; raises ``JobExecutionError`` if it failed or was canceled,
         ``TimeoutError`` if it still runs after ``timeout`` seconds."""
@@ -124,6 +152,8 @@ def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionR
         net_runtime_ms=int(raw["runtime_s"] * 1000),
         operator_metrics=ops,
         sink_results={n: [v[i] for i in sorted(v)] for n, v in sinks.items()},
+        restarts=raw.get("restarts", 0),
+        checkpoints=raw.get("checkpoints"),
     )
 
 

@@ -52,10 +52,12 @@ def task_specs(
     return specs
 
 
-def actor_name(job_name: str, job_id: str, chain: ChainSpec, subtask: int) -> str:
-    """A name a person can find in the Ray dashboard: job, operator(s), subtask."""
+def actor_name(job_name: str, job_id: str, chain: ChainSpec, subtask: int, attempt: int = 0) -> str:
+    """A name a person can find in the Ray dashboard: job, operator(s), subtask (and the
+    attempt, after a restart)."""
     ops = re.sub(r"\s+", " ", chain.name)[:80]
-    return f"raystream:{job_name}:{job_id[:8]}:{ops}:{subtask + 1}/{chain.parallelism}"
+    name = f"raystream:{job_name}:{job_id[:8]}:{ops}:{subtask + 1}/{chain.parallelism}"
+    return name if attempt == 0 else f"{name}#{attempt}"
 
 
 def actor_options(plan: ExecutionPlan, chain: ChainSpec, num_channels_in: int) -> dict[str, Any]:

@@ -125,6 +125,9 @@ class InputGate:
     def mark_ended(self, channel: int) -> None:
         self.channels[channel].ended = True
 
+    def is_ended(self, channel: int) -> bool:
+        return self.channels[channel].ended
+
     def all_ended(self) -> bool:
         return all(ch.ended for ch in self.channels)
 

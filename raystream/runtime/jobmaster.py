@@ -1,26 +1,45 @@
-"""Internal: the job master — one actor per job that deploys, watches and stops its tasks.
+"""Internal: the job master — one actor per job that deploys, watches, checkpoints and restarts
+its tasks.
 
 It creates one task actor per subtask, hands each its consumers' handles (``setup``), starts the
-data loops (``run``) and waits for them: all finished ⇒ FINISHED; the first failure ⇒ FAILED
-with that root cause (the other tasks are then stopped); ``cancel`` ⇒ CANCELED. It also buffers
-the records of collect sinks for the driver's ``execute_and_collect`` iterator (bounded: a full
-buffer holds the sink's push, which back-pressures the job).
+data loops (``run``) and waits for them: all finished ⇒ FINISHED; ``cancel`` ⇒ CANCELED. A
+failure (a task raised, its actor died, it stopped answering pings, too many checkpoints failed)
+goes to the restart strategy: either the job fails with that root cause, or every task actor is
+killed and the whole job is deployed again from the latest completed checkpoint (SEMANTICS
+§5.9). New actors mean new channels: nothing in flight before the failure survives it.
+
+With checkpointing on, the :class:`~raystream.runtime.coordinator.CheckpointCoordinator` runs
+here. The job master also buffers the records of collect sinks for the driver's
+``execute_and_collect`` iterator (bounded: a full buffer holds the sink's push, which
+back-pressures the job); with checkpointing on, records reach that buffer only when the
+checkpoint after them completed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from typing import Any
 
 import ray
 
+from raystream.checkpoint_config import default_restart_strategy
 from raystream.errors import JobExecutionError, RaystreamError, TaskError
 from raystream.graph.plan import ExecutionPlan
 from raystream.runtime import serde
+from raystream.runtime.coordinator import (
+    CheckpointCoordinator,
+    CheckpointError,
+    TaskKey,
+    restore_assignments,
+)
 from raystream.runtime.deploy import actor_name, actor_options, task_specs
+from raystream.runtime.elements import CheckpointKind
 from raystream.runtime.task import Task, TaskResult
+
+log = logging.getLogger(__name__)
 
 COLLECT_BUFFER_BATCHES = 16
 
@@ -28,83 +47,230 @@ COLLECT_BUFFER_BATCHES = 16
 class JobStatusName:
     CREATED = "CREATED"
     RUNNING = "RUNNING"
+    RESTARTING = "RESTARTING"
     FINISHED = "FINISHED"
     FAILED = "FAILED"
     CANCELED = "CANCELED"
     TERMINAL = (FINISHED, FAILED, CANCELED)
 
 
+class TaskHungError(RaystreamError):
+    """A task did not answer the job master's ping in time."""
+
+
 class JobMaster:
-    def __init__(self, job_id: str, plan_bytes: bytes, refs: list, self_name: str):
+    def __init__(
+        self,
+        job_id: str,
+        plan_bytes: bytes,
+        refs: list,
+        self_name: str,
+        restore: dict[str, Any] | None = None,
+    ):
         self.job_id = job_id
         self.plan: ExecutionPlan = serde.loads(plan_bytes, refs)
         self.self_name = self_name
+        self.restore_request = restore  # {"path": savepoint, "allow_non_restored_state": bool}
         self.status = JobStatusName.CREATED
-        self.tasks: dict[tuple[int, int], Any] = {}
-        self.results: list[TaskResult] = []
+        self.tasks: dict[TaskKey, Any] = {}
+        self.results: dict[TaskKey, TaskResult] = {}
         self.error: BaseException | None = None
         self.started_at = 0.0
         self.ended_at = 0.0
+        self.attempt = 0
+        self.restarts = 0
+        self.failures: list[str] = []
+        self.restored_from: list[int] = []
         self._done = asyncio.Event()
         self._collect: deque[list] = deque()
         self._collect_next: dict[tuple[str, int], int] = {}
+        self._uncommitted: list[tuple[int, list]] = []  # (epoch, records) awaiting a checkpoint
         self._collect_changed = asyncio.Condition()
-        self._watcher: asyncio.Task | None = None
+        self._loops: list[asyncio.Task] = []
+        self._failing = False
+        cfg = self.plan.config
+        self.checkpointing = cfg.checkpoint.is_checkpointing_enabled()
+        self.restart_strategy = cfg.restart_strategy or default_restart_strategy(self.checkpointing)
+        self.coordinator: CheckpointCoordinator | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        plan = self.plan
-        me = ray.get_runtime_context().current_actor
-        specs = task_specs(plan, self.job_id)
-        actor_cls = ray.remote(Task)
-        for (cid, i), spec in specs.items():
-            chain = plan.chain(cid)
-            opts = actor_options(plan, chain, len(spec.input_channels))
-            opts["name"] = actor_name(plan.job_name, self.job_id, chain, i)
-            spec_bytes, spec_refs = serde.dumps(spec)
-            self.tasks[(cid, i)] = actor_cls.options(**opts).remote(spec_bytes, spec_refs)
-        services = {"job_master": me}
-        setups = []
-        for key, spec in specs.items():
-            handles = {
-                k: self.tasks[(self._chain_of_edge(oc.edge_id), oc.consumer_subtask)]
-                for k, oc in enumerate(spec.output_channels)
-            }
-            setups.append(self.tasks[key].setup.remote(handles, services))
         self.started_at = time.time()
+        restore = None
         try:
-            await asyncio.gather(*setups)
+            if self.checkpointing:
+                from raystream.checkpointing.storage import open_store
+
+                location = self.plan.config.checkpoint.resolved_storage(self.job_id)
+                store = await asyncio.to_thread(open_store, location)
+                self.coordinator = CheckpointCoordinator(
+                    self.plan,
+                    self.job_id,
+                    self.plan.config.checkpoint,
+                    store,
+                    lambda: self.tasks,
+                    self._failover,
+                    self._release_collected,
+                )
+            if self.restore_request is not None:
+                restore = await asyncio.to_thread(self._load_savepoint)
+            await self._deploy(restore)
         except Exception as exc:
             await self._fail(exc)
             return
         if self.status in JobStatusName.TERMINAL:  # canceled while the tasks were set up
             return
+        self._loops.append(asyncio.create_task(self._heartbeat_loop()))
+        if self.coordinator is not None:
+            self._loops.append(asyncio.create_task(self._checkpoint_loop()))
+
+    def _load_savepoint(self) -> dict:
+        from raystream.checkpointing.storage import open_savepoint_store
+
+        req = self.restore_request
+        assert req is not None
+        store = open_savepoint_store(req["path"])
+        try:
+            ids = store.completed()
+            if not ids:
+                raise RaystreamError(f"no complete savepoint or checkpoint at {req['path']!r}")
+            metadata, blobs = store.load(ids[-1])
+        finally:
+            store.close()
+        if self.coordinator is not None:
+            self.coordinator.next_id = max(self.coordinator.next_id, metadata["checkpoint_id"] + 1)
+        self.restored_from.append(metadata["checkpoint_id"])
+        return restore_assignments(
+            self.plan, metadata, blobs, bool(req.get("allow_non_restored_state"))
+        )
+
+    async def _deploy(self, restore: dict[TaskKey, dict] | None) -> None:
+        """Creates, wires and starts one actor per subtask for the current attempt."""
+        plan = self.plan
+        me = ray.get_runtime_context().current_actor
+        specs = task_specs(plan, self.job_id, self.attempt)
+        actor_cls = ray.remote(Task)
+        tasks: dict[TaskKey, Any] = {}
+        for (cid, i), spec in specs.items():
+            chain = plan.chain(cid)
+            opts = actor_options(plan, chain, len(spec.input_channels))
+            opts["name"] = actor_name(plan.job_name, self.job_id, chain, i, self.attempt)
+            spec_bytes, spec_refs = serde.dumps(spec)
+            tasks[(cid, i)] = actor_cls.options(**opts).remote(spec_bytes, spec_refs)
+        self.tasks = tasks
+        self.results = {}
+        if self.coordinator is not None:
+            self.coordinator.reset(self.attempt)
+        services = {"job_master": me}
+        setups = []
+        for key, spec in specs.items():
+            handles = {
+                k: tasks[(plan.edge(oc.edge_id).dst_chain, oc.consumer_subtask)]
+                for k, oc in enumerate(spec.output_channels)
+            }
+            payload = None
+            if restore is not None and restore.get(key):
+                payload = [ray.put(restore[key])]
+            setups.append(tasks[key].setup.remote(handles, services, payload))
+        await asyncio.gather(*setups)
+        if self.status in JobStatusName.TERMINAL:
+            return
         self.status = JobStatusName.RUNNING
-        runs = {
-            asyncio.ensure_future(self._await_ref(self.tasks[key].run.remote())): key
-            for key in self.tasks
-        }
-        self._watcher = asyncio.create_task(self._watch(runs))
+        runs = {asyncio.ensure_future(_await(tasks[key].run.remote())): key for key in tasks}
+        self._loops.append(asyncio.create_task(self._watch(self.attempt, runs)))
 
-    @staticmethod
-    async def _await_ref(ref: Any) -> Any:
-        return await ref
-
-    def _chain_of_edge(self, edge_id: int) -> int:
-        return self.plan.edge(edge_id).dst_chain
-
-    async def _watch(self, runs: dict[asyncio.Future, tuple[int, int]]) -> None:
+    async def _watch(self, attempt: int, runs: dict[asyncio.Future, TaskKey]) -> None:
         pending = set(runs)
         while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if attempt != self.attempt or self.status in JobStatusName.TERMINAL:
+                return
+            failed = [f.exception() for f in done if f.exception() is not None]
             if failed:
-                await self._fail(_root_cause([f.exception() for f in failed]))
                 for f in pending:
                     f.cancel()
+                await self._failover(_root_cause(failed))  # type: ignore[arg-type]
                 return
-            self.results.extend(f.result() for f in done)
+            for f in done:
+                key = runs[f]
+                result: TaskResult = f.result()
+                self.results[key] = result
+                if self.coordinator is not None:
+                    self.coordinator.task_finished(key, result.final_snapshot)
+        await self._finish(attempt)
+
+    async def _finish(self, attempt: int) -> None:
+        """Every task finished. With checkpointing, a last checkpoint (made of the tasks' final
+        snapshots) completes first, so two-phase-commit sinks commit their last transactions."""
+        if self.coordinator is not None:
+            try:
+                pending = self.coordinator.trigger()
+                await pending.done  # type: ignore[misc]
+                await asyncio.gather(*pending.notified)
+            except Exception as exc:
+                if attempt == self.attempt:
+                    await self._failover(exc)
+                return
+        if attempt != self.attempt or self.status in JobStatusName.TERMINAL:
+            return
+        self._release_collected(None)
         self.status = JobStatusName.FINISHED
         await self._end()
+
+    async def _failover(self, exc: BaseException) -> None:
+        """Applies the restart strategy: fail the job, or redeploy it from the latest completed
+        checkpoint."""
+        if self.status in JobStatusName.TERMINAL or self._failing:
+            return
+        self._failing = True
+        try:
+            while True:
+                delay = self.restart_strategy.next_delay_ms(int(time.time() * 1000))
+                if delay is None:
+                    await self._fail(exc)
+                    return
+                self.restarts += 1
+                self.failures.append(_describe(exc))
+                log.warning("job %s restarts (%d) after: %s", self.job_id, self.restarts, exc)
+                self.status = JobStatusName.RESTARTING
+                self.attempt += 1
+                self._kill_tasks()
+                self._drop_uncommitted()
+                if self.coordinator is not None:
+                    self.coordinator.reset(self.attempt)
+                await asyncio.sleep(delay / 1000.0)
+                if self.status in JobStatusName.TERMINAL:
+                    return
+                try:
+                    restore = await asyncio.to_thread(self._latest_restore)
+                    await self._deploy(restore)
+                    return
+                except Exception as again:
+                    exc = again
+        finally:
+            self._failing = False
+
+    def _latest_restore(self) -> dict[TaskKey, dict] | None:
+        """The latest completed checkpoint whose data verifies (a corrupt one is skipped), as
+        per-task restore payloads; the savepoint the job started from if there is none yet."""
+        if self.coordinator is not None:
+            found = self.coordinator.store.latest_valid()
+            if found is not None:
+                cid, metadata, blobs = found
+                self.restored_from.append(cid)
+                return restore_assignments(self.plan, metadata, blobs)
+        if self.restore_request is not None:
+            return self._load_savepoint()
+        self.restored_from.append(0)
+        return None
+
+    def _kill_tasks(self) -> None:
+        for handle in self.tasks.values():
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # noqa: S110 - already gone
+                pass
 
     async def _fail(self, exc: BaseException) -> None:
         if self.status in JobStatusName.TERMINAL:
@@ -115,14 +281,119 @@ class JobMaster:
 
     async def _end(self) -> None:
         self.ended_at = time.time()
-        for handle in self.tasks.values():
-            try:
-                ray.kill(handle, no_restart=True)
-            except Exception:  # noqa: S110 - already gone
-                pass
+        for loop in self._loops:
+            if loop is not asyncio.current_task():
+                loop.cancel()
+        self._kill_tasks()
+        if self.coordinator is not None:
+            await asyncio.to_thread(
+                self.coordinator.end,
+                self.status == JobStatusName.CANCELED,
+                self.status == JobStatusName.FAILED,
+            )
         self._done.set()
         async with self._collect_changed:
             self._collect_changed.notify_all()
+
+    # -- background loops ------------------------------------------------------------------------
+
+    async def _checkpoint_loop(self) -> None:
+        coord = self.coordinator
+        assert coord is not None
+        interval = self.plan.config.checkpoint.interval_ms / 1000.0  # type: ignore[operator]
+        next_at = time.monotonic() + interval
+        while self.status not in JobStatusName.TERMINAL:
+            await asyncio.sleep(max(0.0, min(next_at - time.monotonic(), 0.05)))
+            now = time.monotonic()
+            coord.expire(now)
+            if self.status != JobStatusName.RUNNING or now < next_at:
+                continue
+            if coord.can_trigger(now):
+                coord.trigger()
+                next_at = now + interval
+
+    async def _heartbeat_loop(self) -> None:
+        cfg = self.plan.config
+        interval = cfg.heartbeat_interval_ms / 1000.0
+        timeout = cfg.heartbeat_timeout_ms / 1000.0
+        while self.status not in JobStatusName.TERMINAL:
+            await asyncio.sleep(interval)
+            if self.status != JobStatusName.RUNNING:
+                continue
+            attempt, tasks = self.attempt, dict(self.tasks)
+            pings = {key: _await(h.ping.remote()) for key, h in tasks.items()}
+            for key, ping in pings.items():
+                try:
+                    await asyncio.wait_for(ping, timeout)
+                except asyncio.TimeoutError:
+                    if attempt == self.attempt and self.status == JobStatusName.RUNNING:
+                        await self._failover(
+                            TaskHungError(
+                                f"task {key} of job {self.job_id} did not answer a ping for "
+                                f"{timeout:g} s (heartbeat timeout)"
+                            )
+                        )
+                    break
+                except Exception:  # noqa: S112 - a dead task fails its run call; _watch sees it
+                    continue
+
+    # -- calls from tasks ------------------------------------------------------------------------
+
+    async def acknowledge_checkpoint(
+        self, key: TaskKey, attempt: int, cid: int, refs: list, size: int
+    ) -> None:
+        if self.coordinator is not None:
+            await self.coordinator.acknowledge(tuple(key), attempt, cid, refs[0], size)  # type: ignore[arg-type]
+
+    async def decline_checkpoint(self, key: TaskKey, attempt: int, cid: int, reason: str) -> None:
+        if self.coordinator is not None:
+            self.coordinator.decline(tuple(key), attempt, cid, reason)  # type: ignore[arg-type]
+
+    async def collect_push(
+        self, collect_id: str, subtask: int, attempt: int, seq: int, epoch: int, values: list
+    ) -> None:
+        """Pushes of one sink subtask may run out of order on this async actor: the sequence
+        number puts them back in order. Pushes of an earlier attempt are dropped: the restarted
+        job sends those records again."""
+        async with self._collect_changed:
+            key = (collect_id, subtask)
+            while (
+                attempt == self.attempt
+                and (
+                    self._collect_next.get(key, 0) != seq
+                    or len(self._collect) >= COLLECT_BUFFER_BATCHES
+                )
+                and not self._done.is_set()
+            ):
+                await self._collect_changed.wait()
+            if attempt != self.attempt or self._done.is_set():
+                return
+            self._collect_next[key] = seq + 1
+            if self.checkpointing:
+                self._uncommitted.append((epoch, values))
+            else:
+                self._collect.append(values)
+            self._collect_changed.notify_all()
+
+    def _release_collected(self, checkpoint_id: int | None) -> None:
+        """Records whose checkpoint completed (``None``: the job finished) go to the driver."""
+        keep = []
+        for epoch, values in self._uncommitted:
+            if checkpoint_id is None or epoch <= checkpoint_id:
+                self._collect.append(values)
+            else:
+                keep.append((epoch, values))
+        self._uncommitted = keep
+        asyncio.ensure_future(self._notify_collect())
+
+    async def _notify_collect(self) -> None:
+        async with self._collect_changed:
+            self._collect_changed.notify_all()
+
+    def _drop_uncommitted(self) -> None:
+        self._uncommitted = []
+        self._collect_next = {}
+        asyncio.ensure_future(self._notify_collect())
 
     # -- driver-facing -------------------------------------------------------------------------
 
@@ -142,19 +413,71 @@ class JobMaster:
             "status": self.status,
             "error": self.error,
             "runtime_s": (self.ended_at or time.time()) - self.started_at,
-            "tasks": self.results,
+            "tasks": list(self.results.values()),
+            "restarts": self.restarts,
+            "checkpoints": self.coordinator.stats() if self.coordinator else None,
         }
 
     async def cancel(self) -> str:
         if self.status not in JobStatusName.TERMINAL:
             self.status = JobStatusName.CANCELED
-            if self._watcher is not None:
-                self._watcher.cancel()
             await self._end()
         return self.status
 
+    async def checkpoint_stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "restarts": self.restarts,
+            "attempt": self.attempt,
+            "failures": list(self.failures),
+            "restored_from": list(self.restored_from),
+        }
+        if self.coordinator is not None:
+            out.update(self.coordinator.stats())
+        return out
+
+    async def trigger_checkpoint(self) -> dict[str, Any]:
+        """Takes a checkpoint now and waits for it (tests and operations)."""
+        return await self._take(CheckpointKind.CHECKPOINT, None)
+
+    async def trigger_savepoint(self, path: str) -> dict[str, Any]:
+        from raystream.checkpointing.storage import open_savepoint_store
+
+        store = await asyncio.to_thread(open_savepoint_store, path)
+        return await self._take(CheckpointKind.SAVEPOINT, store)
+
+    async def stop_with_savepoint(self, path: str) -> dict[str, Any]:
+        """A savepoint, then its side effects committed (as a completed checkpoint), then the
+        job is stopped."""
+        stats = await self.trigger_savepoint(path)
+        notified = [
+            h.notify_checkpoint_complete.remote(stats["checkpoint_id"], False)
+            for h in self.tasks.values()
+        ]
+        await asyncio.gather(*notified, return_exceptions=True)
+        if self.status not in JobStatusName.TERMINAL:
+            self.status = JobStatusName.FINISHED  # as Flink: a stopped job ends FINISHED
+            await self._end()
+        return stats
+
+    async def _take(self, kind: CheckpointKind, store: Any) -> dict[str, Any]:
+        if self.coordinator is None:
+            raise CheckpointError(
+                "checkpointing is off for this job: enable it (env.enable_checkpointing) to take "
+                "checkpoints or savepoints"
+            )
+        if self.status != JobStatusName.RUNNING:
+            raise CheckpointError(f"job {self.job_id} is {self.status}: no snapshot can be taken")
+        pending = self.coordinator.trigger(kind, store)
+        stats = await pending.done  # type: ignore[misc]
+        return dict(stats.__dict__)
+
     async def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status, "job_id": self.job_id, "tasks": []}
+        out: dict[str, Any] = {
+            "status": self.status,
+            "job_id": self.job_id,
+            "restarts": self.restarts,
+            "tasks": [],
+        }
         if self.status in JobStatusName.TERMINAL:
             out["tasks"] = [
                 {
@@ -162,30 +485,16 @@ class JobMaster:
                     "state": "FINISHED",
                     "operators": r.operators,
                 }
-                for r in self.results
+                for r in self.results.values()
             ]
             return out
         refs = [h.metrics.remote() for h in self.tasks.values()]
         for ref in refs:
             try:
-                out["tasks"].append(await asyncio.wait_for(self._await_ref(ref), 10))
+                out["tasks"].append(await asyncio.wait_for(_await(ref), 10))
             except Exception as exc:
                 out["tasks"].append({"error": repr(exc)})
         return out
-
-    async def collect_push(self, collect_id: str, subtask: int, seq: int, values: list) -> None:
-        """Pushes of one sink subtask may run out of order on this async actor: the sequence
-        number puts them back in order."""
-        async with self._collect_changed:
-            key = (collect_id, subtask)
-            while (
-                self._collect_next.get(key, 0) != seq
-                or len(self._collect) >= COLLECT_BUFFER_BATCHES
-            ) and not self._done.is_set():
-                await self._collect_changed.wait()
-            self._collect_next[key] = seq + 1
-            self._collect.append(values)
-            self._collect_changed.notify_all()
 
     async def collect_fetch(self, max_wait_s: float) -> tuple[list, bool]:
         """Buffered records and whether the job ended (after which nothing more comes)."""
@@ -203,6 +512,15 @@ class JobMaster:
 
     async def shutdown(self) -> None:
         await self.cancel()
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _root_cause(errors: list[BaseException]) -> BaseException:

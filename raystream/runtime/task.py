@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import pickle
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from raystream.checkpoint_config import CheckpointingMode
 from raystream.checkpointing.backends.factory import HashMapStateBackend
+from raystream.checkpointing.snapshot import OperatorSnapshot, TaskSnapshot, encode
 from raystream.config import ExecutionConfig
 from raystream.core.keys import key_group_range
 from raystream.core.time import MAX_TS, MIN_TS, SystemClock
@@ -34,8 +38,17 @@ from raystream.operators.base import (
 )
 from raystream.operators.sources import SourceOperator, SourceStatus
 from raystream.runtime import serde
+from raystream.runtime.barriers import BarrierHandler
 from raystream.runtime.channels import ChannelSender, EdgeOutput, Writer, loads
-from raystream.runtime.elements import END_OF_INPUT, Batch, EndOfInput, Watermark, WatermarkStatus
+from raystream.runtime.elements import (
+    END_OF_INPUT,
+    Batch,
+    CheckpointBarrier,
+    CheckpointKind,
+    EndOfInput,
+    Watermark,
+    WatermarkStatus,
+)
 from raystream.runtime.gate import InputGate
 
 
@@ -62,6 +75,11 @@ class TaskSpec:
     attempt: int = 0
 
 
+#: checkpoint id of the snapshot a task takes when it finishes; the coordinator files it under
+#: every checkpoint taken afterwards, and a notification covering it says so
+FINAL_CHECKPOINT_ID = 1 << 62
+
+
 @dataclass
 class TaskResult:
     chain_name: str
@@ -69,6 +87,8 @@ class TaskResult:
     operators: dict[str, dict[str, Any]]
     sink_results: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
+    #: encoded :class:`TaskSnapshot` of the finished task (with checkpointing on)
+    final_snapshot: bytes | None = None
 
 
 class Task:
@@ -96,11 +116,27 @@ class Task:
         self._init_valves()
         self._factories = [(n, n.factory) for n in spec.chain.nodes]
         self._backends: list[Any] = []
+        ckpt = spec.config.checkpoint
+        self.checkpointing = ckpt.is_checkpointing_enabled()
+        self.barriers = BarrierHandler(self.gate, ckpt.mode is CheckpointingMode.EXACTLY_ONCE)
+        self._triggers: deque[CheckpointBarrier] = deque()  # for a source: taken between batches
+        self._input_done = False  # every input ended: the coordinator triggers this task itself
+        self._output_ended = False  # END_OF_INPUT went out: barriers have nowhere to go
+        self._async_error: BaseException | None = None
+        self._snapshots_in_flight: set[asyncio.Task] = set()
+        self.checkpoint_stats: dict[str, float] = {
+            "taken": 0,
+            "sync_ms_max": 0.0,
+            "sync_ms_sum": 0.0,
+        }
 
     # -- control plane ---------------------------------------------------------------------------
 
-    async def setup(self, outputs: dict[int, Any], services: dict[str, Any]) -> None:
-        """``outputs[k]`` is the actor handle behind ``spec.output_channels[k]``."""
+    async def setup(
+        self, outputs: dict[int, Any], services: dict[str, Any], restore: list | None = None
+    ) -> None:
+        """``outputs[k]`` is the actor handle behind ``spec.output_channels[k]``; ``restore``
+        holds a ref to ``{uid: OperatorSnapshot}`` when the job resumes from a snapshot."""
         spec = self.spec
         cfg = spec.config
         mono = self.clock.monotonic_s
@@ -165,10 +201,18 @@ class Task:
             )
             op.setup(ctx, main, sides)
         self.operators = [ops[n.id] for n, _ in self._factories]
+        self._uids = [n.uid for n, _ in self._factories]
         self._async_ops = [op for op in self.operators if op.has_async_work]
+        self._job_master = services.get("job_master")
+        if restore:
+            restored: dict[str, OperatorSnapshot] = await restore[0]
+            for uid, op in zip(self._uids, self.operators):
+                op.initialize_state(restored.get(uid))
         self.state = "DEPLOYED"
 
     async def ping(self) -> str:
+        if self._async_error is not None:
+            return "FAILED"
         return self.state
 
     async def metrics(self) -> dict[str, Any]:
@@ -178,6 +222,7 @@ class Task:
             "queued_in": self.gate.queued(),
             "watermark": self._last_wm,
             "operators": {op.name: op.metrics() for op in self.operators},
+            "checkpoints": dict(self.checkpoint_stats, alignments=self.barriers.alignments),
         }
         if self.writer is not None:
             out.update(self.writer.metrics())
@@ -205,6 +250,7 @@ class Task:
             else:
                 await self._run_inputs()
             await self._finish()
+            final = await self._final_snapshot() if self.checkpointing else None
             failed = False
         except RaystreamError as exc:
             self.state = "FAILED"
@@ -238,6 +284,7 @@ class Task:
                 if callable(getattr(op, "result", None))
             },
             duration_s=time.monotonic() - self.started_at,
+            final_snapshot=final,
         )
 
     def _close(self, failed: bool) -> TaskError | None:
@@ -330,9 +377,14 @@ class Task:
         batch_size = cfg.batch_size
         idle_s = cfg.idle_poll_interval_ms / 1000.0
         self._init_time()
+        triggers = self._triggers
         while True:
             status = source.emit_next(batch_size)
+            if triggers:  # position and emitted records agree here: no await since emit_next
+                self._checkpoint(triggers.popleft())
             await self._after_batch()
+            if self._async_error is not None:
+                raise self._async_error
             if status is SourceStatus.END:
                 return
             await self._tick()
@@ -370,9 +422,17 @@ class Task:
                 self._on_watermark(channel, message.timestamp)
             elif kind is WatermarkStatus:
                 self._on_status(channel, message.idle)
+            elif kind is CheckpointBarrier:
+                due = self.barriers.on_barrier(channel, message)
+                if due is not None:
+                    self._checkpoint(due)
             elif kind is EndOfInput:
                 gate.mark_ended(channel)
+                due = self.barriers.on_end_of_input(channel)
+                if due is not None:
+                    self._checkpoint(due)
                 if gate.all_ended():
+                    self._input_done = True
                     return
             else:
                 raise ChannelError(
@@ -380,6 +440,8 @@ class Task:
                     f"{gate.channels[channel].name!r}"
                 )
             await self._after_batch()
+            if self._async_error is not None:
+                raise self._async_error
             if self._wait_budget() == 0.0:  # a flush, periodic work or a timer is due
                 await self._tick()
             taken += 1
@@ -450,8 +512,117 @@ class Task:
         await self.writer.send_ready()  # type: ignore[union-attr]
         for op in self._async_ops:
             await op.async_work(flush=True, final=True)
+        self._input_done = True
         self.writer.broadcast_control(END_OF_INPUT)  # type: ignore[union-attr]
+        self._output_ended = True
         await self.writer.drain()  # type: ignore[union-attr]
+
+    # -- checkpoints (SEMANTICS §5): barriers, snapshots, notifications ---------------------------
+
+    async def trigger_checkpoint(self, checkpoint_id: int, timestamp_ms: int, kind: str) -> None:
+        """The coordinator starts a checkpoint here: at a source, or at a task whose inputs all
+        ended (no barrier can reach it any more)."""
+        barrier = CheckpointBarrier(checkpoint_id, timestamp_ms, CheckpointKind(kind))
+        if self.state != "RUNNING":
+            return  # not started, or done: a finished task is covered by its final snapshot
+        if self.operators and isinstance(self.operators[0], SourceOperator):
+            self._triggers.append(barrier)
+        elif self._input_done and self.barriers.on_direct_trigger(barrier):
+            self._checkpoint(barrier)
+
+    async def notify_checkpoint_complete(self, checkpoint_id: int, final_included: bool) -> None:
+        """Checkpoint ``checkpoint_id`` is complete; ``final_included``: it holds this task's final
+        snapshot (so whatever that snapshot prepared may be committed too)."""
+        cid = FINAL_CHECKPOINT_ID if final_included else checkpoint_id
+        for op in self.operators:
+            try:
+                op.notify_checkpoint_complete(cid)
+            except Exception as exc:
+                err = op.user_error(exc, None, f"completion of checkpoint {checkpoint_id}")
+                if self.state == "RUNNING":
+                    self._async_error = err
+                raise err from exc
+
+    async def abort_checkpoint(self, checkpoint_id: int) -> None:
+        self.barriers.abort(checkpoint_id)
+        for op in self.operators:
+            op.notify_checkpoint_aborted(checkpoint_id)
+
+    def _checkpoint(self, barrier: CheckpointBarrier) -> None:
+        """The synchronous part: no record is processed until it returns. The barrier goes out
+        behind every record emitted before it; keyed state is serialized afterwards."""
+        t0 = time.perf_counter()
+        cid = barrier.checkpoint_id
+        for op in self.operators:
+            op.prepare_snapshot_pre_barrier(cid)
+        if not self._output_ended:
+            self.writer.broadcast_control(barrier)  # type: ignore[union-attr]
+        frozen = self._snapshot_operators(cid)
+        sync_ms = (time.perf_counter() - t0) * 1000.0
+        st = self.checkpoint_stats
+        st["taken"] += 1
+        st["sync_ms_sum"] += sync_ms
+        st["sync_ms_max"] = max(st["sync_ms_max"], sync_ms)
+        job = asyncio.create_task(self._write_snapshot(cid, frozen, sync_ms))
+        self._snapshots_in_flight.add(job)
+        job.add_done_callback(self._snapshots_in_flight.discard)
+
+    def _snapshot_operators(self, cid: int) -> list[tuple[str, Any, bytes]]:
+        """Per operator: uid, keyed-state view, and the other parts pickled now (they are
+        Python objects the next record may change)."""
+        out = []
+        for uid, op in zip(self._uids, self.operators):
+            try:
+                snap = op.snapshot_state(cid)
+            except RaystreamError:
+                raise
+            except Exception as exc:
+                raise op.user_error(exc, None, f"snapshot of checkpoint {cid}") from exc
+            rest = OperatorSnapshot({}, snap.timers, snap.operator, snap.broadcast)
+            out.append((uid, snap.keyed, pickle.dumps(rest, protocol=pickle.HIGHEST_PROTOCOL)))
+        return out
+
+    @staticmethod
+    def _assemble(cid: int, frozen: list[tuple[str, Any, bytes]], sync_ms: float) -> bytes:
+        t0 = time.perf_counter()
+        operators = {}
+        for uid, keyed, rest_bytes in frozen:
+            rest: OperatorSnapshot = pickle.loads(rest_bytes)
+            if isinstance(keyed, dict):
+                rest.keyed = keyed
+            else:  # a backend's consistent view
+                try:
+                    rest.keyed = keyed.serialize()
+                finally:
+                    keyed.close()
+            operators[uid] = rest
+        snap = TaskSnapshot(cid, operators, sync_ms, (time.perf_counter() - t0) * 1000.0)
+        return encode(snap)
+
+    async def _write_snapshot(self, cid: int, frozen: list, sync_ms: float) -> None:
+        """The asynchronous part: serialize (LMDB views in a thread), put the bytes in the Ray
+        object store, acknowledge to the coordinator."""
+        import ray
+
+        try:
+            # an LMDB view reads in a read transaction while the task goes on writing
+            data = await asyncio.to_thread(self._assemble, cid, frozen, sync_ms)
+            ref = ray.put(data)
+            self._job_master.acknowledge_checkpoint.remote(  # type: ignore[union-attr]
+                (self.spec.chain.id, self.spec.subtask), self.spec.attempt, cid, [ref], len(data)
+            )
+        except Exception as exc:  # the checkpoint fails, the task does not
+            self._job_master.decline_checkpoint.remote(  # type: ignore[union-attr]
+                (self.spec.chain.id, self.spec.subtask),
+                self.spec.attempt,
+                cid,
+                f"task {self.name!r}: {type(exc).__name__}: {exc}",
+            )
+
+    async def _final_snapshot(self) -> bytes:
+        """The state the task finished with: it stands for this task in every later checkpoint."""
+        frozen = self._snapshot_operators(FINAL_CHECKPOINT_ID)
+        return self._assemble(FINAL_CHECKPOINT_ID, frozen, 0.0)
 
 
 class _OperatorTime:
