@@ -27,7 +27,20 @@ from raystream.checkpointing.operator_state import redistribute
 from raystream.core.keys import key_group_range
 from raystream.errors import RaystreamError
 
-__all__ = ["OperatorSnapshot", "TaskSnapshot", "assign", "encode", "decode", "StateMappingError"]
+#: checkpoint id of the snapshot a task takes when it finishes. The coordinator files it under
+#: every checkpoint taken afterwards; when such a checkpoint completes, operators are notified
+#: with this id, so whatever the final snapshot prepared (a last transaction) is committed too.
+FINAL_CHECKPOINT_ID = 1 << 62
+
+__all__ = [
+    "FINAL_CHECKPOINT_ID",
+    "OperatorSnapshot",
+    "TaskSnapshot",
+    "assign",
+    "encode",
+    "decode",
+    "StateMappingError",
+]
 
 
 class StateMappingError(RaystreamError):

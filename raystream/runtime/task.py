@@ -21,7 +21,12 @@ from typing import Any
 
 from raystream.checkpoint_config import CheckpointingMode
 from raystream.checkpointing.backends.factory import HashMapStateBackend
-from raystream.checkpointing.snapshot import OperatorSnapshot, TaskSnapshot, encode
+from raystream.checkpointing.snapshot import (
+    FINAL_CHECKPOINT_ID,
+    OperatorSnapshot,
+    TaskSnapshot,
+    encode,
+)
 from raystream.config import ExecutionConfig
 from raystream.core.keys import key_group_range
 from raystream.core.time import MAX_TS, MIN_TS, SystemClock
@@ -73,11 +78,6 @@ class TaskSpec:
     output_edges: list[EdgeSpec]
     output_channels: list[OutputChannel]
     attempt: int = 0
-
-
-#: checkpoint id of the snapshot a task takes when it finishes; the coordinator files it under
-#: every checkpoint taken afterwards, and a notification covering it says so
-FINAL_CHECKPOINT_ID = 1 << 62
 
 
 @dataclass
