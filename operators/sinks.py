@@ -2,21 +2,28 @@
 
 A :class:`Sink` is a picklable description; each sink subtask gets its own :class:`SinkWriter`.
 A writer may return a value from ``result()`` at the end; the driver reads the values of every
-subtask from ``JobExecutionResult.get_sink_result(name)``.
+subtask from ``JobExecutionResult.get_sink_result(name)``. A writer that keeps what it wrote
+(rather than handing it on at once) returns it from ``snapshot_state`` and gets it back through
+``restore_state`` after a restore. Sinks that commit output when a checkpoint completes are
+:class:`~raystream.operators.transactional.TwoPhaseCommitSink` s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from raystream.api.context import RuntimeContext
 from raystream.api.functions import SinkFunction
-from raystream.operators.base import OperatorContext, StreamOperator, close_function, open_function
+from raystream.checkpointing.snapshot import OperatorSnapshot
+from raystream.operators.base import OperatorContext, StreamOperator
+from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
+
+_WRITER_STATE = "sink-writer-state"
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,16 @@ class SinkWriter(ABC):
         """A picklable value handed to the driver when the job finishes."""
         return None
 
+    def snapshot_state(self, checkpoint_id: int) -> list | None:
+        """What a checkpoint keeps of this writer, as a list of picklable entries (None: the
+        writer keeps nothing). The entries are even-split operator list state: after a restore
+        with another parallelism each subtask gets a contiguous share of all subtasks' entries."""
+        return None
+
+    def restore_state(self, entries: list) -> None:  # noqa: B027 - optional hook
+        """After a restore, before the first write: this subtask's share of the entries that
+        ``snapshot_state`` returned (possibly none, after a scale-out)."""
+
 
 class Sink(ABC):
     @abstractmethod
@@ -54,17 +71,42 @@ class Sink(ABC):
 
 
 class SinkOperator(StreamOperator):
+    """Feeds a :class:`SinkWriter`; what the writer's ``snapshot_state`` returns is kept as
+    even-split operator list state and handed back to ``restore_state`` after a restore."""
+
     def __init__(self, name: str, sink: Sink):
         super().__init__(name)
         self.sink = sink
         self.writer: SinkWriter | None = None
+        self._writer_restored = False
 
-    def open(self) -> None:
+    def sink_context(self) -> SinkContext:
         ctx = self.ctx
         assert ctx is not None
-        self.writer = self.sink.create_writer(
-            SinkContext(ctx.operator_name, ctx.subtask_index, ctx.parallelism, ctx.attempt)
-        )
+        return SinkContext(ctx.operator_name, ctx.subtask_index, ctx.parallelism, ctx.attempt)
+
+    def initialize_state(self, restored: OperatorSnapshot | None) -> None:
+        super().initialize_state(restored)
+        self._writer_restored = restored is not None and _WRITER_STATE in restored.operator
+
+    def open(self) -> None:
+        self.writer = self.sink.create_writer(self.sink_context())
+        if self._writer_restored:
+            entries = self.operator_state.get_list_state(_WRITER_STATE).get()
+            try:
+                self.writer.restore_state(entries)
+            except Exception as exc:
+                raise self.user_error(exc, None, "restore of the writer's state") from exc
+
+    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+        if self.writer is not None:
+            try:
+                entries = self.writer.snapshot_state(checkpoint_id)
+            except Exception as exc:
+                raise self.user_error(exc, None, f"snapshot of checkpoint {checkpoint_id}") from exc
+            if entries is not None:
+                self.operator_state.get_list_state(_WRITER_STATE).update(entries)
+        return super().snapshot_state(checkpoint_id)
 
     def process_batch(self, batch: Batch) -> None:
         try:
@@ -129,18 +171,15 @@ class PrintSink(Sink):
 # --- SinkFunction (record at a time) ------------------------------------------------------------
 
 
-class SinkFunctionOperator(StreamOperator):
-    """Calls ``SinkFunction.invoke(value, context)`` (or a plain callable) for every record."""
+class SinkFunctionOperator(UdfOperator):
+    """Calls ``SinkFunction.invoke(value, context)`` (or a plain callable) for every record; a
+    function that is a ``CheckpointedFunction`` keeps operator state through checkpoints."""
 
     def __init__(self, name: str, fn: Any):
-        super().__init__(name)
-        self.udf = fn
+        super().__init__(name, fn)
         self._invoke = fn.invoke if isinstance(fn, SinkFunction) else fn
         if not callable(self._invoke):
             raise TypeError(f"add_sink expects a SinkFunction or a callable, got {fn!r}")
-
-    def open(self) -> None:
-        open_function(self.udf, RuntimeContext(self.ctx))  # type: ignore[arg-type]
 
     def process_batch(self, batch: Batch) -> None:
         invoke = self._invoke
@@ -157,9 +196,6 @@ class SinkFunctionOperator(StreamOperator):
 
     def process_watermark(self, timestamp: int) -> None:
         pass
-
-    def close(self) -> None:
-        close_function(self.udf)
 
 
 # --- collect (execute_and_collect) --------------------------------------------------------------
@@ -187,9 +223,11 @@ class CollectSinkOperator(StreamOperator):
         self._in_flight: deque = deque()
         self._seq = 0
         self._job_master: Any = None
+        self._sending: Any = None
 
     def setup(self, ctx: OperatorContext, output: Any, side_outputs: dict) -> None:
         super().setup(ctx, output, side_outputs)
+        self._sending = asyncio.Lock()
         self._job_master = ctx.services.get("job_master")
         if self._job_master is None:
             raise RuntimeError(f"collect sink {self.name!r} runs without a job master")
@@ -210,16 +248,27 @@ class CollectSinkOperator(StreamOperator):
         ctx = self.ctx
         assert ctx is not None
         limit = ctx.config.batch_size
+        async with self._sending:  # the snapshot's flush_sealed may run meanwhile
+            await self._send_sealed(limit)
+            while self._buffer and (flush or final or len(self._buffer) >= limit):
+                chunk, self._buffer = self._buffer[:limit], self._buffer[limit:]
+                await self._push(self._epoch, chunk)
+        if final:
+            while self._in_flight:
+                await self._in_flight.popleft()
+
+    async def flush_sealed(self) -> None:
+        """Sends everything cut at barriers: the task calls this before it acknowledges a
+        checkpoint, so the job master has those records when the checkpoint completes."""
+        assert self.ctx is not None
+        async with self._sending:
+            await self._send_sealed(self.ctx.config.batch_size)
+
+    async def _send_sealed(self, limit: int) -> None:
         while self._sealed:
             epoch, values = self._sealed.popleft()
             for start in range(0, len(values), limit):
                 await self._push(epoch, values[start : start + limit])
-        while self._buffer and (flush or final or len(self._buffer) >= limit):
-            chunk, self._buffer = self._buffer[:limit], self._buffer[limit:]
-            await self._push(self._epoch, chunk)
-        if final:
-            while self._in_flight:
-                await self._in_flight.popleft()
 
     async def _push(self, epoch: int, chunk: list) -> None:
         ctx = self.ctx

@@ -62,3 +62,82 @@ class SequenceCheck(KeyedProcessFunction):
         n = (self.count.value() or 0) + 1
         self.count.update(n)
         yield (value[0], n, value[1])
+
+
+# -- driver-side helpers ---------------------------------------------------------------------------
+
+
+def wait_until(predicate, timeout_s: float = 90.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Collector:
+    """Drains an ``execute_and_collect`` iterator in a thread (a driver that stops reading
+    would back-pressure the job)."""
+
+    def __init__(self, iterator: Any):
+        import threading
+
+        self.iterator = iterator
+        self.client = iterator.client
+        self.values: list = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for v in self.iterator:
+                self.values.append(v)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def join(self, timeout_s: float = 120.0) -> list:
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise AssertionError("the job did not end in time")
+        if self.error is not None:
+            raise self.error
+        return self.values
+
+
+def task_actor_names(job_name: str, contains: str = "") -> list[str]:
+    import ray
+
+    return sorted(
+        n
+        for n in ray.util.list_named_actors()
+        if n.startswith(f"raystream:{job_name}:") and contains in n
+    )
+
+
+def kill_task(job_name: str, contains: str, attempt: int) -> str:
+    """Kills the first live task actor of ``attempt`` whose name contains ``contains``."""
+    import ray
+
+    suffix = "" if attempt == 0 else f"#{attempt}"
+    for name in task_actor_names(job_name, contains):
+        if (attempt == 0 and "#" not in name) or (attempt > 0 and name.endswith(suffix)):
+            ray.kill(ray.get_actor(name))
+            return name
+    raise AssertionError(f"no task actor of {job_name!r} with {contains!r} in attempt {attempt}")
+
+
+def check_sequences(values: list, n_events: int) -> None:
+    """Exactly once: every event once, and per key the counts 1, 2, 3, ... without gap."""
+    seqs = sorted(v[2] for v in values)
+    assert seqs == list(range(n_events)), (
+        f"{len(values)} outputs for {n_events} events; "
+        f"duplicates {len(seqs) - len(set(seqs))}, lost {n_events - len(set(seqs))}"
+    )
+    per_key: dict = {}
+    for key, n, _ in values:
+        per_key.setdefault(key, []).append(n)
+    for key, ns in per_key.items():
+        assert sorted(ns) == list(range(1, len(ns) + 1)), f"key {key}: counts not contiguous"

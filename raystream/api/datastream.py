@@ -50,6 +50,7 @@ from raystream.operators.sinks import (
     SinkOperator,
 )
 from raystream.operators.stateless import FilterOperator, FlatMapOperator, MapOperator
+from raystream.operators.transactional import TwoPhaseCommitSink, TwoPhaseCommitSinkOperator
 from raystream.operators.watermarks import TimestampsAndWatermarksOperator
 
 if TYPE_CHECKING:
@@ -342,7 +343,10 @@ class DataStream:
     def sink_to(self, sink: Sink) -> DataStreamSink:
         if not isinstance(sink, Sink):
             raise TypeError(f"sink_to expects a raystream Sink, got {type(sink).__name__}")
-        return self._add_sink(sink.describe(), functools.partial(SinkOperator, sink=sink))
+        operator = (
+            TwoPhaseCommitSinkOperator if isinstance(sink, TwoPhaseCommitSink) else SinkOperator
+        )
+        return self._add_sink(sink.describe(), functools.partial(operator, sink=sink))
 
     def add_sink(self, sink_func: SinkFunction | Callable[[Any], None]) -> DataStreamSink:
         if not (isinstance(sink_func, SinkFunction) or callable(sink_func)):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class CheckpointCoordinator:
         self.consecutive_failures = 0
         self.last_completed_at = 0.0
         self.upstream = _upstream_tasks(plan)
+        self._completing: set[asyncio.Future] = set()
 
     # -- attempts --------------------------------------------------------------------------------
 
@@ -190,7 +192,15 @@ class CheckpointCoordinator:
     def _maybe_complete(self, p: PendingCheckpoint) -> None:
         if not p.waiting and self.pending.get(p.checkpoint_id) is p:
             del self.pending[p.checkpoint_id]
-            asyncio.ensure_future(self._complete(p))
+            job = asyncio.ensure_future(self._complete(p))
+            self._completing.add(job)
+            job.add_done_callback(self._completing.discard)
+
+    async def settle(self) -> None:
+        """Waits for checkpoints that had every acknowledgement and are being written: such a
+        checkpoint is consistent and completes even if a task failed meanwhile."""
+        if self._completing:
+            await asyncio.gather(*list(self._completing), return_exceptions=True)
 
     async def _complete(self, p: PendingCheckpoint) -> None:
         cid = p.checkpoint_id
@@ -293,18 +303,25 @@ class CheckpointCoordinator:
         if p.done is not None and not p.done.done():
             p.done.set_exception(exc)
 
-    def end(self, canceled: bool, failed: bool) -> None:
-        """The job ended: what happens to its checkpoints depends on the retention setting."""
+    def abort_all(self, reason: str) -> None:
         for p in list(self.pending.values()):
-            self._drop(p, CheckpointError(f"checkpoint {p.checkpoint_id}: the job ended"))
+            self._drop(p, CheckpointError(f"checkpoint {p.checkpoint_id}: {reason}"))
+
+    def cleanup(self, canceled: bool, failed: bool) -> None:
+        """The job ended (runs in a thread): its checkpoints stay or go by the retention
+        setting."""
         retention = self.config.retention
         keep = (
             retention is ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
             and (canceled or failed)
         ) or (retention is ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION and failed)
-        if not keep and self.config.storage is None:
+        if not keep:
             for cid in self.store.completed():
                 _discard_quietly(self.store, cid)
+            self.store.discard_incomplete()
+            if self.config.storage is None:  # the job's own temporary directory
+                self.store.close()
+                shutil.rmtree(self.config.resolved_storage(self.job_id), ignore_errors=True)
 
     def stats(self) -> dict[str, Any]:
         last = self.completed[-1] if self.completed else None

@@ -85,6 +85,9 @@ class JobMaster:
         self._collect: deque[list] = deque()
         self._collect_next: dict[tuple[str, int], int] = {}
         self._uncommitted: list[tuple[int, list]] = []  # (epoch, records) awaiting a checkpoint
+        self._released_upto = 0  # records of epochs up to this one go straight to the driver
+        self._pushes_active = 0
+        self._first_checkpoint_of_attempt = 1
         self._collect_changed = asyncio.Condition()
         self._loops: list[asyncio.Task] = []
         self._failing = False
@@ -162,6 +165,7 @@ class JobMaster:
         self.results = {}
         if self.coordinator is not None:
             self.coordinator.reset(self.attempt)
+            self._first_checkpoint_of_attempt = self.coordinator.next_id
         services = {"job_master": me}
         setups = []
         for key, spec in specs.items():
@@ -236,9 +240,10 @@ class JobMaster:
                 self.status = JobStatusName.RESTARTING
                 self.attempt += 1
                 self._kill_tasks()
-                self._drop_uncommitted()
                 if self.coordinator is not None:
+                    await self.coordinator.settle()  # may release collected records
                     self.coordinator.reset(self.attempt)
+                self._drop_uncommitted()
                 await asyncio.sleep(delay / 1000.0)
                 if self.status in JobStatusName.TERMINAL:
                     return
@@ -286,11 +291,15 @@ class JobMaster:
                 loop.cancel()
         self._kill_tasks()
         if self.coordinator is not None:
-            await asyncio.to_thread(
-                self.coordinator.end,
-                self.status == JobStatusName.CANCELED,
-                self.status == JobStatusName.FAILED,
-            )
+            self.coordinator.abort_all("the job ended")
+            try:
+                await asyncio.to_thread(
+                    self.coordinator.cleanup,
+                    self.status == JobStatusName.CANCELED,
+                    self.status == JobStatusName.FAILED,
+                )
+            except Exception as exc:  # the job's outcome stands; leftovers are only disk space
+                log.warning("job %s: removing its checkpoints failed: %s", self.job_id, exc)
         self._done.set()
         async with self._collect_changed:
             self._collect_changed.notify_all()
@@ -355,32 +364,41 @@ class JobMaster:
         """Pushes of one sink subtask may run out of order on this async actor: the sequence
         number puts them back in order. Pushes of an earlier attempt are dropped: the restarted
         job sends those records again."""
-        async with self._collect_changed:
-            key = (collect_id, subtask)
-            while (
-                attempt == self.attempt
-                and (
-                    self._collect_next.get(key, 0) != seq
-                    or len(self._collect) >= COLLECT_BUFFER_BATCHES
-                )
-                and not self._done.is_set()
-            ):
-                await self._collect_changed.wait()
-            if attempt != self.attempt or self._done.is_set():
-                return
-            self._collect_next[key] = seq + 1
-            if self.checkpointing:
-                self._uncommitted.append((epoch, values))
-            else:
-                self._collect.append(values)
-            self._collect_changed.notify_all()
+        self._pushes_active += 1
+        try:
+            async with self._collect_changed:
+                key = (collect_id, subtask)
+                while (
+                    attempt == self.attempt
+                    and (
+                        self._collect_next.get(key, 0) != seq
+                        or len(self._collect) >= COLLECT_BUFFER_BATCHES
+                    )
+                    and not self._done.is_set()
+                ):
+                    await self._collect_changed.wait()
+                if attempt != self.attempt or self._done.is_set():
+                    return
+                self._collect_next[key] = seq + 1
+                if epoch == 0:  # before the sink saw a barrier: the next checkpoint covers it
+                    epoch = self._first_checkpoint_of_attempt
+                if self.checkpointing and epoch > self._released_upto:
+                    self._uncommitted.append((epoch, values))
+                elif values:
+                    self._collect.append(values)
+                self._collect_changed.notify_all()
+        finally:
+            self._pushes_active -= 1
 
     def _release_collected(self, checkpoint_id: int | None) -> None:
         """Records whose checkpoint completed (``None``: the job finished) go to the driver."""
+        if checkpoint_id is not None:
+            self._released_upto = max(self._released_upto, checkpoint_id)
         keep = []
         for epoch, values in self._uncommitted:
             if checkpoint_id is None or epoch <= checkpoint_id:
-                self._collect.append(values)
+                if values:
+                    self._collect.append(values)
             else:
                 keep.append((epoch, values))
         self._uncommitted = keep
@@ -454,6 +472,10 @@ class JobMaster:
             for h in self.tasks.values()
         ]
         await asyncio.gather(*notified, return_exceptions=True)
+        self._release_collected(stats["checkpoint_id"])
+        deadline = time.monotonic() + 30.0
+        while self._pushes_active and time.monotonic() < deadline:  # records the driver still
+            await asyncio.sleep(0.01)  # has to take before the job ends
         if self.status not in JobStatusName.TERMINAL:
             self.status = JobStatusName.FINISHED  # as Flink: a stopped job ends FINISHED
             await self._end()

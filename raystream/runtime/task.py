@@ -607,6 +607,10 @@ class Task:
         try:
             # an LMDB view reads in a read transaction while the task goes on writing
             data = await asyncio.to_thread(self._assemble, cid, frozen, sync_ms)
+            for op in self._async_ops:  # output cut at the barrier goes out before the ack
+                flush = getattr(op, "flush_sealed", None)
+                if flush is not None:
+                    await flush()
             ref = ray.put(data)
             self._job_master.acknowledge_checkpoint.remote(  # type: ignore[union-attr]
                 (self.spec.chain.id, self.spec.subtask), self.spec.attempt, cid, [ref], len(data)
