@@ -1,6 +1,7 @@
 """The operator library: sources, stateless and keyed operators, process functions, sinks."""
 
-from raystream.operators.files import FileSink, FileSource
+from raystream.operators.file_sink import FileSink
+from raystream.operators.files import FileSource
 from raystream.operators.raydata import RayDatasetSink, RayDatasetSource
 from raystream.operators.sinks import PrintSink, Sink, SinkContext, SinkWriter
 from raystream.operators.sources import (
@@ -10,6 +11,7 @@ from raystream.operators.sources import (
     Source,
     SplitReader,
 )
+from raystream.operators.transactional import TwoPhaseCommitSink
 
 __all__ = [
     "Boundedness",
@@ -25,4 +27,5 @@ __all__ = [
     "SinkWriter",
     "Source",
     "SplitReader",
+    "TwoPhaseCommitSink",
 ]

@@ -1,4 +1,4 @@
-"""File sources and sinks: text lines, JSON lines, CSV and Parquet on any ``pyarrow.fs`` filesystem.
+"""File source: text lines, JSON lines, CSV and Parquet on any ``pyarrow.fs`` filesystem.
 
 :class:`FileSource` reads a file or every visible regular file of a directory (sorted; names
 starting with ``.`` or ``_`` are skipped), local or remote (``s3://``, ``gs://``, ``hdfs://``, ...
@@ -7,17 +7,15 @@ is a split; a Parquet file is one split per row group. A split is read in bounde
 position is the number of records already read from it, so a reader can be reopened at any
 offset (the records before it are skipped, not re-emitted).
 
-:class:`FileSink` writes one or more part files per sink subtask into a directory:
-``part-{subtask}-{n}.{ext}``. A part file is complete once the writer is flushed (end of input).
+The path and option helpers here are shared with the sink, :class:`FileSink`, which lives in
+:mod:`raystream.operators.file_sink` (and is importable from here too).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
-from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,20 +26,16 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raystream.errors import GraphError, record_repr
-from raystream.operators.sinks import Sink, SinkContext, SinkWriter
 from raystream.operators.sources import Boundedness, Source, SplitReader
-from raystream.runtime.elements import Batch
 
 __all__ = [
     "FileSource",
-    "FileSink",
     "FileSplit",
     "FileFormatError",
     "SchemaMismatchError",
 ]
 
 _SOURCE_FORMATS = ("lines", "jsonl", "csv", "parquet")
-_SINK_FORMATS = ("jsonl", "csv", "parquet")
 
 #: bytes read from a file at a time by the text readers
 _READ_BUFFER = 1 << 20
@@ -453,360 +447,10 @@ class _ArrowReader(SplitReader):
             self._batches = None
 
 
-# --- sink -----------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # the sink imports this module's helpers, so it is re-exported lazily, not at import time
+    if name == "FileSink":
+        from raystream.operators.file_sink import FileSink
 
-
-_EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
-_COMPRESSION_EXT = {"gzip": "gz", "bz2": "bz2", "zstd": "zst", "lz4": "lz4", "brotli": "br"}
-
-
-class FileSink(Sink):
-    """Writes the records of every sink subtask into its own part files in ``directory``:
-    ``part-{subtask}-{n}.{ext}``. Use the constructors :meth:`jsonl`, :meth:`csv`, :meth:`parquet`.
-
-    ``get_sink_result(name)`` of the job returns, per subtask, the list of part file paths it
-    wrote (a subtask that received no record writes no file).
-    """
-
-    def __init__(
-        self,
-        directory: Any,
-        format: str,
-        *,
-        filesystem: pafs.FileSystem | None = None,
-        compression: str | None = None,
-        options: dict[str, Any] | None = None,
-    ):
-        if format not in _SINK_FORMATS:
-            raise GraphError(
-                f"FileSink: unknown format {format!r}; expected one of {_SINK_FORMATS}"
-            )
-        self.directory, self.filesystem, self.fs_path = _resolve(
-            directory, filesystem, f"FileSink.{format}"
-        )
-        self.format = format
-        self.compression = compression
-        self.options = dict(options or {})
-        ext = _EXTENSIONS[format]
-        if compression is not None:
-            if compression not in _COMPRESSION_EXT:
-                raise GraphError(
-                    f"FileSink.{format}: unknown compression {compression!r}; expected one of "
-                    f"{sorted(_COMPRESSION_EXT)}"
-                )
-            ext += "." + _COMPRESSION_EXT[compression]
-        self.extension = ext
-        try:
-            info = self.filesystem.get_file_info(self.fs_path)
-        except Exception as exc:
-            raise GraphError(
-                f"FileSink: cannot access output directory {self.directory!r}: {exc}"
-            ) from exc
-        if info.type == pafs.FileType.File:
-            raise GraphError(f"FileSink: output directory {self.directory!r} is an existing file")
-        if format == "csv":
-            _make_options(pacsv.WriteOptions, self.options)  # fail early on an unknown option
-        if format == "parquet":
-            rgs = self.options.get("row_group_size")
-            if not isinstance(rgs, int) or rgs < 1:
-                raise GraphError(
-                    f"FileSink.parquet: row_group_size must be a positive int, got {rgs!r}"
-                )
-
-    @classmethod
-    def jsonl(
-        cls,
-        directory: Any,
-        *,
-        compression: str | None = None,
-        filesystem: pafs.FileSystem | None = None,
-    ) -> FileSink:
-        """One ``json.dumps(record)`` per line (records must be JSON-serializable)."""
-        return cls(directory, "jsonl", filesystem=filesystem, compression=compression)
-
-    @classmethod
-    def csv(
-        cls,
-        directory: Any,
-        *,
-        compression: str | None = None,
-        filesystem: pafs.FileSystem | None = None,
-        **write_options: Any,
-    ) -> FileSink:
-        """Dict (or dataclass / namedtuple) records as CSV with a header; the columns and their
-        types come from the first records. ``write_options`` are fields of
-        ``pyarrow.csv.WriteOptions`` (``delimiter``, ``include_header``, ``quoting_style``...)."""
-        return cls(
-            directory, "csv", filesystem=filesystem, compression=compression, options=write_options
-        )
-
-    @classmethod
-    def parquet(
-        cls,
-        directory: Any,
-        *,
-        compression: str = "snappy",
-        row_group_size: int = 64 * 1024,
-        filesystem: pafs.FileSystem | None = None,
-    ) -> FileSink:
-        """Dict (or dataclass / namedtuple) records as Parquet; the schema comes from the first
-        records. Rows are buffered into row groups of ``row_group_size`` rows."""
-        return cls(
-            directory,
-            "parquet",
-            filesystem=filesystem,
-            options={"compression": compression, "row_group_size": row_group_size},
-        )
-
-    def describe(self) -> str:
-        return "FileSink"
-
-    def create_writer(self, context: SinkContext) -> SinkWriter:
-        cls = {"jsonl": _JsonlWriter, "csv": _CsvWriter, "parquet": _ParquetWriter}[self.format]
-        return cls(self, context)
-
-
-class _PartFileWriter(SinkWriter):
-    """Opens part files lazily (on the first record) and finishes the current one on flush."""
-
-    def __init__(self, sink: FileSink, context: SinkContext):
-        self.sink = sink
-        self.fs = sink.filesystem
-        self.subtask = context.subtask_index
-        self._counter = 0
-        self._paths: list[str] = []
-        self._stream: Any = None
-        self._dir_created = False
-
-    # -- part files ------------------------------------------------------------------------------
-
-    def _open_part(self) -> Any:
-        if not self._dir_created:
-            self.fs.create_dir(self.sink.fs_path, recursive=True)
-            self._dir_created = True
-        name = f"part-{self.subtask}-{self._counter}.{self.sink.extension}"
-        self._counter += 1
-        fs_path = f"{self.sink.fs_path.rstrip('/')}/{name}"
-        self._stream = self.fs.open_output_stream(fs_path, compression=self.sink.compression)
-        self._paths.append(f"{self.sink.directory.rstrip('/')}/{name}")
-        return self._stream
-
-    @property
-    def current_path(self) -> str:
-        return self._paths[-1] if self._paths else self.sink.directory
-
-    def write(self, batch: Batch) -> None:
-        if batch.values:
-            self._write(batch.values)
-
-    @abstractmethod
-    def _write(self, values: list) -> None: ...
-
-    def _finish(self) -> None:
-        """Completes the open part file (footer, buffered rows) before its stream is closed."""
-
-    def flush(self) -> None:
-        if self._stream is None:
-            return
-        try:
-            self._finish()
-        finally:
-            stream, self._stream = self._stream, None
-            stream.close()
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None and not stream.closed:
-            stream.close()
-
-    def result(self) -> list[str]:
-        return list(self._paths)
-
-
-class _JsonlWriter(_PartFileWriter):
-    def _write(self, values: list) -> None:
-        lines = []
-        for v in values:
-            try:
-                lines.append(json.dumps(v))
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"FileSink.jsonl: record {record_repr(v)} of type {type(v).__name__} is not "
-                    f"JSON-serializable: {exc}"
-                ) from exc
-        stream = self._stream or self._open_part()
-        stream.write(("\n".join(lines) + "\n").encode("utf-8"))
-
-
-def _as_row(v: Any, fmt: str) -> dict:
-    if isinstance(v, dict):
-        return v
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return dataclasses.asdict(v)
-    if isinstance(v, tuple) and hasattr(v, "_asdict"):
-        return v._asdict()
-    raise TypeError(
-        f"FileSink.{fmt} writes dict, dataclass or namedtuple records; got {type(v).__name__}: "
-        f"{record_repr(v)}"
-    )
-
-
-class _TabularWriter(_PartFileWriter):
-    """Records → Arrow tables with one schema per part file, inferred from its first records."""
-
-    def __init__(self, sink: FileSink, context: SinkContext):
-        super().__init__(sink, context)
-        self.schema: pa.Schema | None = None
-
-    def _table(self, values: list) -> pa.Table:
-        fmt = self.sink.format
-        rows = [_as_row(v, fmt) for v in values]
-        if self.schema is None:
-            names: dict[str, None] = {}
-            for r in rows:
-                for k in r:
-                    if not isinstance(k, str):
-                        raise TypeError(
-                            f"FileSink.{fmt}: field names must be str, got {k!r} in {record_repr(r)}"
-                        )
-                    names.setdefault(k, None)
-            columns = {n: [r.get(n) for r in rows] for n in names}
-            arrays = {}
-            for n, col in columns.items():
-                try:
-                    arrays[n] = pa.array(col)
-                except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-                    raise SchemaMismatchError(
-                        f"FileSink.{fmt}: cannot infer one type for field {n!r} from the first "
-                        f"records: {exc}"
-                    ) from exc
-            return pa.table(arrays)
-        schema = self.schema
-        known = set(schema.names)
-        for r in rows:
-            extra = [k for k in r if k not in known]
-            if extra:
-                raise SchemaMismatchError(
-                    f"FileSink.{fmt}: record {record_repr(r)} has field(s) {extra} that are not in "
-                    f"the schema of {self.current_path} (fields {schema.names}, inferred from the "
-                    f"first records)"
-                )
-        try:
-            return pa.Table.from_pydict(
-                {n: [r.get(n) for r in rows] for n in schema.names}, schema=schema
-            )
-        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-            bad = next((r for r in rows if not self._fits(r)), None)
-            nulls = [
-                f.name
-                for f in schema
-                if pa.types.is_null(f.type) and (bad or {}).get(f.name) is not None
-            ]
-            hint = (
-                f"; field(s) {nulls} had only None values in the first records, so their type is null"
-                if nulls
-                else ""
-            )
-            raise SchemaMismatchError(
-                f"FileSink.{fmt}: record {record_repr(bad)} does not fit the schema of "
-                f"{self.current_path} ({_schema_str(schema)}, inferred from the first records): "
-                f"{exc}{hint}"
-            ) from exc
-
-    def _fits(self, row: dict) -> bool:
-        try:
-            pa.Table.from_pydict({n: [row.get(n)] for n in self.schema.names}, schema=self.schema)
-            return True
-        except Exception:
-            return False
-
-    def flush(self) -> None:
-        try:
-            super().flush()
-        finally:
-            self.schema = None  # a next part file infers its own schema
-
-
-def _schema_str(schema: pa.Schema) -> str:
-    return ", ".join(f"{f.name}: {f.type}" for f in schema)
-
-
-class _CsvWriter(_TabularWriter):
-    def __init__(self, sink: FileSink, context: SinkContext):
-        super().__init__(sink, context)
-        self._writer: pacsv.CSVWriter | None = None
-
-    def _write(self, values: list) -> None:
-        table = self._table(values)
-        if self._writer is None:
-            stream = self._stream or self._open_part()
-            self.schema = table.schema
-            try:
-                self._writer = pacsv.CSVWriter(
-                    stream,
-                    table.schema,
-                    write_options=_make_options(pacsv.WriteOptions, self.sink.options),
-                )
-            except pa.ArrowException as exc:
-                raise SchemaMismatchError(
-                    f"FileSink.csv: cannot write columns ({_schema_str(table.schema)}) as CSV: {exc}"
-                ) from exc
-        try:
-            self._writer.write_table(table)
-        except pa.ArrowException as exc:
-            raise SchemaMismatchError(
-                f"FileSink.csv: cannot write the batch starting with {record_repr(values[0])} to "
-                f"{self.current_path}: {exc}"
-            ) from exc
-
-    def _finish(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-
-    def close(self) -> None:
-        self._writer = None
-        super().close()
-
-
-class _ParquetWriter(_TabularWriter):
-    def __init__(self, sink: FileSink, context: SinkContext):
-        super().__init__(sink, context)
-        self._writer: pq.ParquetWriter | None = None
-        self._buffer: list[pa.Table] = []
-        self._buffered = 0
-        self.row_group_size: int = sink.options["row_group_size"]
-
-    def _write(self, values: list) -> None:
-        table = self._table(values)
-        if self._writer is None:
-            stream = self._stream or self._open_part()
-            self.schema = table.schema
-            self._writer = pq.ParquetWriter(
-                stream, table.schema, compression=self.sink.options["compression"]
-            )
-        self._buffer.append(table)
-        self._buffered += table.num_rows
-        while self._buffered >= self.row_group_size:
-            self._write_rows(self.row_group_size)
-
-    def _write_rows(self, n: int) -> None:
-        """Writes the first ``n`` buffered rows as one row group."""
-        table = pa.concat_tables(self._buffer)
-        head, rest = table.slice(0, n), table.slice(n)
-        self._writer.write_table(head, row_group_size=self.row_group_size)  # type: ignore[union-attr]
-        self._buffer = [rest] if rest.num_rows else []
-        self._buffered = rest.num_rows
-
-    def _finish(self) -> None:
-        if self._writer is None:
-            return
-        if self._buffered:
-            self._write_rows(self._buffered)
-        writer, self._writer = self._writer, None
-        writer.close()
-
-    def close(self) -> None:
-        self._writer = None
-        self._buffer, self._buffered = [], 0
-        super().close()
+        return FileSink
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,8 @@ subtask can seek anywhere. Rows arrive as dicts.
 
 Sink: each subtask gathers its records into Arrow tables (dict records become columns, anything
 else a single ``value`` column) and hands them to the driver with the job result, where
-``JobExecutionResult.get_ray_dataset(name)`` turns them into a Dataset.
+``JobExecutionResult.get_ray_dataset(name)`` turns them into a Dataset. What a subtask gathered
+is in its checkpoints, so after a restore the result holds every record exactly once.
 """
 
 from __future__ import annotations
@@ -93,6 +94,19 @@ class _TableWriter(SinkWriter):
 
     def result(self) -> list[pa.Table]:
         return self.tables
+
+    def snapshot_state(self, checkpoint_id: int) -> list:
+        """Every table so far, then the rows not yet in a table (as one list entry)."""
+        return [*self.tables, list(self.rows)] if self.rows else list(self.tables)
+
+    def restore_state(self, entries: list) -> None:
+        for entry in entries:
+            if isinstance(entry, pa.Table):
+                self.tables.append(entry)
+            else:
+                self.rows.extend(entry)
+        if len(self.rows) >= self.rows_per_table:
+            self._cut()
 
 
 class RayDatasetSink(Sink):

@@ -64,3 +64,12 @@ def test_readme_example_runs_on_an_embedded_ray():
     out = run_script(ROOT / "examples" / "wordcount.py")
     assert "48 distinct words" in out
     assert "    13  to" in out
+
+
+@pytest.mark.slow
+def test_job_recovers_from_the_loss_of_a_node():
+    out = json.loads(run_script(SCRIPTS / "node_loss.py"))
+    assert out["tasks_on_removed_node"] >= 1
+    assert out["restarts"] >= 1 and out["restored_from"][0] >= 1
+    assert out["count"] == 30_000  # and the script checked every event once, counts contiguous
+    assert out["alive_nodes"] == 2  # head and the remaining worker

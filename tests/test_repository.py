@@ -158,6 +158,7 @@ PUBLIC_RAYSTREAM = [
 
 
 PUBLIC_OPERATORS = [
+    "TwoPhaseCommitSink",
     "Boundedness",
     "CollectionSource",
     "FileSink",

@@ -200,9 +200,10 @@ class StreamExecutionEnvironment:
                 num_cpus=0,
                 max_concurrency=1000,
                 # the job master lives where the driver runs: losing a worker node must not
-                # take the job's coordinator with it
+                # take the job's coordinator with it (a soft affinity lets Ray move a zero-CPU
+                # actor to a worker node, so it is hard)
                 scheduling_strategy=NodeAffinitySchedulingStrategy(
-                    ray.get_runtime_context().get_node_id(), soft=True
+                    ray.get_runtime_context().get_node_id(), soft=False
                 ),
             )
             .remote(job_id, plan_bytes, refs, name, restore)

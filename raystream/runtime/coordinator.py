@@ -329,7 +329,8 @@ class CheckpointCoordinator:
             "completed": len(self.completed),
             "failed": self.failed,
             "in_progress": len(self.pending),
-            "last_completed": None if last is None else last.__dict__,
+            "last_completed": None if last is None else dict(last.__dict__),
+            "history": [dict(c.__dict__) for c in self.completed[-20:]],
             "location": self.store.location,
         }
 

@@ -433,8 +433,18 @@ class JobMaster:
             "runtime_s": (self.ended_at or time.time()) - self.started_at,
             "tasks": list(self.results.values()),
             "restarts": self.restarts,
-            "checkpoints": self.coordinator.stats() if self.coordinator else None,
+            "checkpoints": self._checkpoint_summary(),
         }
+
+    def _checkpoint_summary(self) -> dict[str, Any] | None:
+        if self.coordinator is None:
+            return None
+        out = self.coordinator.stats()
+        per_task = [r.checkpoint_stats for r in self.results.values() if r.checkpoint_stats]
+        taken = sum(t["taken"] for t in per_task)
+        out["sync_pause_ms_max"] = max((t["sync_ms_max"] for t in per_task), default=0.0)
+        out["sync_pause_ms_avg"] = sum(t["sync_ms_sum"] for t in per_task) / taken if taken else 0.0
+        return out
 
     async def cancel(self) -> str:
         if self.status not in JobStatusName.TERMINAL:

@@ -89,6 +89,8 @@ class TaskResult:
     duration_s: float = 0.0
     #: encoded :class:`TaskSnapshot` of the finished task (with checkpointing on)
     final_snapshot: bytes | None = None
+    #: snapshots taken and their synchronous pauses
+    checkpoint_stats: dict[str, float] = field(default_factory=dict)
 
 
 class Task:
@@ -123,6 +125,7 @@ class Task:
         self._input_done = False  # every input ended: the coordinator triggers this task itself
         self._output_ended = False  # END_OF_INPUT went out: barriers have nowhere to go
         self._async_error: BaseException | None = None
+        self._notified = 0  # newest checkpoint operators heard was complete
         self._snapshots_in_flight: set[asyncio.Task] = set()
         self.checkpoint_stats: dict[str, float] = {
             "taken": 0,
@@ -216,8 +219,11 @@ class Task:
         return self.state
 
     async def metrics(self) -> dict[str, Any]:
+        import ray
+
         out = {
             "task": self.name,
+            "node": ray.get_runtime_context().get_node_id(),
             "state": self.state,
             "queued_in": self.gate.queued(),
             "watermark": self._last_wm,
@@ -285,6 +291,7 @@ class Task:
             },
             duration_s=time.monotonic() - self.started_at,
             final_snapshot=final,
+            checkpoint_stats=dict(self.checkpoint_stats),
         )
 
     def _close(self, failed: bool) -> TaskError | None:
@@ -532,16 +539,26 @@ class Task:
 
     async def notify_checkpoint_complete(self, checkpoint_id: int, final_included: bool) -> None:
         """Checkpoint ``checkpoint_id`` is complete; ``final_included``: it holds this task's final
-        snapshot (so whatever that snapshot prepared may be committed too)."""
+        snapshot (so whatever that snapshot prepared may be committed too). Notifications may
+        arrive late or out of order: one older than what operators already heard is dropped."""
         cid = FINAL_CHECKPOINT_ID if final_included else checkpoint_id
-        for op in self.operators:
+        if cid <= self._notified:
+            return
+        self._notified = cid
+        first: BaseException | None = None
+        for op in self.operators:  # every operator hears of it, even after one failed
             try:
                 op.notify_checkpoint_complete(cid)
+            except RaystreamError as exc:
+                first = first or exc
             except Exception as exc:
                 err = op.user_error(exc, None, f"completion of checkpoint {checkpoint_id}")
-                if self.state == "RUNNING":
-                    self._async_error = err
-                raise err from exc
+                err.__cause__ = exc
+                first = first or err
+        if first is not None:
+            if self.state == "RUNNING":
+                self._async_error = first
+            raise first
 
     async def abort_checkpoint(self, checkpoint_id: int) -> None:
         self.barriers.abort(checkpoint_id)

@@ -1,0 +1,193 @@
+"""Checkpoint overhead and recovery time.
+
+    python bench/checkpoints.py                        # 3M events, p=2, memory and LMDB
+    python bench/checkpoints.py --events 1000000 --backend memory
+
+1. Overhead: the keyed tumbling-window workload of bench/windows.py (1000 keys, 3 s disorder,
+   10 s windows, count and sum) with checkpoints off and with exactly-once checkpoints every
+   second, per state backend. Reports throughput of both, the loss, checkpoints completed, their
+   size and duration, and the longest synchronous pause a task took for one.
+2. Recovery: a paced job (events -> key_by -> keyed counter -> sink) with checkpoints every
+   second; one task actor is killed; reports the time from the kill to the first record the
+   restarted job writes (fixed-delay restart with no delay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import ray
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from windows import (  # noqa: E402 - the sibling benchmark's workload
+    WINDOW_MS,
+    CountSum,
+    EventSource,
+    ResultSink,
+    key_of,
+    make_events,
+    ts_of,
+)
+
+from raystream import (  # noqa: E402
+    KeyedProcessFunction,
+    RestartStrategies,
+    StreamExecutionEnvironment,
+    TumblingEventTimeWindows,
+    ValueStateDescriptor,
+    WatermarkStrategy,
+)
+from raystream.checkpointing import LmdbStateBackend  # noqa: E402
+
+
+def run_windows(source: EventSource, p: int, backend: str, interval_ms: int | None) -> dict:
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(p)
+    if backend == "lmdb":
+        env.set_state_backend(LmdbStateBackend())
+    if interval_ms:
+        env.enable_checkpointing(interval_ms)
+        env.get_checkpoint_config().set_checkpoint_storage(tempfile.mkdtemp(prefix="rs-bench-"))
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        source.disorder
+    ).with_timestamp_assigner(ts_of)
+    (
+        env.from_source(source, strategy, "events")
+        .key_by(key_of)
+        .window(TumblingEventTimeWindows.of(WINDOW_MS))
+        .aggregate(CountSum())
+        .sink_to(ResultSink())
+        .name("sink")
+    )
+    t0 = time.perf_counter()
+    result = env.execute(f"ckpt-bench-{backend}-{interval_ms}")
+    total = time.perf_counter() - t0
+    parts = [r for r in result.get_sink_result("sink") if r[0]]
+    return {
+        "total_s": total,
+        "counted": sum(x[1] for x in parts),
+        "checkpoints": result.checkpoints,
+    }
+
+
+class Counter(KeyedProcessFunction):
+    def open(self, ctx):
+        self.n = ctx.get_state(ValueStateDescriptor("n"))
+
+    def process_element(self, value, ctx):
+        n = (self.n.value() or 0) + 1
+        self.n.update(n)
+        yield (value[0], n)
+
+
+class FirstWriteAfterRestart:
+    """Sink function: the wall-clock time of the first record each restarted attempt writes."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def open(self, ctx):
+        self.attempt = ctx.get_attempt_number()
+        self.seen = False
+
+    def invoke(self, value, context):
+        if not self.seen and self.attempt > 0:
+            self.seen = True
+            with open(f"{self.path}.{self.attempt}", "a") as f:
+                f.write(f"{time.time()}\n")
+
+
+def recovery_time(backend: str) -> dict:
+    from raystream import SinkFunction
+    from tests.chaos_jobs import PacedEvents, wait_until
+
+    class Sink(FirstWriteAfterRestart, SinkFunction):
+        pass
+
+    marks = tempfile.mktemp(prefix="rs-recovery-")
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(2)
+    if backend == "lmdb":
+        env.set_state_backend(LmdbStateBackend())
+    env.enable_checkpointing(1000)
+    env.get_checkpoint_config().set_checkpoint_storage(tempfile.mkdtemp(prefix="rs-bench-"))
+    env.set_restart_strategy(RestartStrategies.fixed_delay_restart(1, 0))
+    (
+        env.from_source(PacedEvents(400_000, rate=20_000), source_name="events")
+        .key_by(lambda e: e[0])
+        .process(Counter())
+        .name("counter")
+        .add_sink(Sink(marks))
+    )
+    job = f"recovery-{backend}"
+    client = env.execute_async(job)
+    wait_until(lambda: client.get_checkpoint_stats()["completed"] >= 2, what="checkpoints")
+    victim = next(
+        n
+        for n in ray.util.list_named_actors()
+        if n.startswith(f"raystream:{job}:") and "counter" in n.lower()
+    )
+    t_kill = time.time()
+    ray.kill(ray.get_actor(victim))
+    wait_until(lambda: os.path.exists(f"{marks}.1"), timeout_s=60, what="output after the restart")
+    first = min(float(x) for x in open(f"{marks}.1").read().split())
+    stats = client.get_checkpoint_stats()
+    client.cancel()
+    return {"recovery_s": first - t_kill, "restarts": stats["restarts"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=3_000_000)
+    ap.add_argument("--parallelism", type=int, default=2)
+    ap.add_argument("--backend", choices=["memory", "lmdb"], nargs="+", default=["memory", "lmdb"])
+    ap.add_argument("--interval-ms", type=int, default=1000)
+    args = ap.parse_args()
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([here, root])}},
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, Ray {ray.__version__}"
+    )
+    p = args.parallelism
+    events = make_events(0, args.events, 1000, 3000, seed=7)
+    print(f"{args.events:,} events, 1000 keys, 10 s windows, parallelism {p}")
+    for backend in args.backend:
+        off = run_windows(EventSource.put(events, p, 3000), p, backend, None)
+        on = run_windows(EventSource.put(events, p, 3000), p, backend, args.interval_ms)
+        assert off["counted"] == on["counted"] == args.events, (off, on)
+        c = on["checkpoints"]
+        periodic = c["history"][:-1] or c["history"]  # the last one is the job-end checkpoint
+        rate_off = args.events / off["total_s"]
+        rate_on = args.events / on["total_s"]
+        print(
+            f"  {backend}: off {rate_off / 1e6:.2f} M ev/s ({off['total_s']:.1f} s), "
+            f"exactly-once every {args.interval_ms} ms {rate_on / 1e6:.2f} M ev/s "
+            f"({on['total_s']:.1f} s): loss {100 * (1 - rate_on / rate_off):.1f} %; "
+            f"{c['completed']} checkpoints, up to {max(h['size_bytes'] for h in periodic) / 1e6:.2f}"
+            f" MB, {sum(h['duration_ms'] for h in periodic) / len(periodic):.0f} ms on average; "
+            "longest task pause "
+            f"{c.get('sync_pause_ms_max', 0):.1f} ms"
+        )
+    for backend in args.backend:
+        r = recovery_time(backend)
+        print(
+            f"  recovery ({backend}): kill -> first output of the new attempt {r['recovery_s']:.2f} s"
+        )
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
