@@ -50,9 +50,9 @@ class CountAndSum(AggregateFunction):
         return (a[0] + b[0], a[1] + b[1])
 
 
-def with_window(key, window, results):
+def with_window(key, context, results):
     (count, total) = next(iter(results))
-    yield (key, window.start, count, total)
+    yield (key, context.window().start, count, total)
 
 
 class NumberWindows(KeyedProcessFunction):
@@ -92,9 +92,7 @@ def run_with_nemesis(tmp_path, backend, mode, seed: int, kills: int = 3) -> tupl
     env.enable_checkpointing(200, mode)
     env.get_checkpoint_config().set_checkpoint_storage(str(tmp_path / "checkpoints"))
     env.set_restart_strategy(RestartStrategies.fixed_delay_restart(kills + 2, 0))
-    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(
-        lambda e, ts: e[2]
-    )
+    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda e: e[2])
     (
         env.from_source(PacedEvents(N_EVENTS, rate=12_000, chunk=500), strategy, "events")
         .key_by(lambda e: e[0])

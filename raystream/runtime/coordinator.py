@@ -302,6 +302,7 @@ class CheckpointCoordinator:
         asyncio.ensure_future(asyncio.to_thread(_discard_quietly, store, cid))
         if p.done is not None and not p.done.done():
             p.done.set_exception(exc)
+            p.done.exception()  # only savepoint callers await it: no "never retrieved" noise
 
     def abort_all(self, reason: str) -> None:
         for p in list(self.pending.values()):
