@@ -55,9 +55,11 @@ class ExecutionConfig:
     #: what happens after a failure (None: exponential delay with checkpointing, else none)
     restart_strategy: Any = None
     #: the job master pings every task this often and fails over when one does not answer
-    #: within the timeout (a task busy in one user call longer than that counts as hung)
+    #: within the timeout. A task answers between batches, so one batch whose user calls take
+    #: longer than the timeout (say, slow inference over 8192 records) counts as hung: raise
+    #: the timeout, or lower ``batch_size``, for such jobs.
     heartbeat_interval_ms: int = 5_000
-    heartbeat_timeout_ms: int = 60_000
+    heartbeat_timeout_ms: int = 120_000
 
     def set_auto_watermark_interval(self, interval: Duration) -> ExecutionConfig:
         self.auto_watermark_interval_ms = to_millis(interval, "auto watermark interval")
