@@ -25,6 +25,7 @@ from tests.chaos_jobs import (
     SequenceCheck,
     check_sequences,
     kill_task,
+    task_actor_names,
     wait_until,
 )
 
@@ -304,3 +305,20 @@ def test_checkpoint_store_holds_the_retained_checkpoints(tmp_path):
 def test_results_with_checkpointing_equal_those_without(tmp_path, p):
     _, stream = sequence_job(tmp_path, 5000, rate=1e9, parallelism=p, interval_ms=20)
     check_sequences(list(stream.execute_and_collect("no-failure")), 5000)
+
+
+def test_losing_the_job_master_ends_the_job_with_a_clear_error(tmp_path):
+    import ray
+
+    env, stream = sequence_job(tmp_path, 200_000, rate=2000)
+    stream.add_sink(lambda v: None)
+    client = env.execute_async("lost-master")
+    wait_until(lambda: completed(client) >= 1, what="a checkpoint")
+    master = next(
+        n for n in ray.util.list_named_actors() if n.startswith("raystream:jobmaster:lost-master:")
+    )
+    ray.kill(ray.get_actor(master))
+    with pytest.raises(JobExecutionError, match="job master died"):
+        client.wait(60)
+    # the task actors belong to the job master and go with it
+    wait_until(lambda: not task_actor_names("lost-master"), what="the tasks to go")

@@ -77,37 +77,51 @@ class JobClient:
     def get_job_id(self) -> str:
         return self.job_id
 
+    def _call(self, ref: Any) -> Any:
+        """Waits for a call to the job master; its death ends the job (it is not recoverable)."""
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            err = JobExecutionError(
+                f"job {self.job_id}: its job master died ({type(exc).__name__}); the job and its "
+                "tasks are gone (a job master is not restarted; resume from a retained "
+                "checkpoint or a savepoint)",
+                self.job_id,
+                exc,
+            )
+            raise err from exc
+
     def get_job_status(self) -> JobStatus:
-        return JobStatus(ray.get(self._jm.get_status.remote()))
+        return JobStatus(self._call(self._jm.get_status.remote()))
 
     def cancel(self) -> JobStatus:
-        return JobStatus(ray.get(self._jm.cancel.remote()))
+        return JobStatus(self._call(self._jm.cancel.remote()))
 
     def metrics(self) -> dict[str, Any]:
         """Live per-task metrics: records in/out per operator, queued input, watermark, ..."""
-        return ray.get(self._jm.metrics.remote())  # type: ignore[no-any-return]
+        return self._call(self._jm.metrics.remote())  # type: ignore[no-any-return]
 
     def get_checkpoint_stats(self) -> dict[str, Any]:
         """Restarts, failure causes, and checkpoint counts with the last completed checkpoint's
         id, size, duration and location."""
-        return ray.get(self._jm.checkpoint_stats.remote())  # type: ignore[no-any-return]
+        return self._call(self._jm.checkpoint_stats.remote())  # type: ignore[no-any-return]
 
     def get_restarts(self) -> int:
         return int(self.get_checkpoint_stats()["restarts"])
 
     def trigger_checkpoint(self) -> dict[str, Any]:
         """Takes a checkpoint now; returns its id, size and duration once it completed."""
-        return ray.get(self._jm.trigger_checkpoint.remote())  # type: ignore[no-any-return]
+        return self._call(self._jm.trigger_checkpoint.remote())  # type: ignore[no-any-return]
 
     def trigger_savepoint(self, path: str) -> str:
         """Writes a savepoint to ``path`` (a local directory or a ``pyarrow.fs`` URI) and
         returns it; the job keeps running."""
-        ray.get(self._jm.trigger_savepoint.remote(str(path)))
+        self._call(self._jm.trigger_savepoint.remote(str(path)))
         return str(path)
 
     def stop_with_savepoint(self, path: str) -> str:
         """Writes a savepoint to ``path``, commits its side effects, and stops the job."""
-        ray.get(self._jm.stop_with_savepoint.remote(str(path)))
+        self._call(self._jm.stop_with_savepoint.remote(str(path)))
         return str(path)
 
     def wait(self, timeout: float | None = None) -> JobExecutionResult:
@@ -118,7 +132,7 @@ class JobClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             step = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
-            raw = ray.get(self._jm.wait.remote(step))
+            raw = self._call(self._jm.wait.remote(step))
             if raw is not None:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -132,7 +146,7 @@ class JobClient:
         return self.wait()
 
     def _collect_fetch(self, max_wait_s: float) -> tuple[list, bool]:
-        return ray.get(self._jm.collect_fetch.remote(max_wait_s))  # type: ignore[no-any-return]
+        return self._call(self._jm.collect_fetch.remote(max_wait_s))  # type: ignore[no-any-return]
 
 
 def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionResult:
