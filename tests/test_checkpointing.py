@@ -13,7 +13,9 @@ from raystream import (
     CheckpointingMode,
     DataStream,
     JobExecutionError,
+    KeyedBroadcastProcessFunction,
     MapFunction,
+    MapStateDescriptor,
     RestartStrategies,
     StreamExecutionEnvironment,
 )
@@ -322,3 +324,45 @@ def test_losing_the_job_master_ends_the_job_with_a_clear_error(tmp_path):
         client.wait(60)
     # the task actors belong to the job master and go with it
     wait_until(lambda: not task_actor_names("lost-master"), what="the tasks to go")
+
+
+RULES = MapStateDescriptor("rules")
+
+
+class ScaleByRule(KeyedBroadcastProcessFunction):
+    def process_element(self, value, ctx):
+        yield (value[0], value[1], ctx.get_broadcast_state(RULES).get("factor"))
+
+    def process_broadcast_element(self, rule, ctx):
+        ctx.get_broadcast_state(RULES).put(rule[0], rule[1])
+
+
+def rules_job(parallelism: int, factor: int, rate: float, tmp_path) -> DataStream:
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(parallelism)
+    env.enable_checkpointing(600_000)
+    env.get_checkpoint_config().set_checkpoint_storage(str(tmp_path / f"c{parallelism}"))
+    rules = env.from_collection([("factor", factor)]).broadcast(RULES)
+    return (
+        env.from_source(PacedEvents(12_000, rate), source_name="events")
+        .key_by(lambda e: e[0])
+        .connect(rules)
+        .process(ScaleByRule())
+        .uid("scale")
+        .name("scale")
+    )
+
+
+def test_broadcast_state_and_source_progress_survive_a_rescale(tmp_path):
+    col = Collector(rules_job(2, 7, 3000, tmp_path).execute_and_collect("rules-before"))
+    wait_until(lambda: records_in(col.client, "scale") >= 2000, what="part of the input")
+    path = str(tmp_path / "sp")
+    col.client.stop_with_savepoint(path)
+    before = col.join()
+    assert any(f == 7 for _, _, f in before)
+    # the restored job names another factor: its rule source is done (restored progress), and
+    # every subtask — also the one that did not exist before — holds the restored rule
+    stream = rules_job(3, 99, 50_000, tmp_path)
+    after = list(stream.execute_and_collect("rules-after", savepoint_path=path))
+    assert after and {f for _, _, f in after} == {7}
+    assert sorted(v[1] for v in before + after) == list(range(12_000))

@@ -359,7 +359,12 @@ class DataStream:
         )
 
     def execute_and_collect(
-        self, job_execution_name: str | None = None, limit: int | None = None
+        self,
+        job_execution_name: str | None = None,
+        limit: int | None = None,
+        *,
+        savepoint_path: str | None = None,
+        allow_non_restored_state: bool = False,
     ) -> CollectResultIterator | list:
         """Runs the job and returns its records: an iterator (close it, or use ``with``, to stop
         an unbounded job), or with ``limit`` a list of at most that many records."""
@@ -367,7 +372,11 @@ class DataStream:
         self._add_sink(
             "Collect", functools.partial(CollectSinkOperator, collect_id=collect_id), inherit=True
         )
-        client = self._env.execute_async(job_execution_name or "collect")
+        client = self._env.execute_async(
+            job_execution_name or "collect",
+            savepoint_path=savepoint_path,
+            allow_non_restored_state=allow_non_restored_state,
+        )
         from raystream.runtime.client import CollectResultIterator
 
         it = CollectResultIterator(client)
