@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,32 @@ class TaskSnapshot:
     operators: dict[str, OperatorSnapshot]
     sync_ms: float = 0.0
     async_ms: float = 0.0
+
+
+def freeze(snap: OperatorSnapshot) -> tuple[Any, bytes]:
+    """Splits a fresh operator snapshot into its keyed-state view and the other parts pickled
+    now: they are Python objects the next record may change."""
+    rest = OperatorSnapshot({}, snap.timers, snap.operator, snap.broadcast)
+    return snap.keyed, pickle.dumps(rest, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def assemble(checkpoint_id: int, frozen: list[tuple[str, Any, bytes]], sync_ms: float) -> bytes:
+    """The encoded task snapshot from ``(uid, keyed view, frozen rest)`` per operator; a view is
+    serialized here (the task runs this in a thread) and closed."""
+    t0 = time.perf_counter()
+    operators = {}
+    for uid, keyed, rest_bytes in frozen:
+        rest: OperatorSnapshot = pickle.loads(rest_bytes)
+        if isinstance(keyed, dict):
+            rest.keyed = keyed
+        else:
+            try:
+                rest.keyed = keyed.serialize()
+            finally:
+                keyed.close()
+        operators[uid] = rest
+    async_ms = (time.perf_counter() - t0) * 1000.0
+    return encode(TaskSnapshot(checkpoint_id, operators, sync_ms, async_ms))
 
 
 def encode(snapshot: TaskSnapshot) -> bytes:

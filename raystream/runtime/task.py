@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import pickle
 import time
 import traceback
 from collections import deque
@@ -24,13 +23,12 @@ from raystream.checkpointing.backends.factory import HashMapStateBackend
 from raystream.checkpointing.snapshot import (
     FINAL_CHECKPOINT_ID,
     OperatorSnapshot,
-    TaskSnapshot,
-    encode,
+    assemble,
+    freeze,
 )
 from raystream.config import ExecutionConfig
 from raystream.core.keys import key_group_range
-from raystream.core.time import MAX_TS, MIN_TS, SystemClock
-from raystream.core.watermarks import WatermarkValve
+from raystream.core.time import SystemClock
 from raystream.errors import ChannelError, RaystreamError, TaskError
 from raystream.graph.plan import ChainSpec, EdgeSpec
 from raystream.operators.base import (
@@ -55,6 +53,7 @@ from raystream.runtime.elements import (
     WatermarkStatus,
 )
 from raystream.runtime.gate import InputGate
+from raystream.runtime.input_watermarks import InputWatermarks
 
 
 @dataclass
@@ -114,8 +113,7 @@ class Task:
         self.writer: Writer | None = None
         self.state = "CREATED"
         self.started_at = 0.0
-        self._last_wm = MIN_TS
-        self._init_valves()
+        self.watermarks = InputWatermarks(spec.input_channels)
         self._factories = [(n, n.factory) for n in spec.chain.nodes]
         self._backends: list[Any] = []
         ckpt = spec.config.checkpoint
@@ -204,6 +202,7 @@ class Task:
             )
             op.setup(ctx, main, sides)
         self.operators = [ops[n.id] for n, _ in self._factories]
+        self.watermarks.head = self.operators[0]
         self._uids = [n.uid for n, _ in self._factories]
         self._async_ops = [op for op in self.operators if op.has_async_work]
         self._job_master = services.get("job_master")
@@ -226,7 +225,7 @@ class Task:
             "node": ray.get_runtime_context().get_node_id(),
             "state": self.state,
             "queued_in": self.gate.queued(),
-            "watermark": self._last_wm,
+            "watermark": self.watermarks.last,
             "operators": {op.name: op.metrics() for op in self.operators},
             "checkpoints": dict(self.checkpoint_stats, alignments=self.barriers.alignments),
         }
@@ -426,9 +425,9 @@ class Task:
                 head.records_in += len(message.values)
                 process[inputs[channel]](message)
             elif kind is Watermark:
-                self._on_watermark(channel, message.timestamp)
+                self.watermarks.on_watermark(channel, message.timestamp)
             elif kind is WatermarkStatus:
-                self._on_status(channel, message.idle)
+                self.watermarks.on_status(channel, message.idle)
             elif kind is CheckpointBarrier:
                 due = self.barriers.on_barrier(channel, message)
                 if due is not None:
@@ -455,65 +454,9 @@ class Task:
             if taken & 15 == 0:
                 await asyncio.sleep(0)  # let control calls in
 
-    # -- watermarks: one valve per logical input, operator watermark = min over active inputs ---
-
-    def _init_valves(self) -> None:
-        chans = self.spec.input_channels
-        n_inputs = max((inp for inp, _ in chans), default=0) + 1
-        self._local = []
-        counts = [0] * n_inputs
-        for inp, _ in chans:
-            self._local.append(counts[inp])
-            counts[inp] += 1
-        self._input_of = [inp for inp, _ in chans]
-        self._valves = [WatermarkValve(c) for c in counts]
-        self._input_wm = [MIN_TS] * n_inputs
-        self._idle_out = False
-
-    def _advance(self, also: int | None = None) -> None:
-        """Forwards the minimum over inputs that are not idle (``also``: count that input even
-        though it just went idle — its catch-up watermark must go out before the IDLE status)."""
-        active = [
-            w
-            for i, (w, v) in enumerate(zip(self._input_wm, self._valves))
-            if not v.output_idle or i == also
-        ]
-        if not active:
-            return
-        combined = min(active)
-        if combined > self._last_wm:
-            self._last_wm = combined
-            self.operators[0].process_watermark(combined)
-
-    def _on_watermark(self, channel: int, timestamp: int) -> None:
-        inp = self._input_of[channel]
-        new = self._valves[inp].on_watermark(self._local[channel], timestamp)
-        if new is not None:
-            self._input_wm[inp] = new
-            self._advance()
-
-    def _on_status(self, channel: int, idle: bool) -> None:
-        inp = self._input_of[channel]
-        valve = self._valves[inp]
-        if idle:
-            new = valve.on_idle(self._local[channel])
-            if new is not None:
-                self._input_wm[inp] = new
-                self._advance(also=inp)
-            else:
-                self._advance()
-        else:
-            valve.on_active(self._local[channel])
-        all_idle = all(v.output_idle for v in self._valves)
-        if all_idle != self._idle_out:
-            self._idle_out = all_idle
-            self.operators[0].process_watermark_status(all_idle)
-
     async def _finish(self) -> None:
-        if self._last_wm < MAX_TS and not isinstance(self.operators[0], SourceOperator):
-            # every input ended: whatever the channels said last, no more records will come
-            self._last_wm = MAX_TS
-            self.operators[0].process_watermark(MAX_TS)
+        if not isinstance(self.operators[0], SourceOperator):
+            self.watermarks.end_of_input()
         for op in self.operators:
             op.finish()
         await self.writer.send_ready()  # type: ignore[union-attr]
@@ -595,26 +538,8 @@ class Task:
                 raise
             except Exception as exc:
                 raise op.user_error(exc, None, f"snapshot of checkpoint {cid}") from exc
-            rest = OperatorSnapshot({}, snap.timers, snap.operator, snap.broadcast)
-            out.append((uid, snap.keyed, pickle.dumps(rest, protocol=pickle.HIGHEST_PROTOCOL)))
+            out.append((uid, *freeze(snap)))
         return out
-
-    @staticmethod
-    def _assemble(cid: int, frozen: list[tuple[str, Any, bytes]], sync_ms: float) -> bytes:
-        t0 = time.perf_counter()
-        operators = {}
-        for uid, keyed, rest_bytes in frozen:
-            rest: OperatorSnapshot = pickle.loads(rest_bytes)
-            if isinstance(keyed, dict):
-                rest.keyed = keyed
-            else:  # a backend's consistent view
-                try:
-                    rest.keyed = keyed.serialize()
-                finally:
-                    keyed.close()
-            operators[uid] = rest
-        snap = TaskSnapshot(cid, operators, sync_ms, (time.perf_counter() - t0) * 1000.0)
-        return encode(snap)
 
     async def _write_snapshot(self, cid: int, frozen: list, sync_ms: float) -> None:
         """The asynchronous part: serialize (LMDB views in a thread), put the bytes in the Ray
@@ -623,7 +548,7 @@ class Task:
 
         try:
             # an LMDB view reads in a read transaction while the task goes on writing
-            data = await asyncio.to_thread(self._assemble, cid, frozen, sync_ms)
+            data = await asyncio.to_thread(assemble, cid, frozen, sync_ms)
             for op in self._async_ops:  # output cut at the barrier goes out before the ack
                 flush = getattr(op, "flush_sealed", None)
                 if flush is not None:
@@ -643,7 +568,7 @@ class Task:
     async def _final_snapshot(self) -> bytes:
         """The state the task finished with: it stands for this task in every later checkpoint."""
         frozen = self._snapshot_operators(FINAL_CHECKPOINT_ID)
-        return self._assemble(FINAL_CHECKPOINT_ID, frozen, 0.0)
+        return assemble(FINAL_CHECKPOINT_ID, frozen, 0.0)
 
 
 class _OperatorTime:
