@@ -93,6 +93,7 @@ class SourceOperator(StreamOperator):
         self.split_index = 0
         self.reader: SplitReader | None = None
         self._offsets: dict[int, Any] = {}  # restored offsets by split number
+        self._finished: list[tuple] = []  # splits restored as done, kept for the next snapshot
 
     def initialize_state(self, restored: Any) -> None:
         super().initialize_state(restored)
@@ -143,7 +144,7 @@ class SourceOperator(StreamOperator):
                 entries.append((n, split, self._offsets.get(n), False))
         if self.ctx is not None and self.ctx.subtask_index == 0:
             # splits finished before a restore stay recorded, for the next rescale
-            entries.extend(getattr(self, "_finished", []))
+            entries.extend(self._finished)
         self.operator_state.get_union_list_state(_SPLIT_STATE).update(entries)
         return super().snapshot_state(checkpoint_id)
 
