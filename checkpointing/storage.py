@@ -391,7 +391,7 @@ def _checkpoint_prefix(prefix: bytes, checkpoint_id: int) -> bytes:
     return prefix + b"%020d" % checkpoint_id
 
 
-def _scan(txn: lmdb.Transaction, prefix: bytes) -> Iterator[bytes]:
+def _scan(txn: lmdb.Transaction[bytes], prefix: bytes) -> Iterator[bytes]:
     cursor = txn.cursor()
     if cursor.set_range(prefix):
         for key in cursor.iternext(keys=True, values=False):
@@ -400,7 +400,7 @@ def _scan(txn: lmdb.Transaction, prefix: bytes) -> Iterator[bytes]:
             yield key
 
 
-def _delete_prefix(txn: lmdb.Transaction, prefix: bytes) -> None:
+def _delete_prefix(txn: lmdb.Transaction[bytes], prefix: bytes) -> None:
     cursor = txn.cursor()
     if cursor.set_range(prefix):
         while cursor.key().startswith(prefix) and cursor.delete():

@@ -8,6 +8,7 @@ selector; state and timers are shared by the key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from raystream.api.functions import (
@@ -64,7 +65,7 @@ class CoFlatMapOperator(UdfOperator):
         fn = self._fns[which]
         out: list = []
         ts_out: list = []
-        stamps = batch.timestamps or [None] * len(batch.values)
+        stamps: Sequence[int | None] = batch.timestamps or [None] * len(batch.values)
         v = None
         try:
             for v, t in zip(batch.values, stamps):
@@ -244,7 +245,8 @@ class CoProcessOperator(UdfOperator):
         ks = None
         if self.key_selectors is not None:
             ks = self.key_selectors[which]
-            backend = self.ctx.keyed_backend  # type: ignore[union-attr]
+            assert self.ctx is not None and self.ctx.keyed_backend is not None  # see open()
+            backend = self.ctx.keyed_backend
             if ctx._broadcast_side:
                 # broadcast elements have no key: keyed state and timers are out of reach there
                 ks = None
@@ -252,7 +254,7 @@ class CoProcessOperator(UdfOperator):
                 ctx._key = None
         out: list = []
         ts_out: list = []
-        stamps = batch.timestamps or [None] * len(batch.values)
+        stamps: Sequence[int | None] = batch.timestamps or [None] * len(batch.values)
         v = None
         try:
             for v, t in zip(batch.values, stamps):

@@ -179,7 +179,12 @@ class FileSink(TwoPhaseCommitSink):
         return f"{self.directory.rstrip('/')}/{name}"
 
     def _new_part(self, path: str, open_stream: Callable[[], Any]) -> _PartFile:
-        cls = {"jsonl": _JsonlPart, "csv": _CsvPart, "parquet": _ParquetPart}[self.format]
+        parts: dict[str, type[_PartFile]] = {
+            "jsonl": _JsonlPart,
+            "csv": _CsvPart,
+            "parquet": _ParquetPart,
+        }
+        cls = parts[self.format]
         return cls(self, path, open_stream)
 
     # -- without checkpoints ---------------------------------------------------------------------

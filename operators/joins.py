@@ -16,6 +16,7 @@ Assigners, triggers, evictors and allowed lateness therefore behave as for any w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from raystream.core.keys import KeySelector
@@ -107,7 +108,7 @@ class IntervalJoinOperator(UdfOperator):
         from raystream.api.joins import ProcessJoinFunction
 
         if isinstance(fn, ProcessJoinFunction):
-            self._fn = fn.process_element
+            self._fn: Callable[..., Any] = fn.process_element
         elif callable(fn) and not isinstance(fn, type):
             self._fn = fn
         else:

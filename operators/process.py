@@ -10,6 +10,7 @@ them (before the watermark is forwarded), processing-time timers when the task's
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 from raystream.api.functions import KeyedProcessFunction, OutputTag, ProcessFunction
@@ -25,7 +26,7 @@ class TimeDomain(enum.Enum):
     PROCESSING_TIME = PROCESSING_TIME
 
 
-def _resolve_process(fn: Any, interface: type) -> Any:
+def _resolve_process(fn: Any, interface: type[Any]) -> Any:
     if isinstance(fn, interface):
         return fn.process_element
     if callable(fn):
@@ -179,7 +180,7 @@ class ProcessOperator(UdfOperator):
         out: list = []
         ts_out: list = []
         values = batch.values
-        stamps = batch.timestamps or [None] * len(values)
+        stamps: Sequence[int | None] = batch.timestamps or [None] * len(values)
         v = None
         try:
             for v, t in zip(values, stamps):
@@ -220,11 +221,12 @@ class KeyedProcessOperator(UdfOperator):
         ks = self._key_selector
         ctx = self._pctx
         ctx._domain = None
-        backend = self.ctx.keyed_backend  # type: ignore[union-attr]
+        assert self.ctx is not None and self.ctx.keyed_backend is not None  # see open()
+        backend = self.ctx.keyed_backend
         out: list = []
         ts_out: list = []
         values = batch.values
-        stamps = batch.timestamps or [None] * len(values)
+        stamps: Sequence[int | None] = batch.timestamps or [None] * len(values)
         v = None
         try:
             for v, t in zip(values, stamps):

@@ -14,6 +14,7 @@ import asyncio
 import sys
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -177,7 +178,7 @@ class SinkFunctionOperator(UdfOperator):
 
     def __init__(self, name: str, fn: Any):
         super().__init__(name, fn)
-        self._invoke = fn.invoke if isinstance(fn, SinkFunction) else fn
+        self._invoke: Callable[..., Any] = fn.invoke if isinstance(fn, SinkFunction) else fn
         if not callable(self._invoke):
             raise TypeError(f"add_sink expects a SinkFunction or a callable, got {fn!r}")
 

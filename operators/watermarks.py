@@ -46,7 +46,7 @@ class WatermarkEmitter:
             v = None
             try:
                 for i, (v, rt) in enumerate(zip(values, record_ts)):
-                    t = extract(v, rt)
+                    t: int | None = extract(v, rt)
                     if type(t) is not int or not MIN_TS < t <= MAX_TS:
                         t = valid_timestamp(t)
                         if t is None:
@@ -77,6 +77,7 @@ class WatermarkEmitter:
     def _stamp_by_value(self, values: list) -> tuple[list, list]:
         """Plain ``callable(value)`` assigners: one call per record, checked in bulk."""
         fn = self.by_value
+        assert fn is not None  # stamp() comes here only with a value extractor
         stamps: list = []
         append = stamps.append
         v = None

@@ -347,7 +347,7 @@ class LmdbSnapshotView:
 
     def __init__(
         self,
-        txn: lmdb.Transaction | None,
+        txn: lmdb.Transaction[bytes] | None,
         states: dict[int, StateMeta],
         key_groups: range,
         expiry_limits: dict[str, int],
@@ -463,7 +463,7 @@ class LmdbKeyedStateBackend(AbstractKeyedStateBackend):
             shutil.rmtree(self.path, ignore_errors=True)
             raise
         self._finalizer = weakref.finalize(self, _close_and_remove, self._env, self.path)
-        self._txn: lmdb.Transaction = self._env.begin(write=True)
+        self._txn: lmdb.Transaction[bytes] = self._env.begin(write=True)
         self._writes = 0
         self._commit_every = max(1, commit_every)
         self._ns_cache: dict[Any, bytes] = {}

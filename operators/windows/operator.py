@@ -320,13 +320,13 @@ class WindowOperator(UdfOperator):
         ks = self.key_selector
         wm = self.current_watermark
         lateness = self.lateness
-        assigner = self.assigner
+        assigner: Any = self.assigner  # tumbling or sliding: see self._fast
         size = assigner.size
         offset = assigner.offset
         tumbling = type(assigner) is TumblingEventTimeWindows
         step = size if tumbling else assigner.slide
         fn = self._reduce if reduce else self.function.add
-        create = None if reduce else self.function.create_accumulator
+        create: Any = None if reduce else self.function.create_accumulator  # None if unused
         local: dict[int, dict] = {}
         late: list = []
         late_but_allowed: list = []
@@ -373,7 +373,8 @@ class WindowOperator(UdfOperator):
         put = self.contents.put
         register = self.timers.register
         combine = self._reduce if reduce else self.function.merge
-        size = self.assigner.size
+        assigner: Any = self.assigner  # tumbling or sliding: see self._fast
+        size = assigner.size
         lateness = self.lateness
         for start, per_key in local.items():
             w = TimeWindow(start, start + size)
@@ -400,14 +401,14 @@ class WindowOperator(UdfOperator):
         register = self.timers.register
         wm = self.current_watermark
         lateness = self.lateness
-        assigner = self.assigner
+        assigner: Any = self.assigner  # tumbling or sliding: see self._fast
         size = assigner.size
         offset = assigner.offset
         tumbling = type(assigner) is TumblingEventTimeWindows
         step = size if tumbling else assigner.slide
         reduce = self.kind == REDUCE
         fn = self._reduce if reduce else self.function.add
-        create = None if reduce else self.function.create_accumulator
+        create: Any = None if reduce else self.function.create_accumulator  # None if unused
         windows: dict[int, TimeWindow] = {}
         late: list = []
         v = None
@@ -641,7 +642,7 @@ class WindowOperator(UdfOperator):
         get = contents.get
         lateness = self.lateness
         reduce = self.kind == REDUCE
-        result = None if reduce else self.function.get_result
+        result: Any = None if reduce else self.function.get_result  # None if unused
         out = self._out
         out_ts = self._out_ts
         for t, key, w in self.timers.due(EVENT_TIME, upto):

@@ -343,10 +343,12 @@ class DataStream:
     def sink_to(self, sink: Sink) -> DataStreamSink:
         if not isinstance(sink, Sink):
             raise TypeError(f"sink_to expects a raystream Sink, got {type(sink).__name__}")
-        operator = (
-            TwoPhaseCommitSinkOperator if isinstance(sink, TwoPhaseCommitSink) else SinkOperator
-        )
-        return self._add_sink(sink.describe(), functools.partial(operator, sink=sink))
+        factory: Callable[[str], SinkOperator]
+        if isinstance(sink, TwoPhaseCommitSink):
+            factory = functools.partial(TwoPhaseCommitSinkOperator, sink=sink)
+        else:
+            factory = functools.partial(SinkOperator, sink=sink)
+        return self._add_sink(sink.describe(), factory)
 
     def add_sink(self, sink_func: SinkFunction | Callable[[Any], None]) -> DataStreamSink:
         if not (isinstance(sink_func, SinkFunction) or callable(sink_func)):
@@ -434,7 +436,9 @@ class KeyedStream(DataStream):
         return self._aggregate("max_by", field)
 
     def process(
-        self, func: KeyedProcessFunction | Callable[[Any, Any], Any], output_type: Any = None
+        self,
+        func: KeyedProcessFunction | Callable[[Any, Any], Any],  # type: ignore[override]  # as in Flink
+        output_type: Any = None,
     ) -> DataStream:
         if isinstance(func, ProcessFunction):
             raise GraphError("on a keyed stream use a KeyedProcessFunction, not a ProcessFunction")

@@ -208,7 +208,7 @@ class StreamExecutionEnvironment:
             )
             .remote(job_id, plan_bytes, refs, name, restore)
         )
-        ray.get(jm.start.remote())
+        ray.get(jm.start.remote())  # type: ignore[attr-defined]  # Ray types async methods without .remote
         return JobClient(job_id, job_name, jm)
 
     def execute(

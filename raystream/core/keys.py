@@ -42,7 +42,7 @@ def encode_key(key: object) -> bytes:
     """The canonical byte form of a key; equal keys (as dict keys) encode equally."""
     t = type(key)
     if t is str:
-        return b"s" + key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+        return b"s" + key.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
     if t is int or t is bool:
         return b"i%d" % key  # type: ignore[str-format]
     if key is None:
@@ -68,13 +68,10 @@ def encode_key(key: object) -> bytes:
     if isinstance(key, _dt.datetime) and key.utcoffset() is not None:
         # aware datetimes are equal when they denote the same instant
         return b"d" + key.astimezone(_dt.timezone.utc).isoformat().encode()
-    if isinstance(key, _dt.time) and key.utcoffset() is not None:
+    if isinstance(key, _dt.time) and (offset := key.utcoffset()) is not None:
         return (
             b"d"
-            + (_dt.datetime.combine(_dt.date(2000, 1, 1), key) - key.utcoffset())
-            .time()
-            .isoformat()
-            .encode()
+            + (_dt.datetime.combine(_dt.date(2000, 1, 1), key) - offset).time().isoformat().encode()
             + b"Z"
         )
     if isinstance(key, (_dt.datetime, _dt.date, _dt.time)):

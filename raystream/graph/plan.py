@@ -43,7 +43,7 @@ class OutputSpec:
 class NodeSpec:
     id: int
     name: str
-    uid: str | None
+    uid: str  # state_uid(): the user's uid or one derived from the graph
     kind: str
     keyed: bool
     factory: Any  # ``factory(name) -> StreamOperator``; checked picklable when the plan is built
@@ -240,8 +240,8 @@ def build_plan(
         spec.outputs.append(OutputSpec(e.tag_id, edge_id=eid))
         chains[chain_ids[e.dst.id]].input_edges.append(eid)
 
-    for e in edge_specs:
-        _check_picklable(e.partitioner, f"the partitioning of edge {e.name!r}")
+    for edge in edge_specs:
+        _check_picklable(edge.partitioner, f"the partitioning of edge {edge.name!r}")
     return ExecutionPlan(job_name, chains, edge_specs, max_p, config.copy())
 
 

@@ -157,7 +157,7 @@ def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionR
             agg = ops.setdefault(name, {})
             for k, v in m.items():
                 if isinstance(v, (int, float)):
-                    agg[k] = agg.get(k, 0) + v
+                    agg[k] = agg.get(k, 0) + v  # type: ignore[assignment]  # every metric today is an int count
         for name, value in tr.sink_results.items():
             sinks.setdefault(name, {})[tr.subtask] = value
     return JobExecutionResult(

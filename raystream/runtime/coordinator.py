@@ -398,6 +398,6 @@ def restore_assignments(
             if not parts:
                 continue
             per_subtask = assign(parts, chain.parallelism, plan.max_parallelism, node.uid)
-            for i, snap in enumerate(per_subtask):
-                out.setdefault((chain.id, i), {})[node.uid] = snap
+            for i, part in enumerate(per_subtask):
+                out.setdefault((chain.id, i), {})[node.uid] = part
     return out

@@ -181,7 +181,9 @@ class JobMaster:
         if self.status in JobStatusName.TERMINAL:
             return
         self.status = JobStatusName.RUNNING
-        runs = {asyncio.ensure_future(_await(tasks[key].run.remote())): key for key in tasks}
+        runs: dict[asyncio.Future, TaskKey] = {
+            asyncio.ensure_future(_await(tasks[key].run.remote())): key for key in tasks
+        }
         self._loops.append(asyncio.create_task(self._watch(self.attempt, runs)))
 
     async def _watch(self, attempt: int, runs: dict[asyncio.Future, TaskKey]) -> None:

@@ -176,7 +176,7 @@ class Task:
                     target = EdgeOutput(router, senders_by_edge[edge.id])
                 by_tag.setdefault(o.tag_id, []).append(target)
             main = _combine(by_tag.pop(None, []))
-            sides = {tag: _combine(outs) for tag, outs in by_tag.items()}
+            sides = {tag: _combine(outs) for tag, outs in by_tag.items() if tag is not None}
             backend = None
             if node.keyed:
                 factory = cfg.state_backend or HashMapStateBackend()
@@ -284,7 +284,7 @@ class Task:
             subtask=self.spec.subtask,
             operators={op.name: op.metrics() for op in self.operators},
             sink_results={
-                op.name: op.result()
+                op.name: op.result()  # type: ignore[attr-defined]  # only those with result(), see below
                 for op in self.operators
                 if callable(getattr(op, "result", None))
             },

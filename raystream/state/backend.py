@@ -170,7 +170,7 @@ def decode_key_group(blob: bytes) -> tuple[int, dict[str, tuple[str, bool, bool,
 
 
 def _drop_expired(kind: str, entries: list, limit: int) -> list:
-    kept = []
+    kept: list = []
     for key, ns, stored in entries:
         if kind == "list":
             stored = [e for e in stored if e[1] > limit]
@@ -340,6 +340,7 @@ class AbstractKeyedStateBackend(ABC):
             if moved:
                 table.list_add((key, target), moved)
             return
+        assert fn is not None  # _merge_target gives every kind but list a merge function
         ttl = meta.ttl
         limit = ttl.expiry_limit() if ttl is not None else 0
         newest: int | None = None
@@ -392,20 +393,20 @@ class AbstractKeyedStateBackend(ABC):
                     )
                 return meta, merge
             return meta, None
-        meta = next((m for m in self._states.values() if m.table is state), None)
-        if meta is None:
+        table_meta = next((m for m in self._states.values() if m.table is state), None)
+        if table_meta is None:
             raise TypeError(
                 f"merge_namespaces needs a state descriptor or a table of this backend, got "
                 f"{type(state).__name__}"
             )
-        if not meta.namespaced or meta.kind != "table":
+        if not table_meta.namespaced or table_meta.kind != "table":
             raise TypeError(
-                f"merge_namespaces: table {meta.name!r} is not a raw namespaced table "
+                f"merge_namespaces: table {table_meta.name!r} is not a raw namespaced table "
                 "(create it with table(name, namespaced=True))"
             )
         if merge_fn is None:
-            raise TypeError(f"merge_namespaces: table {meta.name!r} needs merge_fn(a, b)")
-        return meta, merge_fn
+            raise TypeError(f"merge_namespaces: table {table_meta.name!r} needs merge_fn(a, b)")
+        return table_meta, merge_fn
 
     # -- snapshots -------------------------------------------------------------------------------
 

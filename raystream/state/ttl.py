@@ -78,11 +78,6 @@ DEFAULT_INCREMENTAL_CLEANUP = IncrementalCleanup(5, False)
 class StateTtlConfig:
     """How keyed state expires. Build one with :meth:`new_builder`."""
 
-    # Flink spells the enums as nested names: StateTtlConfig.UpdateType.OnReadAndWrite
-    UpdateType = UpdateType
-    StateVisibility = StateVisibility
-    TtlTimeCharacteristic = TtlTimeCharacteristic
-
     ttl_ms: int
     update_type: UpdateType = UpdateType.OnCreateAndWrite
     state_visibility: StateVisibility = StateVisibility.NeverReturnExpired
@@ -198,6 +193,12 @@ class StateTtlConfig:
 
         def build(self) -> StateTtlConfig:
             return StateTtlConfig(**self._fields)
+
+    # Flink spells the enums as nested names: StateTtlConfig.UpdateType.OnReadAndWrite. They
+    # come last in the body so that the annotations above name the module-level enums.
+    UpdateType = UpdateType
+    StateVisibility = StateVisibility
+    TtlTimeCharacteristic = TtlTimeCharacteristic
 
 
 def _ttl_ms(ttl: Duration) -> int:
