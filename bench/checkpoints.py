@@ -26,55 +26,15 @@ import ray
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from windows import (  # noqa: E402 - the sibling benchmark's workload
-    WINDOW_MS,
-    CountSum,
-    EventSource,
-    ResultSink,
-    key_of,
-    make_events,
-    ts_of,
-)
+from windows import EventSource, make_events, run_job  # noqa: E402 - the sibling benchmark
 
 from raystream import (  # noqa: E402
     KeyedProcessFunction,
     RestartStrategies,
     StreamExecutionEnvironment,
-    TumblingEventTimeWindows,
     ValueStateDescriptor,
-    WatermarkStrategy,
 )
 from raystream.checkpointing import LmdbStateBackend  # noqa: E402
-
-
-def run_windows(source: EventSource, p: int, backend: str, interval_ms: int | None) -> dict:
-    env = StreamExecutionEnvironment()
-    env.set_parallelism(p)
-    if backend == "lmdb":
-        env.set_state_backend(LmdbStateBackend())
-    if interval_ms:
-        env.enable_checkpointing(interval_ms)
-        env.get_checkpoint_config().set_checkpoint_storage(tempfile.mkdtemp(prefix="rs-bench-"))
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
-        source.disorder
-    ).with_timestamp_assigner(ts_of)
-    (
-        env.from_source(source, strategy, "events")
-        .key_by(key_of)
-        .window(TumblingEventTimeWindows.of(WINDOW_MS))
-        .aggregate(CountSum())
-        .sink_to(ResultSink())
-        .name("sink")
-    )
-    t0 = time.perf_counter()
-    result = env.execute(f"ckpt-bench-{backend}-{interval_ms}")
-    total = time.perf_counter() - t0
-    parts = [r for r in result.get_sink_result("sink") if r[0]]
-    return {
-        "total_s": total,
-        "counted": sum(x[1] for x in parts),
-        "checkpoints": result.checkpoints,
-    }
 
 
 class Counter(KeyedProcessFunction):
@@ -165,8 +125,8 @@ def main() -> None:
     events = make_events(0, args.events, 1000, 3000, seed=7)
     print(f"{args.events:,} events, 1000 keys, 10 s windows, parallelism {p}")
     for backend in args.backend:
-        off = run_windows(EventSource.put(events, p, 3000), p, backend, None)
-        on = run_windows(EventSource.put(events, p, 3000), p, backend, args.interval_ms)
+        off = run_job(EventSource.put(events, p, 3000), p, backend)
+        on = run_job(EventSource.put(events, p, 3000), p, backend, args.interval_ms)
         assert off["counted"] == on["counted"] == args.events, (off, on)
         c = on["checkpoints"]
         periodic = c["history"][:-1] or c["history"]  # the last one is the job-end checkpoint

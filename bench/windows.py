@@ -165,13 +165,21 @@ def plain_loop(events: list, disorder: int) -> tuple[int, int, float]:
     return results, counted, time.perf_counter() - t0
 
 
-def run_job(source: EventSource, parallelism: int, backend: str) -> dict:
+def run_job(
+    source: EventSource, parallelism: int, backend: str, checkpoint_ms: int | None = None
+) -> dict:
+    """Runs the windows job (``checkpoint_ms``: with exactly-once checkpoints that often)."""
     env = StreamExecutionEnvironment()
     env.set_parallelism(parallelism)
     if backend == "lmdb":
         from raystream.checkpointing import LmdbStateBackend
 
         env.set_state_backend(LmdbStateBackend())
+    if checkpoint_ms:
+        import tempfile
+
+        env.enable_checkpointing(checkpoint_ms)
+        env.get_checkpoint_config().set_checkpoint_storage(tempfile.mkdtemp(prefix="rs-bench-"))
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(
         source.disorder
     ).with_timestamp_assigner(ts_of)
@@ -184,7 +192,7 @@ def run_job(source: EventSource, parallelism: int, backend: str) -> dict:
         .name("sink")
     )
     t0 = time.perf_counter()
-    result = env.execute(f"windows-p{parallelism}-{backend}")
+    result = env.execute(f"windows-p{parallelism}-{backend}-{checkpoint_ms or 0}")
     total_s = time.perf_counter() - t0
     parts = [r for r in result.get_sink_result("sink") if r[0]]
     return {
@@ -194,6 +202,7 @@ def run_job(source: EventSource, parallelism: int, backend: str) -> dict:
         "late_dropped": result.operator_metrics.get("Window(Aggregate)", {}).get(
             "num_late_records_dropped", 0
         ),
+        "checkpoints": result.checkpoints,
     }
 
 
