@@ -195,3 +195,19 @@ def test_public_api_is_deliberate():
     for module in (raystream.operators, raystream.checkpointing):
         for name in module.__all__:
             assert hasattr(module, name), name
+
+
+def test_every_package_directory_is_in_the_distribution():
+    """A subpackage missing from pyproject's package list works in an editable install and is
+    absent from a wheel."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    dirs = {name: ROOT / path for name, path in config["package-dir"].items()}
+    found = set()
+    for name, base in dirs.items():
+        for init in base.rglob("__init__.py"):
+            rel = init.parent.relative_to(base).parts
+            found.add(".".join((name, *rel)))
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
