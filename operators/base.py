@@ -41,6 +41,24 @@ class OperatorContext:
     services: dict[str, Any] = field(default_factory=dict)
 
 
+class OperatorTime:
+    """What state TTL reads time from: a clock and the operator's watermark (and the timestamp
+    of the record it is processing)."""
+
+    def __init__(self, op: StreamOperator, clock: Any):
+        self._op = op
+        self._clock = clock
+
+    def processing_time_ms(self) -> int:
+        return self._clock.now_ms()  # type: ignore[no-any-return]
+
+    def element_timestamp(self) -> int | None:
+        return self._op.element_timestamp()
+
+    def current_watermark(self) -> int:
+        return self._op.event_time_now()
+
+
 class Output:
     """Where an operator's batches go."""
 

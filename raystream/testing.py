@@ -104,7 +104,7 @@ class OperatorHarness:
     ):
         from raystream.config import ExecutionConfig
         from raystream.core.keys import key_group_range
-        from raystream.operators.base import OperatorContext
+        from raystream.operators.base import OperatorContext, OperatorTime
 
         self.clock = _MemoryClock(start_ms)
         self.operator = operator
@@ -117,7 +117,7 @@ class OperatorHarness:
 
             factory = state_backend or HashMapStateBackend()
             backend = factory.create(
-                max_parallelism, groups, "harness", subtask, _HarnessTime(operator, self.clock)
+                max_parallelism, groups, "harness", subtask, OperatorTime(operator, self.clock)
             )
         config = ExecutionConfig()
         config.clock = self.clock
@@ -231,21 +231,6 @@ class _SideDict(dict):
         if key not in self._store:
             self._store[key] = _Collect()
         return self._store[key]
-
-
-class _HarnessTime:
-    def __init__(self, op: Any, clock: Any):
-        self._op = op
-        self._clock = clock
-
-    def processing_time_ms(self) -> int:
-        return self._clock.now_ms()  # type: ignore[no-any-return]
-
-    def element_timestamp(self) -> int | None:
-        return self._op.element_timestamp()
-
-    def current_watermark(self) -> int:
-        return self._op.event_time_now()  # type: ignore[no-any-return]
 
 
 class _MemoryClock:

@@ -10,18 +10,9 @@ import ray
 
 from raystream import JobExecutionError, JobStatus, StreamExecutionEnvironment
 from raystream.operators import Boundedness, Source, SplitReader
+from tests.chaos_jobs import wait_until
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def op_metric(client, operator: str, key: str) -> int:

@@ -36,6 +36,7 @@ from raystream.operators.base import (
     DiscardingOutput,
     FanOutput,
     OperatorContext,
+    OperatorTime,
     Output,
     StreamOperator,
 )
@@ -185,7 +186,7 @@ class Task:
                     key_group_range(spec.subtask, p, spec.max_parallelism),
                     node.name,
                     spec.subtask,
-                    _OperatorTime(op, self.clock),
+                    OperatorTime(op, self.clock),
                 )
                 self._backends.append(backend)
             ctx = OperatorContext(
@@ -569,23 +570,6 @@ class Task:
         """The state the task finished with: it stands for this task in every later checkpoint."""
         frozen = self._snapshot_operators(FINAL_CHECKPOINT_ID)
         return assemble(FINAL_CHECKPOINT_ID, frozen, 0.0)
-
-
-class _OperatorTime:
-    """What state TTL reads time from: the task's clock and the operator's watermark."""
-
-    def __init__(self, op: StreamOperator, clock: Any):
-        self._op = op
-        self._clock = clock
-
-    def processing_time_ms(self) -> int:
-        return self._clock.now_ms()  # type: ignore[no-any-return]
-
-    def element_timestamp(self) -> int | None:
-        return self._op.element_timestamp()
-
-    def current_watermark(self) -> int:
-        return self._op.event_time_now()
 
 
 def _combine(outputs: list[Output]) -> Output:
