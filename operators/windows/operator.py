@@ -317,6 +317,9 @@ class WindowOperator(UdfOperator):
         if not reduce and not callable(getattr(self.function, "merge", None)):
             self._fast_path_per_record(values, stamps)
             return
+        if type(self.assigner) is TumblingEventTimeWindows:
+            self._fast_tumbling(values, stamps, reduce)
+            return
         ks = self.key_selector
         wm = self.current_watermark
         lateness = self.lateness
@@ -367,6 +370,61 @@ class WindowOperator(UdfOperator):
             self._fast_path_per_record(late_but_allowed[0::2], late_but_allowed[1::2], local)
         if late:
             self._late(late)
+
+    def _fast_tumbling(self, values: list, stamps: list, reduce: bool) -> None:
+        """The pre-aggregating route for tumbling windows. One window per record, so records of
+        a window arrive in runs: the first pass cuts the batch by window, checking a window
+        against the watermark when the run changes, not per record; the second folds each
+        window's records per key. Records of windows the watermark passed, and records without a
+        timestamp, go to the per-record route after the batch."""
+        wm = self.current_watermark
+        assigner: Any = self.assigner
+        size = assigner.size
+        offset = assigner.offset
+        by_window: dict[int, list] = {}
+        rest_v: list = []
+        rest_t: list = []
+        current = None  # window start of the run
+        append: Any = None
+        for v, t in zip(values, stamps):
+            start = t - (t - offset) % size
+            if start != current:
+                if t == MIN_TS or start + size - 1 <= wm:
+                    rest_v.append(v)
+                    rest_t.append(t)
+                    continue
+                current = start
+                run = by_window.get(start)
+                if run is None:
+                    run = by_window[start] = []
+                append = run.append
+            append(v)
+        ks = self.key_selector
+        local: dict[int, dict] = {}
+        v = None
+        try:
+            for start, run in by_window.items():
+                per_key: dict = {}
+                get = per_key.get
+                if reduce:
+                    fn = self._reduce
+                    for v in run:
+                        k = ks(v)
+                        acc = get(k, _MISSING)
+                        per_key[k] = v if acc is _MISSING else fn(acc, v)
+                else:
+                    add = self.function.add
+                    create = self.function.create_accumulator
+                    for v in run:
+                        k = ks(v)
+                        acc = get(k, _MISSING)
+                        per_key[k] = add(v, create() if acc is _MISSING else acc)
+                local[start] = per_key
+            self._fold(local, reduce)
+        except Exception as exc:
+            raise self.user_error(exc, v) from exc
+        if rest_v:
+            self._fast_path_per_record(rest_v, rest_t, local)
 
     def _fold(self, local: dict[int, dict], reduce: bool) -> None:
         get = self.contents.get
