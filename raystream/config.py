@@ -9,7 +9,10 @@ from typing import Any
 from raystream.checkpoint_config import CheckpointConfig
 from raystream.core.time import Duration, to_millis
 
-DEFAULT_BATCH_SIZE = 8192
+DEFAULT_BATCH_SIZE = 32768
+DEFAULT_MESSAGE_BYTES = 1 << 20
+#: records a source reads per step (between two checks for checkpoint triggers and pings)
+SOURCE_READ_RECORDS = 8192
 DEFAULT_BUFFER_TIMEOUT_MS = 10
 DEFAULT_CHANNEL_CAPACITY = 4
 
@@ -22,9 +25,17 @@ class ExecutionConfig:
         parallelism: default parallelism of operators that set none.
         max_parallelism: number of key groups; ``None`` derives it from the parallelism
             (128 up to parallelism 85, as Flink).
-        batch_size: records per channel message before it is sent.
+        batch_size: records per channel message before it is sent (at most; see
+            ``message_bytes``). Sources read at most this many records per step (and at most
+            8192).
+        message_bytes: channel messages of large records hold fewer records, about this many
+            bytes (judged by the bytes per record each channel sent so far).
         buffer_timeout_ms: a partly filled batch is sent at the latest this long after its first
-            record; 0 sends whenever the task runs out of input.
+            record — while its consumer keeps up. If the consumer has not yet taken the channel's
+            previous message when the timeout expires, the batch keeps filling until the next
+            timeout (adaptive batching: a Ray actor call costs about a millisecond of CPU, so
+            under load fuller messages are cheaper and arrive no later). 0 sends whenever the
+            task runs out of input.
         channel_capacity: batches in flight per channel; a full channel suspends its producer.
         auto_watermark_interval_ms: period of watermark emission at sources.
         task_num_cpus: CPUs each task actor reserves in Ray's scheduler (0 lets a job of any
@@ -35,6 +46,7 @@ class ExecutionConfig:
     parallelism: int = 1
     max_parallelism: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    message_bytes: int = DEFAULT_MESSAGE_BYTES
     buffer_timeout_ms: int = DEFAULT_BUFFER_TIMEOUT_MS
     channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
     auto_watermark_interval_ms: int = 200
@@ -56,7 +68,7 @@ class ExecutionConfig:
     restart_strategy: Any = None
     #: the job master pings every task this often and fails over when one does not answer
     #: within the timeout. A task answers between batches, so one batch whose user calls take
-    #: longer than the timeout (say, slow inference over 8192 records) counts as hung: raise
+    #: longer than the timeout (say, slow inference over a whole batch) counts as hung: raise
     #: the timeout, or lower ``batch_size``, for such jobs.
     heartbeat_interval_ms: int = 5_000
     heartbeat_timeout_ms: int = 120_000
@@ -89,6 +101,8 @@ class ExecutionConfig:
             raise GraphError(f"max parallelism must be in [1, 32768], got {self.max_parallelism}")
         if self.batch_size < 1:
             raise GraphError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.message_bytes < 1:
+            raise GraphError(f"message size must be >= 1 byte, got {self.message_bytes}")
         if self.channel_capacity < 1:
             raise GraphError(f"channel capacity must be >= 1 batch, got {self.channel_capacity}")
         if self.buffer_timeout_ms < 0:

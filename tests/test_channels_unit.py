@@ -579,6 +579,57 @@ def test_writer_deadlines_and_expired_flush_with_a_fake_clock():
     run(body)
 
 
+def test_expired_buffer_keeps_filling_while_the_consumer_has_the_previous_message():
+    async def body():
+        clock = FakeClock(0.0)
+        consumer = FakeConsumer()  # answers only when the test says so
+        s = make_sender(consumer, capacity=4, batch_size=100, clock=clock)
+        writer = Writer([s], buffer_timeout_s=1.0, monotonic=clock)
+        s.add([1], None)
+        clock.advance(1.0)
+        await writer.flush(only_expired=True)  # the consumer is idle: the timeout applies
+        assert [m.values for m in consumer.messages] == [[1]]
+
+        s.add([2], None)
+        clock.advance(1.0)
+        await writer.flush(only_expired=True)  # message 1 not taken yet: keep filling
+        assert len(consumer.pushes) == 1 and s.values == [2]
+        assert writer.next_deadline() == pytest.approx(3.0), "checked again one timeout later"
+        s.add([3], None)
+        clock.advance(1.0)
+        await writer.flush(only_expired=True)
+        assert len(consumer.pushes) == 1
+
+        consumer.futures[0].set_result(None)  # the consumer took message 1
+        clock.advance(1.0)
+        await writer.flush(only_expired=True)
+        assert [m.values for m in consumer.messages] == [[1], [2, 3]]
+
+        s.add([4], None)  # a full flush (control message, end of input) never waits
+        await writer.flush()
+        assert [m.values for m in consumer.messages][-1] == [4]
+
+    run(body)
+
+
+def test_large_records_make_smaller_messages():
+    async def body():
+        consumer = FakeConsumer(auto_answer=True)
+        s = ChannelSender(consumer.push, 0, 8, 10_000, FakeClock(), "big", message_bytes=50_000)
+        assert s.limit() == 10_000  # nothing sent yet: records per message as configured
+        s.add([f"{i:04d}" * 250 for i in range(10)], None)  # distinct 1 kB strings
+        s.seal()
+        await s.send_queued()
+        assert 45 <= s.limit() <= 64, "about 50 kB of 1 kB records (at least 64 records)"
+        s.add([f"{i:04d}" * 250 for i in range(200)], None)
+        s.seal()
+        await s.send_queued()
+        sizes = [len(m.values) for m in consumer.messages[1:]]
+        assert sum(sizes) == 200 and max(sizes) == s.limit() == 64
+
+    run(body)
+
+
 def test_writer_send_ready_sends_only_full_batches_and_controls():
     async def body():
         clock = FakeClock()

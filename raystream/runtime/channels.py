@@ -2,8 +2,17 @@
 
 Record path: the last operator of a chain emits a batch to an :class:`EdgeOutput`, whose router
 appends the records to the :class:`ChannelSender` of each target consumer. A sender seals its
-buffer into a :class:`Batch` message when it holds ``batch_size`` records, when a control
-message must follow the data, or when the buffer timeout expires. Sealed messages go out as
+buffer into a :class:`Batch` message when it holds a full message (``batch_size`` records, or
+fewer when records are large: about ``message_bytes`` judged by the bytes per record sent so
+far), when a control message must follow the data, or when the buffer timeout expires.
+
+Adaptive batching: a Ray actor call costs in the order of a millisecond of CPU on each side
+whatever it carries, so under load messages should be full. When the buffer timeout expires
+while the consumer has not yet taken the channel's previous message, the buffer keeps filling
+(and is checked again one timeout later): sending it now would only queue it behind that message.
+A consumer that keeps up takes each message at once, and then the timeout applies as set.
+
+Sealed messages go out as
 ``consumer.push(channel, seq, message)`` actor calls. At most ``capacity`` calls may be
 unanswered per channel, and the consumer answers a push only once its task has taken the
 message out of its input queue — so a slow consumer suspends its producers (credit-based flow
@@ -37,11 +46,14 @@ class ChannelSender:
         batch_size: int,
         monotonic: Callable[[], float],
         name: str,
+        message_bytes: int = 1 << 20,
     ):
         self._push = push  # e.g. consumer_handle.push.remote
         self.channel_index = channel_index
         self.capacity = capacity
         self.batch_size = batch_size
+        self.message_bytes = message_bytes
+        self._answer: Any = None  # completion of the latest push (a future)
         self._monotonic = monotonic
         self.name = name
         self.values: list = []
@@ -70,11 +82,23 @@ class ChannelSender:
             self.timestamps.extend(timestamps)
         mine.extend(values)
 
+    def limit(self) -> int:
+        """Records per message: ``batch_size``, or fewer for large records."""
+        if not self.bytes_sent:
+            return self.batch_size
+        by_bytes = self.message_bytes * self.records_sent // self.bytes_sent
+        return max(64, min(self.batch_size, by_bytes))
+
+    def consumer_busy(self) -> bool:
+        """The consumer has not yet taken the latest message pushed on this channel."""
+        answer = self._answer
+        return answer is not None and not answer.done()
+
     def seal(self) -> None:
         values = self.values
         if not values:
             return
-        size = self.batch_size
+        size = self.limit()
         stamps = self.timestamps
         for start in range(0, len(values), size):
             self.queue.append(
@@ -88,7 +112,7 @@ class ChannelSender:
     def seal_full(self) -> None:
         """Seals whole batches only, keeping a partial remainder buffered."""
         values = self.values
-        size = self.batch_size
+        size = self.limit()
         if len(values) < size:
             return
         cut = len(values) - len(values) % size
@@ -131,7 +155,11 @@ class ChannelSender:
                 self.bytes_sent += len(payload)
             else:
                 payload = message
-            in_flight.append(self._push(self.channel_index, self.seq, payload))
+            ref = self._push(self.channel_index, self.seq, payload)
+            in_flight.append(ref)
+            # a Ray ObjectRef tells of its completion through a future; test doubles are futures
+            future = getattr(ref, "future", None)
+            self._answer = future() if future is not None else ref
             self.seq += 1
 
     async def drain(self) -> None:
@@ -214,10 +242,19 @@ class Writer:
                 await s.send_queued()
 
     async def flush(self, only_expired: bool = False) -> None:
+        """Seals and sends buffered records: all of them, or (``only_expired``) those whose
+        buffer timeout expired — unless the consumer still has the previous message (see the
+        module docstring): then the buffer keeps filling until the next timeout."""
         now = self._monotonic()
         for s in self.senders:
-            if s.values and (not only_expired or now - s.first_added_at >= self.buffer_timeout_s):
-                s.seal()
+            if s.values:
+                if not only_expired:
+                    s.seal()
+                elif now - s.first_added_at >= self.buffer_timeout_s:
+                    if s.consumer_busy():
+                        s.first_added_at = now
+                    else:
+                        s.seal()
             if s.queue:
                 await s.send_queued()
 

@@ -26,7 +26,7 @@ from raystream.checkpointing.snapshot import (
     assemble,
     freeze,
 )
-from raystream.config import ExecutionConfig
+from raystream.config import SOURCE_READ_RECORDS, ExecutionConfig
 from raystream.core.keys import key_group_range
 from raystream.core.time import SystemClock
 from raystream.errors import ChannelError, RaystreamError, TaskError
@@ -153,6 +153,7 @@ class Task:
                 cfg.batch_size,
                 mono,
                 f"{edge.name} ({spec.subtask} -> {oc.consumer_subtask})",
+                cfg.message_bytes,
             )
             senders_by_edge[oc.edge_id].append(sender)
             all_senders.append(sender)
@@ -381,7 +382,7 @@ class Task:
 
     async def _run_source(self, source: SourceOperator) -> None:
         cfg = self.spec.config
-        batch_size = cfg.batch_size
+        batch_size = min(cfg.batch_size, SOURCE_READ_RECORDS)
         idle_s = cfg.idle_poll_interval_ms / 1000.0
         self._init_time()
         triggers = self._triggers
