@@ -23,6 +23,7 @@ import time
 import ray
 
 from raystream import StreamExecutionEnvironment
+from raystream.config import DEFAULT_BATCH_SIZE
 from raystream.operators.sinks import Sink, SinkWriter
 
 
@@ -121,7 +122,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=None, help="events per run (default 4M / 2M)")
     ap.add_argument("--parallelism", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--workloads", nargs="+", default=["stateless", "keyed"])
-    ap.add_argument("--batch-size", type=int, default=8192)
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     ap.add_argument("--capacity", type=int, default=4)
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()

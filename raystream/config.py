@@ -9,7 +9,7 @@ from typing import Any
 from raystream.checkpoint_config import CheckpointConfig
 from raystream.core.time import Duration, to_millis
 
-DEFAULT_BATCH_SIZE = 32768
+DEFAULT_BATCH_SIZE = 16384
 DEFAULT_MESSAGE_BYTES = 1 << 20
 #: records a source reads per step (between two checks for checkpoint triggers and pings)
 SOURCE_READ_RECORDS = 8192
