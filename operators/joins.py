@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from raystream.api.joins import ProcessJoinFunction
 from raystream.core.keys import KeySelector
 from raystream.core.time import MIN_TS, clamp_ts
 from raystream.core.timers import EVENT_TIME, TimerService
@@ -32,7 +33,7 @@ _SIDE_NAMES = ("left", "right")
 _BUFFER_NAMES = ("__interval_join_left__", "__interval_join_right__")
 
 
-class IntervalJoinContext:
+class IntervalJoinContext(ProcessJoinFunction.Context):
     """The ``ctx`` of ``ProcessJoinFunction.process_element``; one object reused for every pair.
 
     Side outputs are buffered and emitted once per batch, stamped like the pair's output.

@@ -150,6 +150,7 @@ class PairIds(ProcessJoinFunction):
     """Emits the ids of each pair, after checking what the context says about it."""
 
     def process_element(self, left, right, ctx):
+        assert isinstance(ctx, ProcessJoinFunction.Context)
         assert ctx.get_left_timestamp() == left[1]
         assert ctx.get_right_timestamp() == right[1]
         assert ctx.get_timestamp() == max(left[1], right[1])

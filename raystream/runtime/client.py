@@ -33,7 +33,8 @@ class JobExecutionResult:
     job_id: str
     job_name: str
     net_runtime_ms: int
-    operator_metrics: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: per operator: counts (records in/out, late records dropped, ...) and times in seconds
+    operator_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     sink_results: dict[str, list[Any]] = field(default_factory=dict)
     #: how often the job was restarted after a failure
     restarts: int = 0
@@ -47,10 +48,10 @@ class JobExecutionResult:
         return self.net_runtime_ms
 
     def records_out(self, operator: str) -> int:
-        return self.operator_metrics[operator]["records_out"]
+        return int(self.operator_metrics[operator]["records_out"])
 
     def records_in(self, operator: str) -> int:
-        return self.operator_metrics[operator]["records_in"]
+        return int(self.operator_metrics[operator]["records_in"])
 
     def get_sink_result(self, name: str) -> list[Any]:
         """The ``result()`` of every subtask of the sink named ``name``, by subtask index."""
@@ -150,14 +151,14 @@ class JobClient:
 
 
 def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionResult:
-    ops: dict[str, dict[str, int]] = {}
+    ops: dict[str, dict[str, float]] = {}
     sinks: dict[str, dict[int, Any]] = {}
     for tr in raw["tasks"]:
         for name, m in tr.operators.items():
             agg = ops.setdefault(name, {})
             for k, v in m.items():
                 if isinstance(v, (int, float)):
-                    agg[k] = agg.get(k, 0) + v  # type: ignore[assignment]  # every metric today is an int count
+                    agg[k] = agg.get(k, 0) + v  # counts stay ints; times are summed over subtasks
         for name, value in tr.sink_results.items():
             sinks.setdefault(name, {})[tr.subtask] = value
     return JobExecutionResult(
