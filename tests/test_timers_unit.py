@@ -38,6 +38,11 @@ class Reference:
             del self.live[t]
             yield t[1], t[2], t[3]
 
+    def take_due(self, domain, upto):
+        fired = list(self.due(domain, upto))
+        for ts in sorted({ts for ts, _, _ in fired}):
+            yield ts, {(k, ns): None for t, k, ns in fired if t == ts}
+
     def next_timestamp(self, domain):
         stamps = [t[1] for t in self.live if t[0] == domain]
         return min(stamps) if stamps else None
@@ -57,6 +62,10 @@ op = st.one_of(
     st.tuples(st.just("register"), timer),
     st.tuples(st.just("delete"), timer),
     st.tuples(
+        st.just("take"),
+        st.tuples(st.sampled_from([EVENT_TIME, PROCESSING_TIME]), st.integers(-1, 14)),
+    ),
+    st.tuples(
         st.just("fire"),
         st.tuples(
             st.sampled_from([EVENT_TIME, PROCESSING_TIME]),
@@ -72,6 +81,9 @@ def run(service, ops) -> list:
     for kind, arg in ops:
         if kind in ("register", "delete"):
             getattr(service, kind)(*arg)
+        elif kind == "take":  # whole buckets, nothing registered meanwhile
+            for ts, bucket in service.take_due(*arg):
+                seen.extend(("fired", arg[0], (ts, k, ns)) for k, ns in bucket)
         else:
             domain, upto, reactions = arg
             for i, fired in enumerate(service.due(domain, upto)):

@@ -695,7 +695,8 @@ class WindowOperator(UdfOperator):
 
     def _fast_timers(self, upto: int) -> None:
         """Timers of the fast path: fire at ``max_timestamp``, drop state at cleanup time —
-        exactly what the default trigger and the cleanup timer do, without the calls."""
+        exactly what the default trigger and the cleanup timer do, without the calls. Nothing
+        here registers or deletes timers, so due timers are taken a timestamp at a time."""
         contents = self.contents
         get = contents.get
         lateness = self.lateness
@@ -703,15 +704,16 @@ class WindowOperator(UdfOperator):
         result: Any = None if reduce else self.function.get_result  # None if unused
         out = self._out
         out_ts = self._out_ts
-        for t, key, w in self.timers.due(EVENT_TIME, upto):
-            max_ts = w.end - 1
-            if t == max_ts:
-                acc = get((key, w), _MISSING)
-                if acc is not _MISSING:
-                    out.append(acc if reduce else result(acc))
-                    out_ts.append(max_ts)
-            if t == (max_ts + lateness if max_ts + lateness < MAX_TS else MAX_TS):
-                contents.remove((key, w))
+        for t, bucket in self.timers.take_due(EVENT_TIME, upto):
+            for key, w in bucket:
+                max_ts = w.end - 1
+                if t == max_ts:
+                    acc = get((key, w), _MISSING)
+                    if acc is not _MISSING:
+                        out.append(acc if reduce else result(acc))
+                        out_ts.append(max_ts)
+                if t == (max_ts + lateness if max_ts + lateness < MAX_TS else MAX_TS):
+                    contents.remove((key, w))
         self._flush()
 
     def _on_timer(self, domain: int, t: int, key: Any, w: Any) -> None:

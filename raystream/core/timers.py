@@ -100,6 +100,19 @@ class _TimerQueue:
                         self.buckets[ts] = firing
                 self.firing_ts, self.firing = None, {}
 
+    def take_due(self, upto: int) -> Iterator[tuple[int, dict[tuple[Any, Any], None]]]:
+        """Removes and yields whole buckets of due timers, ``(timestamp, {(key, namespace):
+        None})``, in timestamp order: for a caller that registers and deletes no timers while
+        it fires them."""
+        while True:
+            ts = self.peek()
+            if ts is None or ts > upto:
+                return
+            heapq.heappop(self.heap)
+            bucket = self.buckets.pop(ts)
+            self.count -= len(bucket)
+            yield ts, bucket
+
     def entries(self) -> Iterator[tuple[int, Any, Any]]:
         for ts, bucket in self.buckets.items():
             for key, ns in bucket:
@@ -127,6 +140,10 @@ class TimerService:
     def due(self, domain: int, upto: int) -> Iterator[tuple[int, Any, Any]]:
         """Pops due timers one by one (so timers registered meanwhile are seen)."""
         return self.queues[domain].due(upto)
+
+    def take_due(self, domain: int, upto: int) -> Iterator[tuple[int, dict]]:
+        """Whole buckets of due timers, for callers that register and delete none meanwhile."""
+        return self.queues[domain].take_due(upto)
 
     def next_timestamp(self, domain: int) -> int | None:
         return self.queues[domain].peek()
