@@ -73,12 +73,8 @@ class _TimerQueue:
         current timestamp lands in a new bucket, which the loop reaches after the current one; one
         for an earlier timestamp interrupts the current bucket and fires first."""
         heap = self.heap
-        while True:
-            ts = self.peek()
-            if ts is None or ts > upto:
-                return
-            heapq.heappop(self.heap)
-            firing = self.buckets.pop(ts)
+        while (due := self._pop_bucket(upto)) is not None:
+            ts, firing = due
             self.firing_ts, self.firing = ts, firing
             try:
                 for entry in list(firing):
@@ -104,14 +100,17 @@ class _TimerQueue:
         """Removes and yields whole buckets of due timers, ``(timestamp, {(key, namespace):
         None})``, in timestamp order: for a caller that registers and deletes no timers while
         it fires them."""
-        while True:
-            ts = self.peek()
-            if ts is None or ts > upto:
-                return
-            heapq.heappop(self.heap)
-            bucket = self.buckets.pop(ts)
-            self.count -= len(bucket)
-            yield ts, bucket
+        while (due := self._pop_bucket(upto)) is not None:
+            self.count -= len(due[1])
+            yield due
+
+    def _pop_bucket(self, upto: int) -> tuple[int, dict[tuple[Any, Any], None]] | None:
+        """Takes out the bucket of the earliest timestamp if it is due."""
+        ts = self.peek()
+        if ts is None or ts > upto:
+            return None
+        heapq.heappop(self.heap)
+        return ts, self.buckets.pop(ts)
 
     def entries(self) -> Iterator[tuple[int, Any, Any]]:
         for ts, bucket in self.buckets.items():
