@@ -9,7 +9,8 @@ namespace; they fire before the watermark is forwarded. Results carry the timest
 the late side output if one is set, else they are counted in ``num_late_records_dropped``.
 
 Tumbling and sliding event-time windows with the default trigger, no evictor and an incremental
-function take a fast path that does the same per-record work without trigger calls.
+function take a fast path that does the same per-record work without trigger calls
+(:mod:`fast_path`); the contexts triggers and window functions see are in :mod:`contexts`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError, UserFunctionError
 from raystream.operators.base import close_function, open_function
 from raystream.operators.stateless import UdfOperator
+from raystream.operators.windows import fast_path
 from raystream.operators.windows.assigners import (
     SlidingEventTimeWindows,
     TimeWindow,
@@ -30,147 +32,19 @@ from raystream.operators.windows.assigners import (
     WindowAssigner,
     merge_windows,
 )
+from raystream.operators.windows.contexts import (
+    _MISSING,
+    AGGREGATE,
+    APPLY,
+    PROCESS,
+    REDUCE,
+    _TriggerContext,
+    _WindowContext,
+)
 from raystream.operators.windows.triggers import EventTimeTrigger, Trigger
 from raystream.runtime.elements import Batch
-from raystream.state.descriptors import ReducingStateDescriptor
 
-_MISSING = object()
-
-REDUCE, AGGREGATE, PROCESS, APPLY = "reduce", "aggregate", "process", "apply"
-
-
-class _NsState:
-    """Trigger / window state of one (key, window): a raw table entry with a handle's methods."""
-
-    __slots__ = ("_table", "_k", "_reduce")
-
-    def __init__(self, table: Any, k: Any, reduce: Any = None):
-        self._table = table
-        self._k = k
-        self._reduce = reduce
-
-    def value(self) -> Any:
-        return self._table.get(self._k)
-
-    get = value
-
-    def update(self, value: Any) -> None:
-        if value is None:
-            self._table.remove(self._k)
-        else:
-            self._table.put(self._k, value)
-
-    def add(self, value: Any) -> None:
-        old = self._table.get(self._k, _MISSING)
-        self._table.put(
-            self._k, value if old is _MISSING or self._reduce is None else self._reduce(old, value)
-        )
-
-    def clear(self) -> None:
-        self._table.remove(self._k)
-
-
-class _TriggerContext:
-    """What triggers and evictors see: timers and state of the current (key, window)."""
-
-    def __init__(self, op: WindowOperator):
-        self.op = op
-        self.key: Any = None
-        self.window: Any = None
-        self.merged_windows: list[Any] = []
-
-    def get_current_watermark(self) -> int:
-        return self.op.current_watermark
-
-    def get_current_processing_time(self) -> int:
-        return self.op.ctx.clock.now_ms()  # type: ignore[union-attr, no-any-return]
-
-    def register_event_time_timer(self, t: int) -> None:
-        self.op.timers.register(EVENT_TIME, t, self.key, self.window)
-
-    def register_processing_time_timer(self, t: int) -> None:
-        self.op.timers.register(PROCESSING_TIME, t, self.key, self.window)
-
-    def delete_event_time_timer(self, t: int) -> None:
-        self.op.timers.delete(EVENT_TIME, t, self.key, self.window)
-
-    def delete_processing_time_timer(self, t: int) -> None:
-        self.op.timers.delete(PROCESSING_TIME, t, self.key, self.window)
-
-    def _table(self, desc: Any) -> Any:
-        return self.op.backend.table(f"__trigger__{desc.name}", "table", namespaced=True)
-
-    def get_partitioned_state(self, desc: Any) -> _NsState:
-        reduce = desc.reduce_function if isinstance(desc, ReducingStateDescriptor) else None
-        return _NsState(self._table(desc), (self.key, self.window), reduce)
-
-    def merge_partitioned_state(self, desc: Any) -> None:
-        table = self._table(desc)
-        target = _NsState(table, (self.key, self.window), getattr(desc, "reduce_function", None))
-        for w in self.merged_windows:
-            k = (self.key, w)
-            value = table.get(k, _MISSING)
-            if value is not _MISSING:
-                table.remove(k)
-                target.add(value)
-
-
-class _WindowContext:
-    """The ``context`` of a ProcessWindowFunction."""
-
-    def __init__(self, op: WindowOperator):
-        self.op = op
-        self.key: Any = None
-        self._window: Any = None
-
-    def window(self) -> Any:
-        return self._window
-
-    def current_processing_time(self) -> int:
-        return self.op.ctx.clock.now_ms()  # type: ignore[union-attr, no-any-return]
-
-    def current_watermark(self) -> int:
-        return self.op.current_watermark
-
-    def window_state(self) -> _StateStore:
-        if self.op.merging:
-            raise GraphError(
-                f"window {self.op.name!r}: per-window state is not available with merging "
-                "(session) windows, whose windows merge; use global_state()"
-            )
-        return _StateStore(self.op, self._window)
-
-    def global_state(self) -> _StateStore:
-        return _StateStore(self.op, None)
-
-    def output(self, output_tag: Any, value: Any) -> None:
-        self.op.side_output(output_tag.tag_id).emit(Batch([value], [self._window.max_timestamp()]))
-
-
-class _StateStore:
-    """Keyed state of the current key, scoped to one window (or to none: global state)."""
-
-    def __init__(self, op: WindowOperator, namespace: Any):
-        self._backend = op.backend
-        self._ns = namespace
-
-    def _ns_kw(self) -> dict:
-        return {} if self._ns is None else {"namespace": self._ns}
-
-    def get_state(self, desc: Any) -> Any:
-        return self._backend.value_state(desc, **self._ns_kw())
-
-    def get_list_state(self, desc: Any) -> Any:
-        return self._backend.list_state(desc, **self._ns_kw())
-
-    def get_map_state(self, desc: Any) -> Any:
-        return self._backend.map_state(desc, **self._ns_kw())
-
-    def get_reducing_state(self, desc: Any) -> Any:
-        return self._backend.reducing_state(desc, **self._ns_kw())
-
-    def get_aggregating_state(self, desc: Any) -> Any:
-        return self._backend.aggregating_state(desc, **self._ns_kw())
+__all__ = ["AGGREGATE", "APPLY", "PROCESS", "REDUCE", "WindowOperator"]
 
 
 class WindowOperator(UdfOperator):
@@ -290,7 +164,7 @@ class WindowOperator(UdfOperator):
         v = None
         try:
             if self._fast:
-                self._fast_path(values, stamps)
+                fast_path.process(self, values, stamps)
             else:
                 now = self.ctx.clock.now_ms()  # type: ignore[union-attr]
                 for v, t in zip(values, stamps):
@@ -302,216 +176,6 @@ class WindowOperator(UdfOperator):
         except Exception as exc:
             raise self.user_error(exc, v) from exc
         self._flush()
-
-    def _fast_path(self, values: list, stamps: list) -> None:
-        """Tumbling/sliding event-time windows, default trigger, reduce or aggregate.
-
-        Records of windows still open are pre-aggregated per batch in local dicts (window →
-        key → partial) and folded into state once per (key, window) — with the reduce function,
-        or ``AggregateFunction.merge`` — which is what the state would hold after adding them one
-        by one (reduce functions and merge are associative, as Flink requires for session
-        merges). Windows already past the watermark but within the allowed lateness fire once
-        per element, so their records take the per-record route.
-        """
-        reduce = self.kind == REDUCE
-        if not reduce and not callable(getattr(self.function, "merge", None)):
-            self._fast_path_per_record(values, stamps)
-            return
-        if type(self.assigner) is TumblingEventTimeWindows:
-            self._fast_tumbling(values, stamps, reduce)
-            return
-        ks = self.key_selector
-        wm = self.current_watermark
-        lateness = self.lateness
-        assigner: Any = self.assigner  # tumbling or sliding: see self._fast
-        size = assigner.size
-        offset = assigner.offset
-        tumbling = type(assigner) is TumblingEventTimeWindows
-        step = size if tumbling else assigner.slide
-        fn = self._reduce if reduce else self.function.add
-        create: Any = None if reduce else self.function.create_accumulator  # None if unused
-        local: dict[int, dict] = {}
-        late: list = []
-        late_but_allowed: list = []
-        v = None
-        try:
-            for v, t in zip(values, stamps):
-                if t == MIN_TS:
-                    raise ValueError("record has no event timestamp")
-                k = ks(v)
-                start = t - (t - offset) % step
-                added = False
-                while start > t - size:
-                    max_ts = start + size - 1
-                    if max_ts > wm:
-                        added = True
-                        per_key = local.get(start)
-                        if per_key is None:
-                            per_key = local[start] = {}
-                        acc = per_key.get(k, _MISSING)
-                        if reduce:
-                            per_key[k] = v if acc is _MISSING else fn(acc, v)
-                        else:
-                            per_key[k] = fn(v, create() if acc is _MISSING else acc)
-                    elif max_ts + lateness > wm:
-                        added = True
-                        late_but_allowed.append(v)
-                        late_but_allowed.append(t)
-                        break  # the per-record route assigns all of this record's windows
-                    if tumbling:
-                        break
-                    start -= step
-                if not added and t + lateness <= wm:
-                    late.append((v, t))
-            self._fold(local, reduce)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
-        if late_but_allowed:
-            self._fast_path_per_record(late_but_allowed[0::2], late_but_allowed[1::2], local)
-        if late:
-            self._late(late)
-
-    def _fast_tumbling(self, values: list, stamps: list, reduce: bool) -> None:
-        """The pre-aggregating route for tumbling windows. One window per record, so records of
-        a window arrive in runs: the first pass cuts the batch by window, checking a window
-        against the watermark when the run changes, not per record; the second folds each
-        window's records per key. Records of windows the watermark passed, and records without a
-        timestamp, go to the per-record route after the batch."""
-        wm = self.current_watermark
-        assigner: Any = self.assigner
-        size = assigner.size
-        offset = assigner.offset
-        by_window: dict[int, list] = {}
-        rest_v: list = []
-        rest_t: list = []
-        current = None  # window start of the run
-        append: Any = None
-        for v, t in zip(values, stamps):
-            start = t - (t - offset) % size
-            if start != current:
-                if t == MIN_TS or start + size - 1 <= wm:
-                    rest_v.append(v)
-                    rest_t.append(t)
-                    continue
-                current = start
-                run = by_window.get(start)
-                if run is None:
-                    run = by_window[start] = []
-                append = run.append
-            append(v)
-        ks = self.key_selector
-        local: dict[int, dict] = {}
-        v = None
-        try:
-            for start, run in by_window.items():
-                per_key: dict = {}
-                get = per_key.get
-                if reduce:
-                    fn = self._reduce
-                    for v in run:
-                        k = ks(v)
-                        acc = get(k, _MISSING)
-                        per_key[k] = v if acc is _MISSING else fn(acc, v)
-                else:
-                    add = self.function.add
-                    create = self.function.create_accumulator
-                    for v in run:
-                        k = ks(v)
-                        acc = get(k, _MISSING)
-                        per_key[k] = add(v, create() if acc is _MISSING else acc)
-                local[start] = per_key
-            self._fold(local, reduce)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
-        if rest_v:
-            self._fast_path_per_record(rest_v, rest_t, local)
-
-    def _fold(self, local: dict[int, dict], reduce: bool) -> None:
-        get = self.contents.get
-        put = self.contents.put
-        register = self.timers.register
-        combine = self._reduce if reduce else self.function.merge
-        assigner: Any = self.assigner  # tumbling or sliding: see self._fast
-        size = assigner.size
-        lateness = self.lateness
-        for start, per_key in local.items():
-            w = TimeWindow(start, start + size)
-            max_ts = start + size - 1
-            cleanup = min(max_ts + lateness, MAX_TS)
-            for k, partial in per_key.items():
-                sk = (k, w)
-                stored = get(sk, _MISSING)
-                if stored is _MISSING:
-                    put(sk, partial)
-                    register(EVENT_TIME, max_ts, k, w)
-                    if lateness:
-                        register(EVENT_TIME, cleanup, k, w)
-                else:
-                    put(sk, combine(stored, partial))
-
-    def _fast_path_per_record(self, values: list, stamps: list, skip: dict | None = None) -> None:
-        """The fast path one record at a time (aggregates without ``merge``, late firings).
-
-        ``skip``: window starts already handled by the pre-aggregating route for this batch."""
-        ks = self.key_selector
-        get = self.contents.get
-        put = self.contents.put
-        register = self.timers.register
-        wm = self.current_watermark
-        lateness = self.lateness
-        assigner: Any = self.assigner  # tumbling or sliding: see self._fast
-        size = assigner.size
-        offset = assigner.offset
-        tumbling = type(assigner) is TumblingEventTimeWindows
-        step = size if tumbling else assigner.slide
-        reduce = self.kind == REDUCE
-        fn = self._reduce if reduce else self.function.add
-        create: Any = None if reduce else self.function.create_accumulator  # None if unused
-        windows: dict[int, TimeWindow] = {}
-        late: list = []
-        v = None
-        try:
-            for v, t in zip(values, stamps):
-                if t == MIN_TS:
-                    raise ValueError("record has no event timestamp")
-                k = ks(v)
-                start = t - (t - offset) % step
-                added = False
-                while start > t - size:
-                    end = start + size
-                    max_ts = end - 1
-                    if max_ts + lateness > wm and not (skip is not None and max_ts > wm):
-                        added = True
-                        w = windows.get(start)
-                        if w is None:
-                            w = windows[start] = TimeWindow(start, end)
-                        sk = (k, w)
-                        acc = get(sk, _MISSING)
-                        if acc is _MISSING:
-                            acc = v if reduce else fn(v, create())
-                            if max_ts > wm:
-                                register(EVENT_TIME, max_ts, k, w)
-                            if lateness:
-                                register(EVENT_TIME, min(max_ts + lateness, MAX_TS), k, w)
-                        elif reduce:
-                            acc = fn(acc, v)
-                        else:
-                            acc = fn(v, acc)
-                        put(sk, acc)
-                        if max_ts <= wm:  # late but within the allowed lateness: fire again now
-                            self.backend.current_key = k
-                            self._fire(k, w, acc)
-                    elif skip is not None and max_ts > wm:
-                        added = True
-                    if tumbling:
-                        break
-                    start -= step
-                if not added and t + lateness <= wm:
-                    late.append((v, t))
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
-        if late:
-            self._late(late)
 
     def _element(self, v: Any, t: int, now: int) -> None:
         key = self.key_selector(v)
@@ -683,7 +347,7 @@ class WindowOperator(UdfOperator):
         key = None
         try:
             if self._fast and domain == EVENT_TIME and self.window_function is None:
-                self._fast_timers(upto)
+                fast_path.fire_timers(self, upto)
                 return
             for t, key, w in self.timers.due(domain, upto):
                 self._on_timer(domain, t, key, w)
@@ -691,29 +355,6 @@ class WindowOperator(UdfOperator):
             raise
         except Exception as exc:
             raise self.user_error(exc, f"window {key!r}", "the timers of key") from exc
-        self._flush()
-
-    def _fast_timers(self, upto: int) -> None:
-        """Timers of the fast path: fire at ``max_timestamp``, drop state at cleanup time —
-        exactly what the default trigger and the cleanup timer do, without the calls. Nothing
-        here registers or deletes timers, so due timers are taken a timestamp at a time."""
-        contents = self.contents
-        get = contents.get
-        lateness = self.lateness
-        reduce = self.kind == REDUCE
-        result: Any = None if reduce else self.function.get_result  # None if unused
-        out = self._out
-        out_ts = self._out_ts
-        for t, bucket in self.timers.take_due(EVENT_TIME, upto):
-            for key, w in bucket:
-                max_ts = w.end - 1
-                if t == max_ts:
-                    acc = get((key, w), _MISSING)
-                    if acc is not _MISSING:
-                        out.append(acc if reduce else result(acc))
-                        out_ts.append(max_ts)
-                if t == (max_ts + lateness if max_ts + lateness < MAX_TS else MAX_TS):
-                    contents.remove((key, w))
         self._flush()
 
     def _on_timer(self, domain: int, t: int, key: Any, w: Any) -> None:
