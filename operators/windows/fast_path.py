@@ -39,13 +39,8 @@ def process(op: WindowOperator, values: list, stamps: list) -> None:
     ks = op.key_selector
     wm = op.current_watermark
     lateness = op.lateness
-    assigner: Any = op.assigner  # tumbling or sliding: see op._fast
-    size = assigner.size
-    offset = assigner.offset
-    tumbling = type(assigner) is TumblingEventTimeWindows
-    step = size if tumbling else assigner.slide
-    fn = op._reduce if reduce else op.function.add
-    create: Any = None if reduce else op.function.create_accumulator  # None if unused
+    size, offset, tumbling, step = _geometry(op)
+    fn, create = _functions(op, reduce)
     local: dict[int, dict] = {}
     late: list = []
     late_but_allowed: list = []
@@ -149,7 +144,7 @@ def _fold(op: WindowOperator, local: dict[int, dict], reduce: bool) -> None:
     put = op.contents.put
     register = op.timers.register
     combine = op._reduce if reduce else op.function.merge
-    assigner: Any = op.assigner  # tumbling or sliding: see op._fast
+    assigner: Any = op.assigner  # tumbling or sliding: see WindowOperator._fast
     size = assigner.size
     lateness = op.lateness
     for start, per_key in local.items():
@@ -178,14 +173,9 @@ def _per_record(op: WindowOperator, values: list, stamps: list, skip: dict | Non
     register = op.timers.register
     wm = op.current_watermark
     lateness = op.lateness
-    assigner: Any = op.assigner  # tumbling or sliding: see op._fast
-    size = assigner.size
-    offset = assigner.offset
-    tumbling = type(assigner) is TumblingEventTimeWindows
-    step = size if tumbling else assigner.slide
+    size, offset, tumbling, step = _geometry(op)
     reduce = op.kind == REDUCE
-    fn = op._reduce if reduce else op.function.add
-    create: Any = None if reduce else op.function.create_accumulator  # None if unused
+    fn, create = _functions(op, reduce)
     windows: dict[int, TimeWindow] = {}
     late: list = []
     v = None
@@ -231,6 +221,20 @@ def _per_record(op: WindowOperator, values: list, stamps: list, skip: dict | Non
         raise op.user_error(exc, v) from exc
     if late:
         op._late(late)
+
+
+def _geometry(op: WindowOperator) -> tuple[int, int, bool, int]:
+    """Size, offset, whether tumbling, and step between window starts."""
+    assigner: Any = op.assigner  # tumbling or sliding: see WindowOperator._fast
+    tumbling = type(assigner) is TumblingEventTimeWindows
+    return assigner.size, assigner.offset, tumbling, assigner.size if tumbling else assigner.slide
+
+
+def _functions(op: WindowOperator, reduce: bool) -> tuple[Any, Any]:
+    """The function adding a record, and the accumulator factory (None for reduce)."""
+    if reduce:
+        return op._reduce, None
+    return op.function.add, op.function.create_accumulator
 
 
 def fire_timers(op: WindowOperator, upto: int) -> None:
