@@ -29,7 +29,8 @@ class ExecutionConfig:
             ``message_bytes``). Sources read at most this many records per step (and at most
             8192).
         message_bytes: channel messages of large records hold fewer records, about this many
-            bytes (judged by the bytes per record each channel sent so far).
+            bytes (judged by the bytes per record each channel sent so far; at least 64
+            records).
         buffer_timeout_ms: a partly filled batch is sent at the latest this long after its first
             record — while its consumer keeps up. If the consumer has not yet taken the channel's
             previous message when the timeout expires, the batch keeps filling until the next
