@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import os
 import random
-import tempfile
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
@@ -129,7 +128,9 @@ class CheckpointConfig:
     def resolved_storage(self, job_id: str) -> str:
         if self.storage is not None:
             return self.storage
-        return os.path.join(tempfile.gettempdir(), "raystream-checkpoints", job_id)
+        from raystream.checkpointing.default_dirs import default_root
+
+        return os.path.join(default_root(), job_id)
 
 
 def _positive(value: Duration, what: str) -> int:

@@ -155,3 +155,30 @@ def test_bad_arguments_are_rejected_when_the_graph_is_built():
         env2 = env_with(1)
         env2.from_collection([1]).uid("a").map(str).uid("a")
         env2.execute()
+
+
+@pytest.mark.parametrize("method", ["window", "count_window"])
+def test_window_on_a_non_keyed_stream_points_to_key_by_and_window_all(method):
+    from raystream import TumblingEventTimeWindows
+
+    ds = env_with(1).from_collection([1])
+    arg = TumblingEventTimeWindows.of(10) if method == "window" else 3
+    with pytest.raises(GraphError, match=r"key_by\(\.\.\.\)\..*_all\(") as info:
+        getattr(ds, method)(arg)
+    assert f"{method}()" in str(info.value)
+
+
+def test_user_frames_in_a_task_traceback_keep_their_file_and_line():
+    def fails_on_7(x):  # defined here, so it travels by value, not by module reference
+        if x == 7:
+            raise ValueError("seven")
+        return x
+
+    raise_line = fails_on_7.__code__.co_firstlineno + 2
+    env = env_with(1)
+    env.from_sequence(0, 20).map(fails_on_7).name("sevens").add_sink(lambda v: None)
+    with pytest.raises(JobExecutionError) as info:
+        env.execute("traceback")
+    msg = str(info.value)
+    assert "<dynamic-code>" not in msg
+    assert f'File "{__file__}", line {raise_line}, in fails_on_7' in msg

@@ -267,6 +267,18 @@ class DataStream:
     def max_by(self, field: int | str | None = None) -> DataStream:
         raise self._needs_key("max_by()")
 
+    def window(self, window_assigner: Any) -> Any:
+        raise GraphError(
+            "window() needs a keyed stream: use key_by(...).window(assigner) for windows per "
+            "key, or window_all(assigner) for windows over the whole stream"
+        )
+
+    def count_window(self, size: int, slide: int | None = None) -> Any:
+        raise GraphError(
+            "count_window() needs a keyed stream: use key_by(...).count_window(size) for windows "
+            "per key, or count_window_all(size) for windows over the whole stream"
+        )
+
     # -- partitioning ----------------------------------------------------------------------------
 
     def _partition(self, partitioner: _EdgePartitioner) -> DataStream:

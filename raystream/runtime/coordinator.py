@@ -323,6 +323,10 @@ class CheckpointCoordinator:
             if self.config.storage is None:  # the job's own temporary directory
                 self.store.close()
                 shutil.rmtree(self.config.resolved_storage(self.job_id), ignore_errors=True)
+        elif self.config.storage is None:  # kept on purpose: no sweep may take it
+            from raystream.checkpointing.default_dirs import mark_retained
+
+            mark_retained(self.config.resolved_storage(self.job_id))
 
     def stats(self) -> dict[str, Any]:
         last = self.completed[-1] if self.completed else None

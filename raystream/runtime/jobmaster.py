@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import deque
 from typing import Any
@@ -106,6 +107,8 @@ class JobMaster:
                 from raystream.checkpointing.storage import open_store
 
                 location = self.plan.config.checkpoint.resolved_storage(self.job_id)
+                if self.plan.config.checkpoint.storage is None:
+                    await asyncio.to_thread(_claim_default_dir, location, self.job_id)
                 store = await asyncio.to_thread(open_store, location)
                 self.coordinator = CheckpointCoordinator(
                     self.plan,
@@ -582,3 +585,14 @@ def as_job_error(job_id: str, status: str, error: BaseException | None) -> JobEx
     err = JobExecutionError(msg, job_id, cause)
     err.__cause__ = cause
     return err
+
+
+def _claim_default_dir(location: str, job_id: str) -> None:
+    """The job's own temporary checkpoint directory: first the leftovers of JobMasters that died
+    without removing theirs go, then this one is created with this process as its owner."""
+    from raystream.checkpointing import default_dirs
+
+    removed = default_dirs.sweep_stale(os.path.dirname(location))
+    if removed:
+        log.info("removed %d checkpoint directories of jobs that are gone", len(removed))
+    default_dirs.claim(location, job_id)

@@ -5,7 +5,10 @@ Record path inside a task: ``push`` (called by producers) → :class:`InputGate`
 task's ``push``. A source task has no gate: its loop asks the source operator for the next batch.
 
 The data loop is one coroutine on the actor's event loop; ``push``, ``metrics`` and ``ping`` are
-separate coroutines, so control calls are answered while the data path waits for credit.
+separate coroutines, so control calls are answered while the data path waits for credit. Every
+step of the loop is bounded by time as well as by records (:mod:`raystream.runtime.pacing`): a
+source reads fewer records per step when its chain is slow, and a task cuts a received batch
+into slices that each take about ``STEP_TARGET_S``, yielding to control calls in between.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from raystream.runtime.elements import (
 )
 from raystream.runtime.gate import InputGate
 from raystream.runtime.input_watermarks import InputWatermarks
+from raystream.runtime.pacing import STEP_TARGET_S, StepSizer
 
 
 @dataclass
@@ -126,6 +130,7 @@ class Task:
         self._async_error: BaseException | None = None
         self._notified = 0  # newest checkpoint operators heard was complete
         self._snapshots_in_flight: set[asyncio.Task] = set()
+        self.step_sizer: StepSizer | None = None  # records per step of the data loop
         self.checkpoint_stats: dict[str, float] = {
             "taken": 0,
             "sync_ms_max": 0.0,
@@ -230,6 +235,7 @@ class Task:
             "watermark": self.watermarks.last,
             "operators": {op.name: op.metrics() for op in self.operators},
             "checkpoints": dict(self.checkpoint_stats, alignments=self.barriers.alignments),
+            "step_records": None if self.step_sizer is None else self.step_sizer.size,
         }
         if self.writer is not None:
             out.update(self.writer.metrics())
@@ -382,12 +388,17 @@ class Task:
 
     async def _run_source(self, source: SourceOperator) -> None:
         cfg = self.spec.config
-        batch_size = min(cfg.batch_size, SOURCE_READ_RECORDS)
+        sizer = StepSizer(min(cfg.batch_size, SOURCE_READ_RECORDS))
+        self.step_sizer = sizer
         idle_s = cfg.idle_poll_interval_ms / 1000.0
         self._init_time()
         triggers = self._triggers
+        perf = time.perf_counter
         while True:
-            status = source.emit_next(batch_size)
+            read = source.records_in
+            t0 = perf()
+            status = source.emit_next(sizer.size)
+            sizer.observe(source.records_in - read, perf() - t0)
             if triggers:  # position and emitted records agree here: no await since emit_next
                 self._checkpoint(triggers.popleft())
             await self._after_batch()
@@ -407,10 +418,14 @@ class Task:
         head = self.operators[0]
         process = (head.process_batch, head.process_batch2)
         inputs = [inp for inp, _ in self.spec.input_channels]
+        sizer = StepSizer(max(self.spec.config.batch_size, 1))
+        self.step_sizer = sizer
+        perf = time.perf_counter
         self._init_time()
         if len(gate) == 0:
             return
         taken = 0
+        last_yield = perf()
         while True:
             got = gate.poll()
             if got is None:
@@ -424,8 +439,15 @@ class Task:
                 message = loads(message)
                 kind = Batch
             if kind is Batch:
-                head.records_in += len(message.values)
-                process[inputs[channel]](message)
+                n = len(message.values)
+                head.records_in += n
+                if n <= sizer.size:
+                    t0 = perf()
+                    process[inputs[channel]](message)
+                    sizer.observe(n, perf() - t0)
+                else:
+                    await self._process_in_slices(process[inputs[channel]], message, sizer)
+                    last_yield = perf()
             elif kind is Watermark:
                 self.watermarks.on_watermark(channel, message.timestamp)
             elif kind is WatermarkStatus:
@@ -453,7 +475,31 @@ class Task:
             if self._wait_budget() == 0.0:  # a flush, periodic work or a timer is due
                 await self._tick()
             taken += 1
-            if taken & 15 == 0:
+            if taken & 15 == 0 or perf() - last_yield >= STEP_TARGET_S:
+                await asyncio.sleep(0)  # let control calls in
+                last_yield = perf()
+
+    async def _process_in_slices(self, process: Any, batch: Batch, sizer: StepSizer) -> None:
+        """Pushes ``batch`` through the chain in slices of about ``STEP_TARGET_S`` each and
+        yields to control calls between them. Barriers and watermarks are messages of their own,
+        so none can fall inside a batch; a slice boundary is like one between two batches."""
+        values, timestamps = batch.values, batch.timestamps
+        perf = time.perf_counter
+        n = len(values)
+        start = 0
+        while start < n:
+            stop = min(n, start + sizer.size)
+            part = Batch(values[start:stop], None if timestamps is None else timestamps[start:stop])
+            t0 = perf()
+            process(part)
+            sizer.observe(stop - start, perf() - t0)
+            start = stop
+            if start < n:
+                await self._after_batch()
+                if self._async_error is not None:
+                    raise self._async_error
+                if self._wait_budget() == 0.0:  # a buffer timeout, periodic work or a timer
+                    await self._tick()
                 await asyncio.sleep(0)  # let control calls in
 
     async def _finish(self) -> None:

@@ -1,0 +1,118 @@
+"""Internal: the default checkpoint directories, ``<tmp>/raystream-checkpoints/<job id>``.
+
+A job without ``set_checkpoint_storage`` keeps its checkpoints in a directory of its own under
+the system temporary directory of the node its JobMaster runs on. The job removes it when it
+ends (unless the retention setting keeps its checkpoints). A JobMaster that dies with its driver
+cannot, so each directory holds an owner file naming the host and the process (pid and start
+time) of its JobMaster; every job that starts with the default location removes the directories
+of this host whose owner process is gone. Directories whose checkpoints were retained on purpose
+are marked so and never swept; a directory without an owner file is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from typing import Any
+
+OWNER_FILE = "raystream-owner.json"
+
+
+def default_root() -> str:
+    return os.path.join(tempfile.gettempdir(), "raystream-checkpoints")
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux: clock ticks since boot), None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces: the fields after it follow the last ')'
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if start is None:
+        return True
+    now = _start_time(pid)
+    return now is None or now == start  # another start time: the pid was reused
+
+
+def _write_owner(path: str, owner: dict[str, Any]) -> None:
+    tmp = os.path.join(path, OWNER_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(owner, f)
+    os.replace(tmp, os.path.join(path, OWNER_FILE))
+
+
+def claim(path: str, job_id: str) -> None:
+    """Creates the job's directory and records this process as its owner."""
+    os.makedirs(path, exist_ok=True)
+    pid = os.getpid()
+    _write_owner(
+        path,
+        {
+            "job_id": job_id,
+            "host": socket.gethostname(),
+            "pid": pid,
+            "start": _start_time(pid),
+            "retained": False,
+        },
+    )
+
+
+def mark_retained(path: str) -> None:
+    """The job ended and its checkpoints stay (retention setting): never sweep them."""
+    owner = read_owner(path) or {}
+    owner["retained"] = True
+    _write_owner(path, owner)
+
+
+def read_owner(path: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(path, OWNER_FILE)) as f:
+            owner = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def is_stale(path: str) -> bool:
+    """A directory of this host whose owner process is gone and that was not retained."""
+    owner = read_owner(path)
+    if owner is None or owner.get("retained") or owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    return not _alive(pid, owner.get("start"))
+
+
+def sweep_stale(root: str | None = None) -> list[str]:
+    """Removes the stale directories under ``root`` (default: :func:`default_root`); returns
+    them. Never fails: what cannot be read or removed stays."""
+    root = default_root() if root is None else root
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False) and is_stale(entry.path):
+                shutil.rmtree(entry.path)
+                removed.append(entry.path)
+        except OSError:
+            continue
+    return removed
