@@ -380,3 +380,40 @@ def test_keyed_process_timers_on_ray_follow_per_event_watermarks(p, chaining, on
     _, keyed = job(p, chaining, on_source, records)
     got = Counter(keyed.process(CountAndTimers()).execute_and_collect())
     assert got == ref_timers(per_event_script(records))
+
+
+# -- the network: small batches cut by watermarks travel as one push -------------------------------
+
+
+def test_batches_cut_by_watermarks_share_one_push_up_to_a_message():
+    from raystream.runtime.elements import CheckpointBarrier, Watermark, WatermarkStatus
+    from tests.test_channels_unit import FakeConsumer, make_sender, run
+
+    async def body():
+        consumer = FakeConsumer(auto_answer=True)
+        s = make_sender(consumer, capacity=100, batch_size=3)
+        for i in range(4):
+            s.add([i], [i])
+            s.add_control(Watermark(i))
+        s.add_control(WatermarkStatus(idle=True))
+        s.add_control(CheckpointBarrier(1, 0))
+        s.add([9], [9])
+        s.add_control(Watermark(9))
+        await s.send_queued()
+        got = []
+        for m in consumer.messages:
+            parts = m if isinstance(m, list) else [m]
+            got.append([(p.values if isinstance(p, Batch) else p) for p in parts])
+        assert got == [
+            [[0], Watermark(0), [1], Watermark(1), [2]],  # three records: a full message
+            [Watermark(2)],
+            [[3]],  # a bundle ends with a batch
+            [Watermark(3)],
+            [WatermarkStatus(idle=True)],
+            [CheckpointBarrier(1, 0)],
+            [[9]],
+            [Watermark(9)],
+        ]
+        assert s.records_sent == 5 and s.batches_sent == 5
+
+    run(body)
