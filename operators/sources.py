@@ -169,8 +169,7 @@ class SourceOperator(StreamOperator):
                 return SourceStatus.NOTHING_NOW
             self.records_in += len(batch.values)
             if self.emitter is not None:
-                self.output.emit(self.emitter.stamp(batch))
-                self.emitter.forward()
+                self.emitter.emit(batch)
             else:
                 self.output.emit(batch)
             return SourceStatus.MORE

@@ -3,7 +3,10 @@
 Used by source operators that got a ``WatermarkStrategy`` and by
 ``assign_timestamps_and_watermarks``. Timestamps are extracted per record (the assigner is user
 code); the generator sees whole batches; periodic emission runs every
-``auto_watermark_interval`` of processing time. A record whose timestamp is missing or not a
+``auto_watermark_interval`` of processing time. A watermark a generator emits from ``on_event``
+goes out right after the record that produced it: :meth:`WatermarkEmitter.emit` cuts the batch
+at the positions the output recorded (only there; a batch without such a watermark goes out
+whole). A record whose timestamp is missing or not a
 number fails the job with an error naming the operator and the record, or goes to the side output
 the strategy names (``with_invalid_timestamps_to(tag)``).
 """
@@ -60,18 +63,46 @@ class WatermarkEmitter:
             stamps = new_ts
         elif stamps is None:
             return batch
+        out = self.out
         try:
-            self.generator.on_events(values, stamps, self.out)
+            self.generator.on_events(values, stamps, out)
         except Exception as exc:
+            at, out.index = out.index, None
+            out.cuts.clear()
+            if at is not None and at < len(values):
+                raise self.op.user_error(exc, values[at]) from exc
             raise self.op.user_error(
                 exc, values[0] if values else None, "a batch starting with record"
             ) from exc
-        # a watermark the events produced (punctuated generators) must follow them: the caller
-        # calls forward() after emitting the batch
         return Batch(values, stamps)
 
-    def forward(self) -> None:
-        """Emits what the generator decided (watermark, idleness) since the last call."""
+    def emit(self, batch: Batch) -> None:
+        """Stamps ``batch``, feeds the generator and emits the records with the watermarks the
+        generator produced: one emitted from ``on_event`` right after its record (the batch is
+        cut there), the rest (and idleness) after the batch."""
+        stamped = self.stamp(batch)
+        output = self.op.output
+        cuts = self.out.cuts
+        if not cuts:
+            output.emit(stamped)
+            self._forward()
+            return
+        self.out.cuts = []
+        values, stamps = stamped.values, stamped.timestamps
+        assert stamps is not None  # the generator only runs on stamped records
+        start = 0
+        for i, wm in cuts:
+            if wm <= self.emitted:  # not above what went out already (monotonic)
+                continue
+            output.emit(Batch(values[start : i + 1], stamps[start : i + 1]))
+            start = i + 1
+            if self.idle:  # emitting a watermark makes the output active again (as in Flink)
+                self.idle = False
+                output.emit_watermark_status(False)
+            self.emitted = wm
+            output.emit_watermark(wm)
+        if start < len(values):
+            output.emit(Batch(values[start:], stamps[start:]))
         self._forward()
 
     def _stamp_by_value(self, values: list) -> tuple[list, list]:
@@ -153,8 +184,7 @@ class TimestampsAndWatermarksOperator(StreamOperator):
     def process_batch(self, batch: Batch) -> None:
         emitter = self.emitter
         assert emitter is not None
-        self.output.emit(emitter.stamp(batch))
-        emitter.forward()
+        emitter.emit(batch)
 
     def on_periodic(self, now_ms: int) -> None:
         self.emitter.on_periodic()  # type: ignore[union-attr]

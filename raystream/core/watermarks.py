@@ -3,7 +3,10 @@
 No Ray here. A :class:`WatermarkStrategy` is a picklable description; each source subtask (or
 ``assign_timestamps_and_watermarks`` subtask) builds its own generator from it. Generators see
 the timestamps of whole batches (``on_events``) so the built-ins cost one ``max()`` per batch,
-not a call per record.
+not a call per record. A generator that emits from ``on_event`` (punctuated) is fed record by
+record by the default ``on_events``, which tells the output the index of the record being
+processed: the output remembers where in the batch each watermark was emitted, and the runtime
+cuts the batch there, so the watermark follows exactly the record that produced it (as in Flink).
 """
 
 from __future__ import annotations
@@ -17,11 +20,19 @@ from raystream.core.time import MAX_TS, MIN_TS, Duration, to_millis
 
 
 class WatermarkOutput:
-    """Where a generator emits to; the runtime's implementation records what it is told."""
+    """Where a generator emits to; the runtime's implementation records what it is told.
+
+    ``watermark`` is the highest watermark emitted so far (a lower one is ignored, as in Flink).
+    While ``index`` is set (the default ``on_events`` sets it to the position in the batch of the
+    record being processed), every watermark that advances is also recorded in ``cuts`` as
+    ``(index, watermark)``: the runtime emits it right after that record.
+    """
 
     def __init__(self) -> None:
         self.watermark: int | None = None
         self.idle = False
+        self.index: int | None = None
+        self.cuts: list[tuple[int, int]] = []
 
     def emit_watermark(self, watermark: Any) -> None:
         ts = (
@@ -31,6 +42,12 @@ class WatermarkOutput:
         )
         if self.watermark is None or ts > self.watermark:
             self.watermark = ts
+            if self.index is not None:
+                cuts = self.cuts
+                if cuts and cuts[-1][0] == self.index:
+                    cuts[-1] = (self.index, ts)  # several from one event: the highest counts
+                else:
+                    cuts.append((self.index, ts))
         self.idle = False
 
     def mark_idle(self) -> None:
@@ -50,9 +67,15 @@ class WatermarkGenerator(ABC):
     def on_periodic_emit(self, output: WatermarkOutput) -> None: ...
 
     def on_events(self, events: list, timestamps: list[int], output: WatermarkOutput) -> None:
-        """A whole batch; override when it can be done without a call per record."""
-        for e, t in zip(events, timestamps):
-            self.on_event(e, t, output)
+        """A whole batch; override when it can be done without a call per record (a watermark
+        emitted by an override is placed after the whole batch). This default calls
+        ``on_event`` per record and marks each record's position, so a watermark emitted from
+        ``on_event`` goes right after its record."""
+        on_event = self.on_event
+        for i, (e, t) in enumerate(zip(events, timestamps)):
+            output.index = i
+            on_event(e, t, output)
+        output.index = None  # left set when on_event raises: the error names that record
 
 
 class BoundedOutOfOrdernessWatermarks(WatermarkGenerator):

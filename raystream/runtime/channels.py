@@ -13,7 +13,9 @@ while the consumer has not yet taken the channel's previous message, the buffer 
 A consumer that keeps up takes each message at once, and then the timeout applies as set.
 
 Sealed messages go out as
-``consumer.push(channel, seq, message)`` actor calls. At most ``capacity`` calls may be
+``consumer.push(channel, seq, message)`` actor calls. Small batches separated only by
+watermarks (a punctuated generator cuts batches where it emits) go out together as one bundle
+(a list, in order) of at most a message's worth of records. At most ``capacity`` calls may be
 unanswered per channel, and the consumer answers a push only once its task has taken the
 message out of its input queue — so a slow consumer suspends its producers (credit-based flow
 control), and memory per channel stays bounded.
@@ -147,11 +149,19 @@ class ChannelSender:
                 self.blocked_s += self._monotonic() - t0
             message = queue.popleft()
             if type(message) is Batch:
+                if queue and type(queue[0]) in _BUNDLED:
+                    message = self._bundle(message)
                 # pickled here rather than by Ray: one flat bytes argument is the cheapest
                 # thing an actor call can carry, and it lets us count the bytes
                 payload = _dumps(message, self.name)
-                self.records_sent += len(message.values)
-                self.batches_sent += 1
+                if type(message) is Batch:
+                    self.records_sent += len(message.values)
+                    self.batches_sent += 1
+                else:
+                    for part in message:
+                        if type(part) is Batch:
+                            self.records_sent += len(part.values)
+                            self.batches_sent += 1
                 self.bytes_sent += len(payload)
             else:
                 payload = message
@@ -161,6 +171,37 @@ class ChannelSender:
             future = getattr(ref, "future", None)
             self._answer = future() if future is not None else ref
             self.seq += 1
+
+    def _bundle(self, first: Batch) -> Batch | list:
+        """``first`` and the small batches and watermarks queued right after it, as one push
+        (a list, in order), up to one message's worth of records. Punctuated watermarks cut the
+        stream into small batches; without this each would cost an actor call. A bundle ends
+        with a batch, and never holds a barrier or the end of input."""
+        queue = self.queue
+        limit = self.limit()
+        parts: list = [first]
+        n = len(first.values)
+        taken = 0  # parts taken up to and including the last batch
+        i = 0
+        while i < len(queue):
+            m = queue[i]
+            kind = type(m)
+            if kind is Batch:
+                n += len(m.values)
+                if n > limit:
+                    break
+                parts.append(m)
+                taken = len(parts)
+            elif kind in _BUNDLED:
+                parts.append(m)
+            else:
+                break
+            i += 1
+        if taken <= 1:
+            return first
+        for _ in range(taken - 1):
+            queue.popleft()
+        return parts[:taken]
 
     async def drain(self) -> None:
         """Waits until every push was answered (end of input)."""
@@ -172,7 +213,11 @@ class ChannelSender:
         return bool(self.values)
 
 
-def _dumps(batch: Batch, channel_name: str) -> bytes:
+#: control messages a bundle may carry between its batches
+_BUNDLED = (Watermark, WatermarkStatus)
+
+
+def _dumps(batch: Batch | list, channel_name: str) -> bytes:
     try:
         return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -183,12 +228,15 @@ def _dumps(batch: Batch, channel_name: str) -> bytes:
         raise _serialization_error(exc, batch, channel_name) from exc
 
 
-def loads(payload: bytes) -> Batch:
+def loads(payload: bytes) -> Batch | list:
+    """A :class:`Batch`, or a bundle: a list of batches and watermarks, in channel order."""
     return pickle.loads(payload)  # type: ignore[no-any-return]
 
 
-def _serialization_error(exc: Exception, message: Batch, name: str) -> Exception:
-    for v in message.values:
+def _serialization_error(exc: Exception, message: Batch | list, name: str) -> Exception:
+    parts = message if isinstance(message, list) else [message]
+    values = [v for p in parts if type(p) is Batch for v in p.values]
+    for v in values:
         try:
             cloudpickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as inner:

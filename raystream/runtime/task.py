@@ -437,8 +437,18 @@ class Task:
             kind = type(message)
             if kind is bytes:
                 message = loads(message)
-                kind = Batch
-            if kind is Batch:
+                kind = type(message)
+            if kind is list:  # a bundle: small batches and the watermarks between them
+                for part in message:
+                    part_kind = type(part)
+                    if part_kind is Batch:
+                        head.records_in += len(part.values)
+                        process[inputs[channel]](part)
+                    elif part_kind is Watermark:
+                        self.watermarks.on_watermark(channel, part.timestamp)
+                    else:
+                        self.watermarks.on_status(channel, part.idle)
+            elif kind is Batch:
                 n = len(message.values)
                 head.records_in += n
                 if n <= sizer.size:
