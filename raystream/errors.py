@@ -102,7 +102,9 @@ class ChannelError(RaystreamError):
 
 
 class JobExecutionError(RaystreamError):
-    """The job failed or was canceled; ``root_cause`` holds the first task failure."""
+    """The job failed or was canceled; ``root_cause`` holds the task failure that ended it and
+    ``failure_history`` every failure of the job (dicts with ``attempt``, ``timestamp_ms``,
+    ``exception``, ``message``, ``operator``, ``subtask``, ``record``)."""
 
     def __init__(
         self, message: str, job_id: str | None = None, root_cause: BaseException | None = None
@@ -110,3 +112,4 @@ class JobExecutionError(RaystreamError):
         super().__init__(message)
         self.job_id = job_id
         self.root_cause = root_cause
+        self.failure_history: list[dict] = []
