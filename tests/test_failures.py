@@ -4,17 +4,27 @@ detected, a structured failure history (issue 9 §3a)."""
 from __future__ import annotations
 
 import pathlib
+import threading
 
 import pytest
 
-from raystream import JobExecutionError, MapFunction, StreamExecutionEnvironment
+from raystream import (
+    JobExecutionError,
+    KeyedProcessFunction,
+    MapFunction,
+    RestartStrategies,
+    StreamExecutionEnvironment,
+    ValueStateDescriptor,
+)
 from raystream.checkpoint_config import (
     DEFAULT_RESTART_ATTEMPTS,
     ExponentialDelayRestart,
     default_restart_strategy,
 )
+from raystream.checkpointing import HashMapStateBackend, LmdbStateBackend
 from raystream.errors import TaskError, UserFunctionError
 from raystream.runtime.failures import FailureEntry, FailureHistory, describe_failure
+from tests.chaos_jobs import PacedEvents
 
 # -- pure logic ------------------------------------------------------------------------------
 
@@ -32,7 +42,9 @@ def user_error(record: str, message: str = "division by zero", subtask: int = 0)
 
 def test_describe_failure_takes_operator_subtask_record_and_the_users_exception():
     entry = describe_failure(user_error("42"), attempt=3, now_ms=1000)
-    assert entry == FailureEntry(3, 1000, "ZeroDivisionError", "division by zero", "div", 0, "42")
+    assert entry == FailureEntry(
+        3, 1000, "ZeroDivisionError", "division by zero", "div", 0, "42", "user"
+    )
     assert "ZeroDivisionError in operator 'div', subtask 0 on record 42" in entry.summary()
     other = describe_failure(TaskError("task lost\nmore", "chain", 1), attempt=0, now_ms=5)
     assert other == FailureEntry(0, 5, "TaskError", "task lost", "chain", 1, None)
@@ -164,3 +176,49 @@ def test_a_transient_failure_still_recovers_and_is_in_the_history(tmp_path):
         (e["attempt"], e["operator"], e["record"], e["exception"]) for e in result.failures
     ] == [(0, "flaky", "17", "ConnectionError")]
     assert it.client.get_failure_history() == result.failures
+
+
+# -- unserializable keyed state (§3b) ----------------------------------------------------------
+
+
+class StashCallable(KeyedProcessFunction):
+    """Keeps a lock (which cannot be pickled) in keyed state for key 'b'."""
+
+    def open(self, ctx):
+        self.holder = ctx.get_state(ValueStateDescriptor("holder"))
+
+    def process_element(self, value, ctx):
+        self.holder.update(threading.Lock() if value == "b" else value)
+        yield value
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "backend", [HashMapStateBackend(), LmdbStateBackend()], ids=["memory", "lmdb"]
+)
+def test_unserializable_keyed_state_names_the_state_the_key_and_the_operator(tmp_path, backend):
+    env = checkpointed_env(tmp_path)
+    env.set_state_backend(backend)
+    env.set_restart_strategy(RestartStrategies.no_restart())
+    (
+        env.from_source(PacedEvents(200, 400.0), source_name="events")
+        .map(lambda e: "ab"[e[1] % 2])
+        .key_by(lambda v: v)
+        .process(StashCallable())
+        .name("stash")
+        .add_sink(lambda v: None)
+    )
+    with pytest.raises(JobExecutionError) as info:
+        env.execute("unserializable")
+    first = str(info.value).splitlines()[0]
+    assert "StateSerializationError in operator 'stash', subtask 0 while processing" in first
+    assert (
+        "the value of keyed state 'holder' for key 'b' cannot be serialized (TypeError: cannot "
+        "pickle '_thread.lock' object)"
+    ) in first
+    assert "None:" not in first
+    if isinstance(backend, LmdbStateBackend):  # caught at the update, on the record
+        assert "while processing record 'b'" in first
+    else:  # caught by the first checkpoint that serializes it
+        assert "while processing snapshot of checkpoint" in first

@@ -35,11 +35,15 @@ class FailureEntry:
     subtask: int | None = None
     #: truncated repr of the record being processed, if the failure happened on one
     record: str | None = None
+    #: "user": raised by user code or by state it wrote (a snapshot of unserializable state
+    #: too); "system": lost actors, hung tasks, checkpoint failures
+    kind: str = "system"
 
     def signature(self) -> tuple | None:
         """What must match for two failures to be "the same error on the same record"; None
-        for failures not tied to a record (actor deaths, hung tasks, checkpoint failures)."""
-        if self.record is None:
+        for system failures (actor deaths, hung tasks, checkpoint failures), which are never
+        taken for deterministic ones."""
+        if self.record is None and self.kind != "user":
             return None
         return (self.operator, self.subtask, self.exception, self.message, self.record)
 
@@ -58,9 +62,10 @@ def describe_failure(exc: BaseException, attempt: int, now_ms: int) -> FailureEn
     """The structured entry of a failure; ``exc`` is the root cause already unwrapped from
     Ray's task error."""
     if isinstance(exc, UserFunctionError):
-        text = str(exc).split("\n", 1)[0]
-        # "<Type> in operator 'x', subtask 0 while processing record <r>: <message>"
-        message = _user_message(text, exc.record)
+        message = getattr(exc, "cause_message", None)
+        if message is None:
+            # "<Type> in operator 'x', subtask 0 while processing record <r>: <message>"
+            message = _user_message(str(exc).split("\n", 1)[0], exc.record)
         return FailureEntry(
             attempt,
             now_ms,
@@ -69,6 +74,7 @@ def describe_failure(exc: BaseException, attempt: int, now_ms: int) -> FailureEn
             exc.operator,
             exc.subtask,
             exc.record,
+            "user",
         )
     lines = str(exc).strip().splitlines()
     first = lines[0] if lines else ""
