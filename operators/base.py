@@ -282,14 +282,18 @@ class StreamOperator:
         subtask = ctx.subtask_index if ctx else None
         where = f"operator {self.name!r}, subtask {subtask}" if ctx else f"operator {self.name!r}"
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        rec = record_repr(record)
+        # ``what`` other than a record (a snapshot, a timer, end of input) with no record: no
+        # "None" in the message
+        rec: str | None = None if record is None and what != "record" else record_repr(record)
+        shown = f" {rec}" if rec is not None else ""
         return UserFunctionError(
-            f"{type(exc).__name__} in {where} while processing {what} {rec}: {exc}\n"
+            f"{type(exc).__name__} in {where} while processing {what}{shown}: {exc}\n"
             f"--- original traceback ---\n{tb}",
             operator=self.name,
             subtask=subtask,
             record=rec,
             cause_type=type(exc).__name__,
+            cause_message=str(exc).split("\n", 1)[0],
         )
 
 

@@ -3,7 +3,11 @@
 ``env.enable_checkpointing(interval)`` turns checkpoints on; ``env.get_checkpoint_config()``
 returns the live :class:`CheckpointConfig`. ``env.set_restart_strategy(...)`` takes one of the
 :class:`RestartStrategies`; with checkpointing on and no strategy set, the job restarts with an
-exponential delay (Flink's default since 1.19).
+exponential delay (Flink's default since 1.19), bounded here: at most
+``DEFAULT_RESTART_ATTEMPTS`` (10) restarts, 1 s doubling by 1.5 up to 60 s (about two minutes of
+delays in all; the count starts again after an hour without failure). Whatever the strategy, the
+same user error on the same record on ``ExecutionConfig.deterministic_failure_repeats`` (3)
+consecutive attempts fails the job at once.
 """
 
 from __future__ import annotations
@@ -289,5 +293,14 @@ class RestartStrategies:
         )
 
 
+#: restarts the default strategy allows (Flink's exponential delay has no bound; a job with a
+#: deterministic bug then restarts forever)
+DEFAULT_RESTART_ATTEMPTS = 10
+
+
 def default_restart_strategy(checkpointing: bool) -> RestartStrategy:
-    return ExponentialDelayRestart() if checkpointing else NoRestart()
+    """With checkpointing: exponential delay, 1 s x1.5 up to 60 s, at most
+    ``DEFAULT_RESTART_ATTEMPTS`` restarts per hour-long failure streak; without: no restart."""
+    return (
+        ExponentialDelayRestart(attempts=DEFAULT_RESTART_ATTEMPTS) if checkpointing else NoRestart()
+    )

@@ -65,7 +65,8 @@ class ExecutionConfig:
     gc_threshold: tuple[int, int, int] | None = (50_000, 20, 100)
     #: checkpoint settings (``env.enable_checkpointing`` / ``env.get_checkpoint_config()``)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
-    #: what happens after a failure (None: exponential delay with checkpointing, else none)
+    #: what happens after a failure (None: a bounded exponential delay with checkpointing, see
+    #: ``checkpoint_config.default_restart_strategy``; without checkpointing no restart)
     restart_strategy: Any = None
     #: the job master pings every task this often and fails over when one does not answer
     #: within the timeout. A task answers between batches, so one batch whose user calls take
@@ -73,6 +74,11 @@ class ExecutionConfig:
     #: the timeout, or lower ``batch_size``, for such jobs.
     heartbeat_interval_ms: int = 5_000
     heartbeat_timeout_ms: int = 120_000
+    #: the same user error on the same record (same operator, subtask, exception type and
+    #: message) on this many consecutive attempts fails the job instead of restarting it
+    #: again, whatever the restart strategy (a deterministic bug replays from the same
+    #: checkpoint into the same error); 0 turns this off
+    deterministic_failure_repeats: int = 3
 
     def set_auto_watermark_interval(self, interval: Duration) -> ExecutionConfig:
         self.auto_watermark_interval_ms = to_millis(interval, "auto watermark interval")
@@ -106,6 +112,11 @@ class ExecutionConfig:
             raise GraphError(f"message size must be >= 1 byte, got {self.message_bytes}")
         if self.channel_capacity < 1:
             raise GraphError(f"channel capacity must be >= 1 batch, got {self.channel_capacity}")
+        if self.deterministic_failure_repeats < 0:
+            raise GraphError(
+                "deterministic failure repeats must be >= 0 (0: off), got "
+                f"{self.deterministic_failure_repeats}"
+            )
         if self.buffer_timeout_ms < 0:
             raise GraphError(f"buffer timeout must be >= 0 ms, got {self.buffer_timeout_ms}")
         self.checkpoint.validate()

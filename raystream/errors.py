@@ -3,6 +3,7 @@
     RaystreamError
     ├── GraphError                 wrong API use, found while the job graph is built
     ├── SerializationError         a function or record that cannot be pickled
+    │   └── StateSerializationError  a keyed-state value that cannot be pickled (state/backend.py)
     ├── InvalidKeyError            a key that cannot be placed on a key group
     ├── TaskError                  something failed inside a running task
     │   └── UserFunctionError      a user function raised on a record
@@ -91,10 +92,13 @@ class UserFunctionError(TaskError):
         subtask: int | None = None,
         record: str | None = None,
         cause_type: str | None = None,
+        cause_message: str | None = None,
     ):
         super().__init__(message, operator, subtask)
         self.record = record
         self.cause_type = cause_type
+        #: first line of the user's exception message
+        self.cause_message = cause_message
 
 
 class ChannelError(RaystreamError):
@@ -102,7 +106,9 @@ class ChannelError(RaystreamError):
 
 
 class JobExecutionError(RaystreamError):
-    """The job failed or was canceled; ``root_cause`` holds the first task failure."""
+    """The job failed or was canceled; ``root_cause`` holds the task failure that ended it and
+    ``failure_history`` every failure of the job (dicts with ``attempt``, ``timestamp_ms``,
+    ``exception``, ``message``, ``operator``, ``subtask``, ``record``)."""
 
     def __init__(
         self, message: str, job_id: str | None = None, root_cause: BaseException | None = None
@@ -110,3 +116,4 @@ class JobExecutionError(RaystreamError):
         super().__init__(message)
         self.job_id = job_id
         self.root_cause = root_cause
+        self.failure_history: list[dict] = []

@@ -42,7 +42,11 @@ import lmdb
 
 from raystream.core.keys import encode_key
 from raystream.errors import InvalidKeyError, record_repr
-from raystream.state.backend import AbstractKeyedStateBackend, encode_key_group
+from raystream.state.backend import (
+    AbstractKeyedStateBackend,
+    encode_key_group,
+    state_serialization_error,
+)
 from raystream.state.handles import StateMeta
 from raystream.state.ttl import TtlTimeProvider
 
@@ -132,9 +136,13 @@ class LmdbTable:
 
     def _encode(self, ek: Any, stored: Any) -> bytes:
         key, ns = ek if self._namespaced else (ek, None)
-        if self._ttl:
-            return _STAMP.pack(stored[1]) + _dumps((key, ns, stored[0]), _PICKLE)
-        return _dumps((key, ns, stored), _PICKLE)
+        try:
+            if self._ttl:
+                return _STAMP.pack(stored[1]) + _dumps((key, ns, stored[0]), _PICKLE)
+            return _dumps((key, ns, stored), _PICKLE)
+        except Exception as exc:
+            value = stored[0] if self._ttl else stored
+            raise state_serialization_error(self._name, key, ns, value, exc) from exc
 
     def _decode(self, raw: bytes) -> Any:
         """The stored form — the value, or ``(value, stamp)`` with TTL — of a record value."""
@@ -291,9 +299,13 @@ class LmdbMapTable(LmdbTable):
 
     def _encode_entry(self, ek: Any, key: Any, stored: Any) -> bytes:
         k, ns = ek if self._namespaced else (ek, None)
-        if self._ttl:
-            return _STAMP.pack(stored[1]) + _dumps((k, ns, key, stored[0]), _PICKLE)
-        return _dumps((k, ns, key, stored), _PICKLE)
+        try:
+            if self._ttl:
+                return _STAMP.pack(stored[1]) + _dumps((k, ns, key, stored[0]), _PICKLE)
+            return _dumps((k, ns, key, stored), _PICKLE)
+        except Exception as exc:
+            value = {key: stored[0] if self._ttl else stored}
+            raise state_serialization_error(self._name, k, ns, value, exc) from exc
 
     def _decode_entry(self, raw: bytes) -> tuple[Any, Any]:
         if self._ttl:

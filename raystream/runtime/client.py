@@ -40,6 +40,8 @@ class JobExecutionResult:
     restarts: int = 0
     #: checkpoint statistics (None with checkpointing off)
     checkpoints: dict[str, Any] | None = None
+    #: the failures the job recovered from, oldest first (see ``JobClient.get_failure_history``)
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     def get_job_id(self) -> str:
         return self.job_id
@@ -107,6 +109,13 @@ class JobClient:
         id, size, duration and location."""
         return self._call(self._jm.checkpoint_stats.remote())  # type: ignore[no-any-return]
 
+    def get_failure_history(self) -> list[dict[str, Any]]:
+        """Every failure of the job so far, oldest first: ``attempt``, ``timestamp_ms``,
+        ``exception`` (type of the root cause), ``message`` (its first line), ``operator``,
+        ``subtask`` and ``record`` (truncated repr; None when the failure is not tied to a
+        record, e.g. a lost actor)."""
+        return list(self.get_checkpoint_stats()["failures"])
+
     def get_restarts(self) -> int:
         return int(self.get_checkpoint_stats()["restarts"])
 
@@ -139,7 +148,13 @@ class JobClient:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.job_id} still running after {timeout} s")
         if raw["status"] != JobStatusName.FINISHED:
-            raise as_job_error(self.job_id, raw["status"], raw["error"])
+            raise as_job_error(
+                self.job_id,
+                raw["status"],
+                raw["error"],
+                raw.get("fail_reason"),
+                raw.get("failures"),
+            )
         self._result = _to_result(self.job_id, self.job_name, raw)
         return self._result
 
@@ -169,6 +184,7 @@ def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionR
         sink_results={n: [v[i] for i in sorted(v)] for n, v in sinks.items()},
         restarts=raw.get("restarts", 0),
         checkpoints=raw.get("checkpoints"),
+        failures=list(raw.get("failures") or []),
     )
 
 

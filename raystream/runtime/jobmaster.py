@@ -38,6 +38,7 @@ from raystream.runtime.coordinator import (
 )
 from raystream.runtime.deploy import actor_name, actor_options, task_specs
 from raystream.runtime.elements import CheckpointKind
+from raystream.runtime.failures import FailureHistory, describe_failure
 from raystream.runtime.task import Task, TaskResult
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ class JobMaster:
         self.ended_at = 0.0
         self.attempt = 0
         self.restarts = 0
-        self.failures: list[str] = []
+        self.failures = FailureHistory(self.plan.config.deterministic_failure_repeats)
+        #: why the job failed without using up its restart strategy (deterministic failure)
+        self.fail_reason: str | None = None
         self.restored_from: list[int] = []
         self._done = asyncio.Event()
         self._collect: deque[list] = deque()
@@ -123,7 +126,9 @@ class JobMaster:
                 restore = await asyncio.to_thread(self._load_savepoint)
             await self._deploy(restore)
         except Exception as exc:
-            await self._fail(exc)
+            cause = _unwrap(exc)
+            self.failures.add(describe_failure(cause, self.attempt, int(time.time() * 1000)))
+            await self._fail(cause)
             return
         if self.status in JobStatusName.TERMINAL:  # canceled while the tasks were set up
             return
@@ -235,13 +240,27 @@ class JobMaster:
         self._failing = True
         try:
             while True:
-                delay = self.restart_strategy.next_delay_ms(int(time.time() * 1000))
+                exc = _unwrap(exc)
+                now_ms = int(time.time() * 1000)
+                entry = describe_failure(exc, self.attempt, now_ms)
+                self.failures.add(entry)
+                if self.failures.is_deterministic():
+                    n = self.failures.consecutive_repeats()
+                    self.fail_reason = (
+                        f"the same failure on the same record on {n} consecutive attempts "
+                        f"({entry.summary()}): deterministic, not restarted again"
+                    )
+                    log.error("job %s fails: %s", self.job_id, self.fail_reason)
+                    await self._fail(exc)
+                    return
+                delay = self.restart_strategy.next_delay_ms(now_ms)
                 if delay is None:
                     await self._fail(exc)
                     return
                 self.restarts += 1
-                self.failures.append(_describe(exc))
-                log.warning("job %s restarts (%d) after: %s", self.job_id, self.restarts, exc)
+                log.warning(
+                    "job %s restarts (%d) after: %s", self.job_id, self.restarts, entry.summary()
+                )
                 self.status = JobStatusName.RESTARTING
                 self.attempt += 1
                 self._kill_tasks()
@@ -435,6 +454,8 @@ class JobMaster:
         return {
             "status": self.status,
             "error": self.error,
+            "fail_reason": self.fail_reason,
+            "failures": self.failures.as_dicts(),
             "runtime_s": (self.ended_at or time.time()) - self.started_at,
             "tasks": list(self.results.values()),
             "restarts": self.restarts,
@@ -461,7 +482,7 @@ class JobMaster:
         out: dict[str, Any] = {
             "restarts": self.restarts,
             "attempt": self.attempt,
-            "failures": list(self.failures),
+            "failures": self.failures.as_dicts(),
             "restored_from": list(self.restored_from),
         }
         if self.coordinator is not None:
@@ -555,9 +576,13 @@ async def _await(ref: Any) -> Any:
     return await ref
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+def _unwrap(exc: BaseException) -> BaseException:
+    """The exception a task raised, without Ray's ``RayTaskError`` wrapper."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BaseException):
+            return cause
+    return exc
 
 
 def _root_cause(errors: list[BaseException]) -> BaseException:
@@ -575,14 +600,23 @@ def _root_cause(errors: list[BaseException]) -> BaseException:
     return sorted(errors, key=rank)[0]
 
 
-def as_job_error(job_id: str, status: str, error: BaseException | None) -> JobExecutionError:
+def as_job_error(
+    job_id: str,
+    status: str,
+    error: BaseException | None,
+    fail_reason: str | None = None,
+    failures: list[dict[str, Any]] | None = None,
+) -> JobExecutionError:
     if status == JobStatusName.CANCELED:
         return JobExecutionError(f"job {job_id} was canceled", job_id)
-    cause = error
-    if isinstance(error, ray.exceptions.RayTaskError):
-        cause = error.cause if getattr(error, "cause", None) is not None else error
+    cause = _unwrap(error) if error is not None else None
     msg = f"job {job_id} failed: {cause}"
+    if fail_reason:
+        msg = f"job {job_id} failed: {fail_reason}\nroot cause: {cause}"
+    elif failures and len(failures) > 1:
+        msg += f"\n(after {len(failures) - 1} restarts; see JobClient.get_failure_history())"
     err = JobExecutionError(msg, job_id, cause)
+    err.failure_history = list(failures or [])
     err.__cause__ = cause
     return err
 

@@ -32,7 +32,7 @@ from raystream.checkpointing.snapshot import (
 from raystream.config import SOURCE_READ_RECORDS, ExecutionConfig
 from raystream.core.keys import key_group_range
 from raystream.core.time import SystemClock
-from raystream.errors import ChannelError, RaystreamError, TaskError
+from raystream.errors import ChannelError, RaystreamError, SerializationError, TaskError
 from raystream.graph.plan import ChainSpec, EdgeSpec
 from raystream.operators.base import (
     ChainedOutput,
@@ -592,6 +592,8 @@ class Task:
         for uid, op in zip(self._uids, self.operators):
             try:
                 snap = op.snapshot_state(cid)
+            except SerializationError as exc:  # keyed state of this operator: name it
+                raise op.user_error(exc, None, f"snapshot of checkpoint {cid}") from exc
             except RaystreamError:
                 raise
             except Exception as exc:

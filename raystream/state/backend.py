@@ -32,6 +32,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Protocol
 
 from raystream.core.keys import KeyGroupAssigner
+from raystream.errors import SerializationError, record_repr
 from raystream.state.api import AggregatingState, ListState, MapState, ReducingState, ValueState
 from raystream.state.descriptors import (
     AggregatingStateDescriptor,
@@ -53,6 +54,25 @@ from raystream.state.handles import (
 from raystream.state.ttl import StateTtlConfig, SystemTtlTimeProvider, TtlPolicy, TtlTimeProvider
 
 FORMAT_VERSION = 1
+
+
+class StateSerializationError(SerializationError):
+    """A keyed-state value cannot be serialized; the message names the state and the key (the
+    operator and subtask are added where the task wraps it)."""
+
+
+def state_serialization_error(
+    state: str, key: Any, namespace: Any, value: Any, exc: BaseException
+) -> StateSerializationError:
+    """The one message both backends raise: LMDB when the value is written, memory when a
+    snapshot serializes it."""
+    ns = f" in namespace {record_repr(namespace)}" if namespace is not None else ""
+    return StateSerializationError(
+        f"the value of keyed state {state!r} for key {record_repr(key)}{ns} cannot be "
+        f"serialized ({type(exc).__name__}: {exc}): {record_repr(value)}; keyed state must be "
+        "picklable (no lambdas defined in a function, locks, open files, generators)"
+    )
+
 
 #: kinds whose entries hold one value (a raw table is one of them)
 SINGLE_KINDS = frozenset({"table", "value", "reducing", "aggregating"})
@@ -156,7 +176,21 @@ def encode_key_group(
             out[name] = (meta.kind, meta.namespaced, meta.ttl_enabled, entries)
     if not out:
         return None
-    return pickle.dumps((key_group, FORMAT_VERSION, out), protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        return pickle.dumps((key_group, FORMAT_VERSION, out), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise _find_unpicklable(out, exc) from exc
+
+
+def _find_unpicklable(out: dict[str, tuple], exc: BaseException) -> BaseException:
+    """The failure path of a snapshot: pickles entry by entry to name the state and the key."""
+    for name, (_kind, _namespaced, _ttl, entries) in out.items():
+        for key, ns, stored in entries:
+            try:
+                pickle.dumps(stored, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as entry_exc:
+                return state_serialization_error(name, key, ns, stored, entry_exc)
+    return exc
 
 
 def decode_key_group(blob: bytes) -> tuple[int, dict[str, tuple[str, bool, bool, list]]]:
