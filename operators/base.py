@@ -143,6 +143,28 @@ class CountingOutput(Output):
         self._inner.emit_watermark_status(idle)
 
 
+class ConvertingOutput(Output):
+    """Applies the output type's conversion (e.g. tuples to ``Row``) to each batch."""
+
+    __slots__ = ("_op", "_inner", "_convert")
+
+    def __init__(self, op: StreamOperator, inner: Output, convert: Any):
+        self._op = op
+        self._inner = inner
+        self._convert = convert
+
+    def emit(self, batch: Batch) -> None:
+        ctx = self._op.ctx
+        where = f"operator {self._op.name!r}" + (f", subtask {ctx.subtask_index}" if ctx else "")
+        self._inner.emit(Batch(self._convert(batch.values, where), batch.timestamps))
+
+    def emit_watermark(self, timestamp: int) -> None:
+        self._inner.emit_watermark(timestamp)
+
+    def emit_watermark_status(self, idle: bool) -> None:
+        self._inner.emit_watermark_status(idle)
+
+
 class StreamOperator:
     """Base of every operator. Subclasses override ``process_batch`` (and more as needed)."""
 
@@ -150,6 +172,8 @@ class StreamOperator:
     has_async_work = False
     #: milliseconds between ``on_periodic`` calls (watermark generators), or None
     periodic_interval_ms: int | None = None
+    #: ``convert(values, where) -> values`` the output type asks for (``Types.ROW``), or None
+    output_converter: Any = None
 
     def __init__(self, name: str):
         self.name = name
@@ -164,6 +188,8 @@ class StreamOperator:
     def setup(self, ctx: OperatorContext, output: Output, side_outputs: dict[str, Output]) -> None:
         self.ctx = ctx
         self.output = CountingOutput(self, output)
+        if self.output_converter is not None:
+            self.output = ConvertingOutput(self, self.output, self.output_converter)
         self.side_outputs = side_outputs
 
     def open(self) -> None:

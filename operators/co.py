@@ -8,7 +8,7 @@ selector; state and timers are shared by the key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from raystream.api.functions import (
@@ -18,6 +18,7 @@ from raystream.api.functions import (
     CoProcessFunction,
     KeyedBroadcastProcessFunction,
     KeyedCoProcessFunction,
+    register_contexts,
 )
 from raystream.checkpointing.snapshot import OperatorSnapshot
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
@@ -185,6 +186,17 @@ class _CoContext(ProcessContext):
             backend.set_current_key(previous)
 
 
+register_contexts(
+    _CoContext,
+    CoProcessFunction.Context,
+    KeyedCoProcessFunction.OnTimerContext,
+    BroadcastProcessFunction.Context,
+    BroadcastProcessFunction.ReadOnlyContext,
+    KeyedBroadcastProcessFunction.Context,
+    KeyedBroadcastProcessFunction.OnTimerContext,
+)
+
+
 class CoProcessOperator(UdfOperator):
     """Co-process and broadcast-process functions, keyed or not (``keyed`` = key selectors set).
 
@@ -199,6 +211,7 @@ class CoProcessOperator(UdfOperator):
         broadcast_names: tuple[str, ...] = (),
     ):
         super().__init__(name, fn)
+        self._fns: tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]
         if isinstance(fn, (CoProcessFunction, KeyedCoProcessFunction)):
             self._fns = (fn.process_element1, fn.process_element2)
         elif isinstance(fn, (BroadcastProcessFunction, KeyedBroadcastProcessFunction)):

@@ -69,6 +69,10 @@ class FileSink(TwoPhaseCommitSink):
     ['part-0-0.jsonl']
     """
 
+    _formats: tuple[str, ...] = _SINK_FORMATS
+    #: part file names are ``{part_prefix}-{subtask}-...-{n}{part_suffix}``
+    part_prefix = "part"
+
     def __init__(
         self,
         directory: Any,
@@ -78,9 +82,9 @@ class FileSink(TwoPhaseCommitSink):
         compression: str | None = None,
         options: dict[str, Any] | None = None,
     ):
-        if format not in _SINK_FORMATS:
+        if format not in self._formats:
             raise GraphError(
-                f"FileSink: unknown format {format!r}; expected one of {_SINK_FORMATS}"
+                f"FileSink: unknown format {format!r}; expected one of {self._formats}"
             )
         self.directory, self.filesystem, self.fs_path = _resolve(
             directory, filesystem, f"FileSink.{format}"
@@ -88,7 +92,7 @@ class FileSink(TwoPhaseCommitSink):
         self.format = format
         self.compression = compression
         self.options = dict(options or {})
-        ext = _EXTENSIONS[format]
+        ext = _EXTENSIONS.get(format, format)
         if compression is not None:
             if compression not in _COMPRESSION_EXT:
                 raise GraphError(
@@ -97,6 +101,7 @@ class FileSink(TwoPhaseCommitSink):
                 )
             ext += "." + _COMPRESSION_EXT[compression]
         self.extension = ext
+        self.part_suffix = "." + ext
         try:
             info = self.filesystem.get_file_info(self.fs_path)
         except Exception as exc:
@@ -165,6 +170,15 @@ class FileSink(TwoPhaseCommitSink):
             options={"compression": compression, "row_group_size": row_group_size},
         )
 
+    @staticmethod
+    def for_row_format(base_path: Any, encoder: Any) -> Any:
+        """PyFlink's builder: ``FileSink.for_row_format(path, Encoder.simple_string_encoder())
+        .with_output_file_config(...).with_rolling_policy(...).build()`` (see
+        :mod:`raystream.operators.file_system`)."""
+        from raystream.operators.file_system import RowFormatBuilder  # builds a FileSink subclass
+
+        return RowFormatBuilder(base_path, encoder)
+
     def describe(self) -> str:
         return "FileSink"
 
@@ -202,7 +216,10 @@ class FileSink(TwoPhaseCommitSink):
         self._files = {}
 
     def begin_transaction(self) -> PartFileTransaction:
-        name = f"part-{self._subtask}-{self._writer_id}-{self._counter}.{self.extension}"
+        name = (
+            f"{self.part_prefix}-{self._subtask}-{self._writer_id}-{self._counter}"
+            f"{self.part_suffix}"
+        )
         self._counter += 1
         return PartFileTransaction(name)
 
@@ -311,7 +328,7 @@ class _PartFileWriter(SinkWriter):
         if not batch.values:
             return
         if self._part is None:
-            name = f"part-{self.subtask}-{self._counter}.{self.sink.extension}"
+            name = f"{self.sink.part_prefix}-{self.subtask}-{self._counter}{self.sink.part_suffix}"
             self._part = self.sink._new_part(self.sink.path_of(name), lambda: self._open_part(name))
         self._part.write(batch.values)
 

@@ -155,6 +155,14 @@ class FileSource(Source):
         """Every line as a ``str`` without its line break (universal newlines)."""
         return cls(path, "lines", filesystem=filesystem, encoding=encoding)
 
+    @staticmethod
+    def for_record_stream_format(stream_format: Any, *paths: Any) -> Any:
+        """PyFlink's builder: ``FileSource.for_record_stream_format(StreamFormat.text_line_format(),
+        path).process_static_file_set().build()`` (see :mod:`raystream.operators.file_system`)."""
+        from raystream.operators.file_system import FileSourceBuilder  # builds a FileSource
+
+        return FileSourceBuilder(stream_format, paths)
+
     @classmethod
     def jsonl(
         cls, path: Any, *, encoding: str = "utf-8", filesystem: pafs.FileSystem | None = None

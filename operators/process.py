@@ -13,7 +13,12 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-from raystream.api.functions import KeyedProcessFunction, OutputTag, ProcessFunction
+from raystream.api.functions import (
+    KeyedProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    register_contexts,
+)
 from raystream.core.keys import KeySelector
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError
@@ -123,6 +128,9 @@ class ProcessContext(KeyedProcessFunction.Context):
                 fixed = [t if t is not None else -(2**63) for t in stamps] if has_ts else None
                 self._op.side_output(tag_id).emit(Batch(values, fixed))
         self._side = {}
+
+
+register_contexts(ProcessContext, KeyedProcessFunction.OnTimerContext)
 
 
 def _collect(result: Any, out: list, ts_out: list, ts: Any) -> None:

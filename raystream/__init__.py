@@ -20,10 +20,12 @@ Reading guide (the record path, file by file):
 from raystream.api.connected import BroadcastConnectedStream, BroadcastStream, ConnectedStreams
 from raystream.api.context import RuntimeContext
 from raystream.api.datastream import DataStream, DataStreamSink, KeyedStream
+from raystream.api.duration import Duration
 from raystream.api.environment import StreamExecutionEnvironment
 from raystream.api.functions import (
     AggregateFunction,
     AllWindowFunction,
+    BaseBroadcastProcessFunction,
     BroadcastProcessFunction,
     CheckpointedFunction,
     CoFlatMapFunction,
@@ -47,6 +49,8 @@ from raystream.api.functions import (
     WindowFunction,
 )
 from raystream.api.joins import CoGroupFunction, FlatJoinFunction, JoinFunction, ProcessJoinFunction
+from raystream.api.runtime_mode import RuntimeExecutionMode
+from raystream.api.typeinfo import TypeInformation, Types
 from raystream.api.windowing import AllWindowedStream, WindowedStream
 from raystream.checkpoint_config import (
     CheckpointConfig,
@@ -55,7 +59,9 @@ from raystream.checkpoint_config import (
     RestartStrategies,
     RestartStrategy,
 )
+from raystream.checkpointing.backends.factory import HashMapStateBackend, LmdbStateBackend
 from raystream.config import ExecutionConfig
+from raystream.core.row import Row, RowKind
 from raystream.core.time import MAX_TS, MIN_TS, Time
 from raystream.core.watermarks import (
     TimestampAssigner,
@@ -73,12 +79,15 @@ from raystream.errors import (
     TaskError,
     UserFunctionError,
 )
+from raystream.operators.file_sink import FileSink
+from raystream.operators.files import FileSource
 from raystream.operators.process import TimeDomain
 from raystream.operators.windows import (
     ContinuousEventTimeTrigger,
     ContinuousProcessingTimeTrigger,
     CountEvictor,
     CountTrigger,
+    CountWindow,
     DeltaEvictor,
     DeltaTrigger,
     EventTimeSessionWindows,
@@ -90,6 +99,7 @@ from raystream.operators.windows import (
     ProcessingTimeSessionWindows,
     ProcessingTimeTrigger,
     PurgingTrigger,
+    SessionWindowTimeGapExtractor,
     SlidingEventTimeWindows,
     SlidingProcessingTimeWindows,
     TimeEvictor,
@@ -120,6 +130,19 @@ from raystream.state.ttl import StateTtlConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseBroadcastProcessFunction",
+    "CountWindow",
+    "Duration",
+    "FileSink",
+    "FileSource",
+    "HashMapStateBackend",
+    "LmdbStateBackend",
+    "Row",
+    "RowKind",
+    "RuntimeExecutionMode",
+    "SessionWindowTimeGapExtractor",
+    "TypeInformation",
+    "Types",
     "AggregateFunction",
     "AggregatingState",
     "AggregatingStateDescriptor",

@@ -154,6 +154,20 @@ PUBLIC_RAYSTREAM = [
     "WindowAssigner",
     "WindowFunction",
     "WindowedStream",
+    # PyFlink's names where a PyFlink user looks for them (issue 9, docs/pyflink.md)
+    "BaseBroadcastProcessFunction",
+    "CountWindow",
+    "Duration",
+    "FileSink",
+    "FileSource",
+    "HashMapStateBackend",
+    "LmdbStateBackend",
+    "Row",
+    "RowKind",
+    "RuntimeExecutionMode",
+    "SessionWindowTimeGapExtractor",
+    "TypeInformation",
+    "Types",
 ]
 
 

@@ -1,10 +1,12 @@
 """Windows: assigners, triggers, evictors and the window operator."""
 
 from raystream.operators.windows.assigners import (
+    CountWindow,
     EventTimeSessionWindows,
     GlobalWindow,
     GlobalWindows,
     ProcessingTimeSessionWindows,
+    SessionWindowTimeGapExtractor,
     SlidingEventTimeWindows,
     SlidingProcessingTimeWindows,
     TimeWindow,
@@ -27,6 +29,8 @@ from raystream.operators.windows.triggers import (
 )
 
 __all__ = [
+    "CountWindow",
+    "SessionWindowTimeGapExtractor",
     "ContinuousEventTimeTrigger",
     "ContinuousProcessingTimeTrigger",
     "CountEvictor",

@@ -54,6 +54,26 @@ class GlobalWindow:
         return 0x61E
 
 
+class CountWindow(NamedTuple):
+    """PyFlink's window of a count assigner, numbered by ``id``. raystream's count windows
+    (``count_window``) are global windows with a count trigger, as in Flink's Java API, so
+    their functions get :class:`GlobalWindow`; this type is here for annotations and for
+    user assigners."""
+
+    id: int
+
+    def max_timestamp(self) -> int:
+        return MAX_TS
+
+
+class SessionWindowTimeGapExtractor(ABC):
+    """The gap of a dynamic session window: ``extract(element)`` returns milliseconds (or a
+    duration). See ``EventTimeSessionWindows.with_dynamic_gap``."""
+
+    @abstractmethod
+    def extract(self, element: Any) -> Any: ...
+
+
 def window_start(ts: int, offset: int, size: int) -> int:
     """Start of the window of length ``size`` (shifted by ``offset``) that contains ``ts``."""
     return ts - (ts - offset) % size  # Python's % with a positive divisor is floor modulo

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from raystream.api.functions import (
+    ProcessAllWindowFunction,
+    ProcessWindowFunction,
+    register_contexts,
+)
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME
 from raystream.errors import GraphError
 from raystream.runtime.elements import Batch
@@ -126,6 +131,9 @@ class _WindowContext:
 
     def output(self, output_tag: Any, value: Any) -> None:
         self.op.side_output(output_tag.tag_id).emit(Batch([value], [self._window.max_timestamp()]))
+
+
+register_contexts(_WindowContext, ProcessWindowFunction.Context, ProcessAllWindowFunction.Context)
 
 
 class _StateStore:

@@ -13,6 +13,7 @@ from raystream.api.functions import (
     KeyedBroadcastProcessFunction,
     KeyedCoProcessFunction,
 )
+from raystream.api.typeinfo import with_output_type
 from raystream.errors import GraphError
 from raystream.graph.partitioners import BroadcastPartitioner
 from raystream.graph.transformations import Transformation
@@ -60,11 +61,13 @@ class ConnectedStreams:
 
     def map(self, func: CoMapFunction, output_type: Any = None) -> DataStream:
         CoMapOperator("validate", func)
-        return self._add("CoMap", functools.partial(CoMapOperator, fn=func), False)
+        stream = self._add("CoMap", functools.partial(CoMapOperator, fn=func), False)
+        return with_output_type(stream, output_type)
 
     def flat_map(self, func: CoFlatMapFunction, output_type: Any = None) -> DataStream:
         CoFlatMapOperator("validate", func)
-        return self._add("CoFlatMap", functools.partial(CoFlatMapOperator, fn=func), False)
+        stream = self._add("CoFlatMap", functools.partial(CoFlatMapOperator, fn=func), False)
+        return with_output_type(stream, output_type)
 
     def process(
         self, func: CoProcessFunction | KeyedCoProcessFunction, output_type: Any = None
@@ -77,7 +80,7 @@ class ConnectedStreams:
         if not isinstance(func, CoProcessFunction):
             raise TypeError(f"connect().process() needs a CoProcessFunction, got {func!r}")
         factory = functools.partial(CoProcessOperator, fn=func, key_selectors=ks)
-        return self._add("CoProcess", factory, ks is not None)
+        return with_output_type(self._add("CoProcess", factory, ks is not None), output_type)
 
 
 class BroadcastStream:
@@ -129,7 +132,7 @@ class BroadcastConnectedStream:
             keyed=keyed,
         )
         env._add(t)
-        return DataStream(env, t)
+        return with_output_type(DataStream(env, t), output_type)
 
 
 def _no_key(value: Any) -> None:

@@ -24,6 +24,7 @@ from raystream.api.functions import (
     SinkFunction,
     resolve,
 )
+from raystream.api.typeinfo import apply_output_type
 from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError
 from raystream.graph.partitioners import (
@@ -143,15 +144,17 @@ class DataStream:
 
     def map(self, func: MapFunction | Callable[[Any], Any], output_type: Any = None) -> DataStream:
         resolve(func, MapFunction, "map", "map")
-        return DataStream(self._env, self._add("Map", functools.partial(MapOperator, fn=func)))
+        t = self._add("Map", functools.partial(MapOperator, fn=func))
+        apply_output_type(t, output_type)
+        return DataStream(self._env, t)
 
     def flat_map(
         self, func: FlatMapFunction | Callable[[Any], Any], output_type: Any = None
     ) -> DataStream:
         resolve(func, FlatMapFunction, "flat_map", "flat_map")
-        return DataStream(
-            self._env, self._add("FlatMap", functools.partial(FlatMapOperator, fn=func))
-        )
+        t = self._add("FlatMap", functools.partial(FlatMapOperator, fn=func))
+        apply_output_type(t, output_type)
+        return DataStream(self._env, t)
 
     def filter(self, func: FilterFunction | Callable[[Any], bool]) -> DataStream:
         resolve(func, FilterFunction, "filter", "filter")
@@ -165,9 +168,9 @@ class DataStream:
         if isinstance(func, KeyedProcessFunction):
             raise GraphError("a KeyedProcessFunction needs a keyed stream: call key_by() first")
         _check_callable(func, ProcessFunction, "process")
-        return DataStream(
-            self._env, self._add("Process", functools.partial(ProcessOperator, fn=func))
-        )
+        t = self._add("Process", functools.partial(ProcessOperator, fn=func))
+        apply_output_type(t, output_type)
+        return DataStream(self._env, t)
 
     def assign_timestamps_and_watermarks(self, watermark_strategy: WatermarkStrategy) -> DataStream:
         """Extracts event timestamps and generates watermarks here, replacing upstream ones."""
@@ -249,7 +252,7 @@ class DataStream:
     def _needs_key(self, what: str) -> GraphError:
         return GraphError(f"{what} needs a keyed stream: call key_by(...) first, then {what}")
 
-    def reduce(self, func: Any) -> DataStream:
+    def reduce(self, func: Any, output_type: Any = None) -> DataStream:
         raise self._needs_key("reduce()")
 
     def sum(self, field: int | str | None = None) -> DataStream:
@@ -420,10 +423,14 @@ class KeyedStream(DataStream):
     def get_key_selector(self) -> Callable[[Any], Any]:
         return self._key_selector
 
-    def reduce(self, func: ReduceFunction | Callable[[Any, Any], Any]) -> DataStream:
+    def reduce(
+        self, func: ReduceFunction | Callable[[Any, Any], Any], output_type: Any = None
+    ) -> DataStream:
         resolve(func, ReduceFunction, "reduce", "reduce")
         factory = functools.partial(ReduceOperator, fn=func, key_selector=self._key_selector)
-        return DataStream(self._env, self._add("Reduce", factory, keyed=True))
+        t = self._add("Reduce", factory, keyed=True)
+        apply_output_type(t, output_type)
+        return DataStream(self._env, t)
 
     def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
         factory = functools.partial(
@@ -456,7 +463,9 @@ class KeyedStream(DataStream):
             raise GraphError("on a keyed stream use a KeyedProcessFunction, not a ProcessFunction")
         _check_callable(func, KeyedProcessFunction, "process")
         factory = functools.partial(KeyedProcessOperator, fn=func, key_selector=self._key_selector)
-        return DataStream(self._env, self._add("KeyedProcess", factory, keyed=True))
+        t = self._add("KeyedProcess", factory, keyed=True)
+        apply_output_type(t, output_type)
+        return DataStream(self._env, t)
 
     def _physical(self, what: str) -> Transformation:
         raise GraphError(f"{what} applies to an operator; key_by() only partitions the stream")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -10,6 +11,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raystream.api.datastream import DataStream
+from raystream.api.typeinfo import row_converter
 from raystream.checkpoint_config import (
     CheckpointConfig,
     CheckpointingMode,
@@ -107,6 +109,16 @@ class StreamExecutionEnvironment:
 
         return self._config.state_backend or HashMapStateBackend()
 
+    def add_jars(self, *jars_path: str) -> StreamExecutionEnvironment:
+        """Accepted for PyFlink programs; raystream runs no JVM, so jars are not used."""
+        _notice_once("add_jars", jars_path)
+        return self
+
+    def add_classpaths(self, *classpaths: str) -> StreamExecutionEnvironment:
+        """Accepted for PyFlink programs; raystream runs no JVM, so classpaths are not used."""
+        _notice_once("add_classpaths", classpaths)
+        return self
+
     def disable_operator_chaining(self) -> StreamExecutionEnvironment:
         self._config.chaining_enabled = False
         return self
@@ -137,7 +149,12 @@ class StreamExecutionEnvironment:
         return DataStream(self, t)
 
     def from_collection(self, collection: Iterable[Any], type_info: Any = None) -> DataStream:
+        """A stream of the items; with ``type_info=Types.ROW(...)`` (or ``ROW_NAMED``) tuples
+        become ``Row`` s, converted here on the driver."""
         items = list(collection)
+        converter = row_converter(type_info)
+        if converter is not None:
+            items = converter(items, "from_collection")
         return self.from_source(CollectionSource(items), source_name="Collection Source")
 
     def from_sequence(self, start: int, end: int | None) -> DataStream:
@@ -277,6 +294,18 @@ class StreamExecutionEnvironment:
         n = self._names.get(base, 0) + 1
         self._names[base] = n
         return base if n == 1 else f"{base}-{n}"
+
+
+_log = logging.getLogger(__name__)
+_noticed: set[str] = set()
+
+
+def _notice_once(what: str, paths: tuple[str, ...]) -> None:
+    if what not in _noticed:
+        _noticed.add(what)
+        _log.warning(
+            "%s(%s) ignored: raystream runs no JVM, jars are not needed", what, ", ".join(paths)
+        )
 
 
 class _SourceFactory:

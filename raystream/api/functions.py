@@ -10,10 +10,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from raystream.api.context import RuntimeContext
+
+
+IN = TypeVar("IN")
+OUT = TypeVar("OUT")
+KEY = TypeVar("KEY")
+W = TypeVar("W")
+W2 = TypeVar("W2")
+IN1 = TypeVar("IN1")
+IN2 = TypeVar("IN2")
 
 
 class Function:
@@ -79,12 +88,23 @@ class KeyedProcessFunction(Function, ABC):
         @abstractmethod
         def get_current_key(self) -> Any: ...
 
+        @abstractmethod
+        def timer_service(self) -> Any: ...
+
+    class OnTimerContext(Context, ABC):
+        """The ``ctx`` of ``on_timer``: also says which kind of timer fired."""
+
+        @abstractmethod
+        def time_domain(self) -> Any: ...
+
     @abstractmethod
     def process_element(
         self, value: Any, ctx: KeyedProcessFunction.Context
     ) -> Iterable[Any] | None: ...
 
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
+    def on_timer(
+        self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
+    ) -> Iterable[Any] | None:
         return None
 
 
@@ -146,29 +166,62 @@ class AggregateFunction(Function, ABC):
     # ``merge(acc_a, acc_b) -> acc`` is optional: define it to use session windows.
 
 
-class ProcessWindowFunction(Function, ABC):
-    """Gets all elements of a window (or the one pre-aggregated value) plus the context."""
+class _WindowContext(ABC, Generic[W2]):
+    """The ``context`` of a process window function: the window, time and state."""
 
     @abstractmethod
-    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterable[Any]: ...
+    def window(self) -> W2: ...
 
-    def clear(self, context: Any) -> None:  # noqa: B027 - optional hook
+    @abstractmethod
+    def current_processing_time(self) -> int: ...
+
+    @abstractmethod
+    def current_watermark(self) -> int: ...
+
+    @abstractmethod
+    def window_state(self) -> Any: ...
+
+    @abstractmethod
+    def global_state(self) -> Any: ...
+
+    @abstractmethod
+    def output(self, output_tag: OutputTag, value: Any) -> None: ...
+
+
+class ProcessWindowFunction(Function, Generic[IN, OUT, KEY, W], ABC):
+    """Gets all elements of a window (or the one pre-aggregated value) plus the context.
+
+    Subscriptable as in PyFlink: ``class F(ProcessWindowFunction[tuple, str, str, TimeWindow])``.
+    """
+
+    class Context(_WindowContext[W2], ABC):
+        pass
+
+    @abstractmethod
+    def process(
+        self, key: KEY, context: ProcessWindowFunction.Context, elements: Iterable[IN]
+    ) -> Iterable[OUT]: ...
+
+    def clear(self, context: ProcessWindowFunction.Context) -> None:  # noqa: B027 - optional hook
         """Called when the window is cleaned up: clear per-window state here."""
 
 
-class WindowFunction(Function, ABC):
+class WindowFunction(Function, Generic[IN, OUT, KEY, W], ABC):
     """Legacy ``apply``: key, window and elements, no context."""
 
     @abstractmethod
-    def apply(self, key: Any, window: Any, inputs: Iterable[Any]) -> Iterable[Any]: ...
+    def apply(self, key: KEY, window: W, inputs: Iterable[IN]) -> Iterable[OUT]: ...
 
 
-class AllWindowFunction(WindowFunction, ABC):
-    pass
+class AllWindowFunction(WindowFunction[IN, OUT, Any, W], ABC):
+    """``apply`` of ``window_all``: ``apply(window, inputs)``."""
 
 
-class ProcessAllWindowFunction(ProcessWindowFunction, ABC):
-    pass
+class ProcessAllWindowFunction(ProcessWindowFunction[IN, OUT, Any, W], ABC):
+    """``process`` of ``window_all``: ``process(context, elements)``."""
+
+    class Context(_WindowContext[W2], ABC):
+        pass
 
 
 class CoMapFunction(Function, ABC):
@@ -187,30 +240,120 @@ class CoFlatMapFunction(Function, ABC):
     def flat_map2(self, value: Any) -> Iterable[Any]: ...
 
 
-class CoProcessFunction(Function, ABC):
-    @abstractmethod
-    def process_element1(self, value: Any, ctx: Any) -> Iterable[Any] | None: ...
+class _CoContext(ABC):
+    """What the ``ctx`` of a two-input process function offers (timestamp, side outputs)."""
 
     @abstractmethod
-    def process_element2(self, value: Any, ctx: Any) -> Iterable[Any] | None: ...
+    def timestamp(self) -> int | None: ...
+
+    @abstractmethod
+    def output(self, output_tag: OutputTag, value: Any) -> None: ...
+
+
+class _KeyedCoContext(_CoContext, ABC):
+    @abstractmethod
+    def get_current_key(self) -> Any: ...
+
+    @abstractmethod
+    def timer_service(self) -> Any: ...
+
+
+class CoProcessFunction(Function, ABC):
+    class Context(_CoContext, ABC):
+        pass
+
+    @abstractmethod
+    def process_element1(
+        self, value: Any, ctx: CoProcessFunction.Context
+    ) -> Iterable[Any] | None: ...
+
+    @abstractmethod
+    def process_element2(
+        self, value: Any, ctx: CoProcessFunction.Context
+    ) -> Iterable[Any] | None: ...
 
 
 class KeyedCoProcessFunction(CoProcessFunction, ABC):
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
+    class Context(_KeyedCoContext, ABC):
+        pass
+
+    class OnTimerContext(Context, ABC):
+        @abstractmethod
+        def time_domain(self) -> Any: ...
+
+    def on_timer(
+        self, timestamp: int, ctx: KeyedCoProcessFunction.OnTimerContext
+    ) -> Iterable[Any] | None:
         return None
 
 
-class BroadcastProcessFunction(Function, ABC):
-    @abstractmethod
-    def process_element(self, value: Any, ctx: Any) -> Iterable[Any] | None: ...
+class BaseBroadcastProcessFunction(Function, ABC):
+    """Common base of the broadcast process functions, with the contexts they share."""
+
+    class BaseContext(_CoContext, ABC):
+        pass
+
+    class Context(BaseContext, ABC):
+        """``ctx`` of ``process_broadcast_element``: broadcast state read-write."""
+
+        @abstractmethod
+        def get_broadcast_state(self, state_descriptor: Any) -> Any: ...
+
+    class ReadOnlyContext(BaseContext, ABC):
+        """``ctx`` of ``process_element``: broadcast state read-only."""
+
+        @abstractmethod
+        def get_broadcast_state(self, state_descriptor: Any) -> Any: ...
+
+
+class BroadcastProcessFunction(BaseBroadcastProcessFunction, Generic[IN1, IN2, OUT], ABC):
+    class Context(BaseBroadcastProcessFunction.Context, ABC):
+        pass
+
+    class ReadOnlyContext(BaseBroadcastProcessFunction.ReadOnlyContext, ABC):
+        pass
 
     @abstractmethod
-    def process_broadcast_element(self, value: Any, ctx: Any) -> Iterable[Any] | None: ...
+    def process_element(
+        self, value: IN1, ctx: BroadcastProcessFunction.ReadOnlyContext
+    ) -> Iterable[OUT] | None: ...
+
+    @abstractmethod
+    def process_broadcast_element(
+        self, value: IN2, ctx: BroadcastProcessFunction.Context
+    ) -> Iterable[OUT] | None: ...
 
 
-class KeyedBroadcastProcessFunction(BroadcastProcessFunction, ABC):
-    def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any] | None:
+class KeyedBroadcastProcessFunction(
+    BroadcastProcessFunction[IN1, IN2, OUT], Generic[KEY, IN1, IN2, OUT], ABC
+):
+    class Context(BaseBroadcastProcessFunction.Context, ABC):
+        @abstractmethod
+        def apply_to_keyed_state(self, state_descriptor: Any, function: Any) -> None: ...
+
+    class ReadOnlyContext(BaseBroadcastProcessFunction.ReadOnlyContext, ABC):
+        @abstractmethod
+        def get_current_key(self) -> Any: ...
+
+        @abstractmethod
+        def timer_service(self) -> Any: ...
+
+    class OnTimerContext(ReadOnlyContext, ABC):
+        @abstractmethod
+        def time_domain(self) -> Any: ...
+
+    def on_timer(
+        self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext
+    ) -> Iterable[Any] | None:
         return None
+
+
+def register_contexts(cls: type, *interfaces: Any) -> None:
+    """Declares that the runtime's context class ``cls`` is each of ``interfaces`` (so user code
+    can check ``isinstance(ctx, KeyedProcessFunction.OnTimerContext)``) without inheriting their
+    abstract methods one by one."""
+    for interface in interfaces:
+        interface.register(cls)
 
 
 class CheckpointedFunction(ABC):

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from raystream.api.functions import Function, KeySelector, OutputTag, resolve
+from raystream.api.typeinfo import with_output_type
 from raystream.api.windowing import checked_evictor, checked_lateness, checked_trigger
 from raystream.core.time import Duration, to_millis
 from raystream.errors import GraphError
@@ -194,7 +195,7 @@ class IntervalJoined:
             keyed=True,
         )
         env._add(t)
-        return DataStream(env, t)
+        return with_output_type(DataStream(env, t), output_type)
 
 
 # -- window join and co-group --------------------------------------------------------------------------
@@ -328,7 +329,8 @@ class WindowedJoin(_WindowedTwoStreams):
         Results carry the window's ``end - 1``."""
         from raystream.operators.joins import CoGroupWindowFunction, JoinCoGroup
 
-        return self._build(CoGroupWindowFunction(JoinCoGroup(join_function)))
+        stream = self._build(CoGroupWindowFunction(JoinCoGroup(join_function)))
+        return with_output_type(stream, output_type)
 
 
 class WindowedCoGroup(_WindowedTwoStreams):
@@ -343,4 +345,4 @@ class WindowedCoGroup(_WindowedTwoStreams):
         either side; it yields (or returns) outputs. Results carry the window's ``end - 1``."""
         from raystream.operators.joins import CoGroupWindowFunction
 
-        return self._build(CoGroupWindowFunction(co_group_function))
+        return with_output_type(self._build(CoGroupWindowFunction(co_group_function)), output_type)

@@ -6,6 +6,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from raystream.api.functions import OutputTag, ReduceFunction, resolve
+from raystream.api.typeinfo import with_output_type
 from raystream.core.time import Duration, to_millis
 from raystream.errors import GraphError
 from raystream.operators.windows.assigners import GlobalWindows, WindowAssigner
@@ -96,9 +97,12 @@ class WindowedStream:
             stream.set_parallelism(self._parallelism)
         return stream
 
-    def reduce(self, reduce_function: Any, window_function: Any = None) -> DataStream:
+    def reduce(
+        self, reduce_function: Any, window_function: Any = None, output_type: Any = None
+    ) -> DataStream:
         resolve(reduce_function, ReduceFunction, "reduce", "window reduce")
-        return self._build("Window(Reduce)", REDUCE, reduce_function, window_function)
+        stream = self._build("Window(Reduce)", REDUCE, reduce_function, window_function)
+        return with_output_type(stream, output_type)
 
     def _field_aggregate(self, kind: str, field: int | str | None) -> DataStream:
         from raystream.operators.keyed import aggregation
@@ -122,13 +126,21 @@ class WindowedStream:
     def max_by(self, field: int | str | None = None) -> DataStream:
         return self._field_aggregate("max_by", field)
 
-    def aggregate(self, aggregate_function: Any, window_function: Any = None) -> DataStream:
+    def aggregate(
+        self,
+        aggregate_function: Any,
+        window_function: Any = None,
+        accumulator_type: Any = None,
+        output_type: Any = None,
+    ) -> DataStream:
+        """``accumulator_type`` is metadata (accumulators are Python objects)."""
         for method in ("create_accumulator", "add", "get_result"):
             if not callable(getattr(aggregate_function, method, None)):
                 raise TypeError(f"aggregate() needs an AggregateFunction with {method}()")
-        return self._build("Window(Aggregate)", AGGREGATE, aggregate_function, window_function)
+        stream = self._build("Window(Aggregate)", AGGREGATE, aggregate_function, window_function)
+        return with_output_type(stream, output_type)
 
-    def process(self, process_window_function: Any) -> DataStream:
+    def process(self, process_window_function: Any, output_type: Any = None) -> DataStream:
         if not (
             callable(getattr(process_window_function, "process", None))
             or callable(process_window_function)
@@ -136,12 +148,13 @@ class WindowedStream:
             raise TypeError(
                 "process() needs a ProcessWindowFunction or a callable(key, context, elements)"
             )
-        return self._build("Window(Process)", PROCESS, process_window_function)
+        stream = self._build("Window(Process)", PROCESS, process_window_function)
+        return with_output_type(stream, output_type)
 
-    def apply(self, window_function: Any) -> DataStream:
+    def apply(self, window_function: Any, output_type: Any = None) -> DataStream:
         if not (callable(getattr(window_function, "apply", None)) or callable(window_function)):
             raise TypeError("apply() needs a WindowFunction or a callable(key, window, inputs)")
-        return self._build("Window(Apply)", APPLY, window_function)
+        return with_output_type(self._build("Window(Apply)", APPLY, window_function), output_type)
 
 
 class AllWindowedStream(WindowedStream):
@@ -149,16 +162,16 @@ class AllWindowedStream(WindowedStream):
 
     Functions get ``None`` as key: ``process(None, context, elements)``."""
 
-    def process(self, process_window_function: Any) -> DataStream:
+    def process(self, process_window_function: Any, output_type: Any = None) -> DataStream:
         fn = process_window_function
         if isinstance(fn, type) or not (callable(getattr(fn, "process", None)) or callable(fn)):
             raise TypeError(
                 "process() needs a ProcessAllWindowFunction or a callable(context, elements)"
             )
-        return super().process(_AllProcess(fn))
+        return super().process(_AllProcess(fn), output_type)
 
-    def apply(self, window_function: Any) -> DataStream:
-        return super().apply(_AllApply(window_function))
+    def apply(self, window_function: Any, output_type: Any = None) -> DataStream:
+        return super().apply(_AllApply(window_function), output_type)
 
 
 def _no_key(value: Any) -> None:

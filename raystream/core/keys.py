@@ -19,6 +19,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Hashable
 
+from raystream.core.row import Row
 from raystream.errors import InvalidKeyError, record_repr
 
 DEFAULT_MAX_PARALLELISM = 128
@@ -57,6 +58,13 @@ def encode_key(key: object) -> bytes:
     if isinstance(key, tuple):  # also namedtuples
         parts = [encode_key(k) for k in key]
         return b"t%d:" % len(parts) + b"".join(b"%d:" % len(p) + p for p in parts)
+    if isinstance(key, Row):
+        names = key._fields
+        if names is None:
+            return b"r" + encode_key(tuple(key._values))
+        # equal named rows may list their fields in different orders
+        pairs = sorted(zip(names, key._values), key=lambda p: p[0])
+        return b"R" + encode_key(tuple(x for p in pairs for x in p))
     # int and str subclasses (IntEnum, StrEnum, str-mixin enums) equal their plain values as
     # dict keys, so they must encode like them
     if isinstance(key, int):

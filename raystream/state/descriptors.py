@@ -52,11 +52,19 @@ class ListStateDescriptor(StateDescriptor):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class MapStateDescriptor(StateDescriptor):
-    """``MapStateDescriptor(name, key_type_info=None, value_type_info=None)``."""
+    """``MapStateDescriptor(name, key_type_info=None, value_type_info=None)``; the key type is
+    kept as ``type_info``."""
 
     value_type_info: Any = None
+
+    def __init__(self, name: str, key_type_info: Any = None, value_type_info: Any = None):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "type_info", key_type_info)
+        object.__setattr__(self, "ttl_config", None)
+        object.__setattr__(self, "value_type_info", value_type_info)
+        self.__post_init__()
 
 
 @dataclass(frozen=True, init=False)

@@ -1,0 +1,5 @@
+"""Mirror of ``pyflink.datastream.connectors.number_seq``."""
+
+from raystream.operators.sources import NumberSequenceSource
+
+__all__ = ["NumberSequenceSource"]

@@ -1,0 +1,5 @@
+"""Mirror of ``pyflink.datastream.output_tag``."""
+
+from raystream.api.functions import OutputTag
+
+__all__ = ["OutputTag"]
