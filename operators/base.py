@@ -8,14 +8,16 @@ which partitions it onto channels.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from raystream.api.runtime_mode import is_batch
 from raystream.checkpointing.operator_state import OperatorStateStore
 from raystream.checkpointing.snapshot import OperatorSnapshot
 from raystream.core.keys import KeyGroupAssigner
-from raystream.core.time import MIN_TS
+from raystream.core.time import MAX_TS, MIN_TS
 from raystream.errors import RaystreamError, UserFunctionError, record_repr
 from raystream.runtime.elements import Batch
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from raystream.config import ExecutionConfig
     from raystream.core.time import Clock
     from raystream.state.backend import KeyedStateBackend
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -206,8 +210,29 @@ class StreamOperator:
         if timestamp <= self.current_watermark:
             return
         self.current_watermark = timestamp
-        self.on_watermark(timestamp)
+        if timestamp == MAX_TS and self.ctx is not None and is_batch(self.ctx.config):
+            self._end_of_batch_input()
+        else:
+            self.on_watermark(timestamp)
         self.output.emit_watermark(timestamp)
+
+    def _end_of_batch_input(self) -> None:
+        """BATCH, the MAX watermark at the end of input (as Flink): timers registered from now on
+        are ignored, every event-time timer fires, then every processing-time timer (processing
+        time "jumps to the end of time"), all before the watermark goes downstream."""
+        timers = getattr(self, "timers", None)
+        if timers is not None:
+            timers.quiesce()
+        self.on_watermark(MAX_TS)
+        if self.next_processing_timer() is not None:
+            self.on_processing_time(MAX_TS)
+        if timers is not None and timers.ignored:
+            _log.warning(
+                "operator %r: %d timer(s) registered while timers fired at the end of input were "
+                "ignored (BATCH mode, as in Flink)",
+                self.name,
+                timers.ignored,
+            )
 
     def on_watermark(self, timestamp: int) -> None:
         """Fires event-time timers up to ``timestamp`` (keyed operators override)."""

@@ -3,6 +3,12 @@
 As in Flink, each incoming record updates the per-key aggregate and the new aggregate is emitted
 at once (a running aggregate, not a windowed one). The aggregate lives in the keyed state backend
 (one raw table, no state-handle indirection on the hot path).
+
+In ``RuntimeExecutionMode.BATCH`` the aggregates are not "rolling" (Flink's batch semantics): a
+record only updates its key's aggregate, and at the end of input (the ``MAX`` watermark, before it
+goes downstream) every key's final value is emitted once, with timestamp ``MAX_TS`` if the input
+carried timestamps (as Flink) and none otherwise. Order of the final values in a subtask: by key
+group, then as the backend keeps its keys (memory: first-seen order; LMDB: canonical key order).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from raystream.api.functions import ReduceFunction, resolve
-from raystream.core.keys import KeySelector
+from raystream.api.runtime_mode import is_batch
+from raystream.core.keys import KeyGroupAssigner, KeySelector
+from raystream.core.time import MAX_TS
 from raystream.errors import GraphError
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
@@ -30,15 +38,22 @@ class ReduceOperator(UdfOperator):
         self._fn = resolve(fn, ReduceFunction, "reduce", "reduce")
         self._key_selector = key_selector
         self._table: Any = None
+        #: BATCH: emit only the final value per key, at the end of input
+        self._final_only = False
+        self._timestamped = False  # BATCH: the input carried timestamps
 
     def open(self) -> None:
         assert self.ctx is not None
         if self.ctx.keyed_backend is None:
             raise GraphError(f"keyed operator {self.name!r} has no keyed state backend")
         self._table = self.ctx.keyed_backend.table(self.STATE_NAME)
+        self._final_only = is_batch(self.ctx.config)
         super().open()
 
     def process_batch(self, batch: Batch) -> None:
+        if self._final_only:
+            self._accumulate(batch)
+            return
         fn = self._fn
         ks = self._key_selector
         get = self._table.get
@@ -56,6 +71,42 @@ class ReduceOperator(UdfOperator):
         except Exception as exc:
             raise self.user_error(exc, v) from exc
         self.output.emit(Batch(out, batch.timestamps))
+
+    def _accumulate(self, batch: Batch) -> None:
+        """BATCH: fold each record into its key's aggregate; nothing is emitted yet."""
+        fn = self._fn
+        ks = self._key_selector
+        get = self._table.get
+        put = self._table.put
+        if batch.timestamps is not None:
+            self._timestamped = True
+        v = None
+        try:
+            for v in batch.values:
+                k = ks(v)
+                acc = get(k, _MISSING)
+                put(k, v if acc is _MISSING else fn(acc, v))
+        except Exception as exc:
+            raise self.user_error(exc, v) from exc
+
+    def on_watermark(self, timestamp: int) -> None:
+        if self._final_only and timestamp == MAX_TS:
+            self._emit_final()
+
+    def _emit_final(self) -> None:
+        """BATCH, end of input: every key's final value once, by key group (a stable sort keeps
+        the backend's order of keys within a group)."""
+        assert self.ctx is not None and self.ctx.keyed_backend is not None
+        keys = self.ctx.keyed_backend.keys(self.STATE_NAME)
+        if not keys:
+            return
+        keys.sort(key=KeyGroupAssigner(self.ctx.max_parallelism))
+        get = self._table.get
+        step = max(1, self.ctx.config.batch_size)  # in batches of the usual size
+        for start in range(0, len(keys), step):
+            values = [get(k) for k in keys[start : start + step]]
+            stamps = [MAX_TS] * len(values) if self._timestamped else None
+            self.output.emit(Batch(values, stamps))
 
 
 # --- field access for sum/min/max(field) -------------------------------------------------------

@@ -112,7 +112,8 @@ class SourceOperator(StreamOperator):
             from raystream.operators.watermarks import WatermarkEmitter
 
             self.emitter = WatermarkEmitter(self.watermark_strategy, self)
-            self.periodic_interval_ms = self.ctx.config.auto_watermark_interval_ms or None
+            if not self.emitter.batch:  # BATCH: only MAX at the end, no periodic emission
+                self.periodic_interval_ms = self.ctx.config.auto_watermark_interval_ms or None
 
     def on_periodic(self, now_ms: int) -> None:
         if self.emitter is not None:

@@ -9,14 +9,24 @@ at the positions the output recorded (only there; a batch without such a waterma
 whole). A record whose timestamp is missing or not a
 number fails the job with an error naming the operator and the record, or goes to the side output
 the strategy names (``with_invalid_timestamps_to(tag)``).
+
+In ``RuntimeExecutionMode.BATCH`` the strategy's generator is not used (Flink ignores watermark
+generators in batch): timestamps are still extracted, no watermark or idleness goes out during the
+run, and the only watermark is ``MAX`` at the end of input.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from raystream.api.runtime_mode import is_batch
 from raystream.core.time import MAX_TS, MIN_TS
-from raystream.core.watermarks import WatermarkOutput, WatermarkStrategy, valid_timestamp
+from raystream.core.watermarks import (
+    NoWatermarksGenerator,
+    WatermarkOutput,
+    WatermarkStrategy,
+    valid_timestamp,
+)
 from raystream.errors import UserFunctionError, record_repr
 from raystream.operators.base import StreamOperator
 from raystream.runtime.elements import Batch
@@ -28,7 +38,13 @@ class WatermarkEmitter:
         self.op = op
         self.extract = strategy.create_extractor()
         self.by_value = strategy.value_extractor()
-        self.generator = strategy.create_generator(op.ctx.clock.now_ms)
+        #: BATCH: no watermarks during the run (the generator is not even created)
+        self.batch = is_batch(op.ctx.config)
+        self.generator = (
+            NoWatermarksGenerator()
+            if self.batch
+            else strategy.create_generator(op.ctx.clock.now_ms)
+        )
         self.invalid_tag = getattr(strategy, "invalid_timestamps_tag", None)
         self.out = WatermarkOutput()
         self.emitted = MIN_TS
@@ -179,7 +195,8 @@ class TimestampsAndWatermarksOperator(StreamOperator):
     def open(self) -> None:
         assert self.ctx is not None
         self.emitter = WatermarkEmitter(self.strategy, self)
-        self.periodic_interval_ms = self.ctx.config.auto_watermark_interval_ms or None
+        if not self.emitter.batch:
+            self.periodic_interval_ms = self.ctx.config.auto_watermark_interval_ms or None
 
     def process_batch(self, batch: Batch) -> None:
         emitter = self.emitter

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from raystream.api.runtime_mode import RuntimeExecutionMode, coerce_runtime_mode
 from raystream.checkpoint_config import CheckpointConfig
 from raystream.core.time import Duration, to_millis
 
@@ -42,6 +43,10 @@ class ExecutionConfig:
         task_num_cpus: CPUs each task actor reserves in Ray's scheduler (0 lets a job of any
             parallelism run on a laptop; operators may ask for more with ``set_resources``).
         spread_tasks: place task actors with Ray's SPREAD strategy across nodes.
+        runtime_mode: ``RuntimeExecutionMode.STREAMING`` (default), ``BATCH`` (bounded sources
+            only: final values, one watermark at the end, no checkpoints) or ``AUTOMATIC``
+            (``BATCH`` when every source is bounded); a name string works too
+            (``"BATCH"``, Flink's ``execution.runtime-mode``).
     """
 
     parallelism: int = 1
@@ -79,6 +84,16 @@ class ExecutionConfig:
     #: again, whatever the restart strategy (a deterministic bug replays from the same
     #: checkpoint into the same error); 0 turns this off
     deterministic_failure_repeats: int = 3
+    #: STREAMING, BATCH or AUTOMATIC (``env.set_runtime_mode``); a built plan holds the resolved
+    #: mode, STREAMING or BATCH
+    runtime_mode: RuntimeExecutionMode = RuntimeExecutionMode.STREAMING
+
+    def set_runtime_mode(self, mode: RuntimeExecutionMode | str) -> ExecutionConfig:
+        self.runtime_mode = coerce_runtime_mode(mode)
+        return self
+
+    def get_runtime_mode(self) -> RuntimeExecutionMode:
+        return coerce_runtime_mode(self.runtime_mode)
 
     def set_auto_watermark_interval(self, interval: Duration) -> ExecutionConfig:
         self.auto_watermark_interval_ms = to_millis(interval, "auto watermark interval")
@@ -117,6 +132,7 @@ class ExecutionConfig:
                 "deterministic failure repeats must be >= 0 (0: off), got "
                 f"{self.deterministic_failure_repeats}"
             )
+        self.runtime_mode = coerce_runtime_mode(self.runtime_mode)
         if self.buffer_timeout_ms < 0:
             raise GraphError(f"buffer timeout must be >= 0 ms, got {self.buffer_timeout_ms}")
         self.checkpoint.validate()

@@ -84,6 +84,9 @@ class OperatorHarness:
     :meth:`watermark` and :meth:`advance_processing_time`; :attr:`output`, :attr:`side_outputs`
     and :attr:`watermarks` show what came out.
 
+    ``runtime_mode=RuntimeExecutionMode.BATCH`` runs the operator with batch semantics (final
+    values of running aggregates at :meth:`finish`, every timer firing there).
+
     Checkpoints: ``checkpoint_interval_ms`` makes the operator see checkpointing as on;
     :meth:`snapshot` takes what a task would put in a checkpoint, and a harness built with
     ``restored=`` that snapshot starts the operator from it, as a restore does (use
@@ -101,6 +104,7 @@ class OperatorHarness:
         parallelism: int = 1,
         restored: Any = None,
         checkpoint_interval_ms: int | None = None,
+        runtime_mode: Any = None,
     ):
         from raystream.config import ExecutionConfig
         from raystream.core.keys import key_group_range
@@ -123,6 +127,8 @@ class OperatorHarness:
         config.clock = self.clock
         if checkpoint_interval_ms is not None:
             config.checkpoint.set_checkpoint_interval(checkpoint_interval_ms)
+        if runtime_mode is not None:  # as a built plan has it: STREAMING or BATCH
+            config.set_runtime_mode(runtime_mode)
         ctx = OperatorContext(
             operator_name=getattr(operator, "name", "operator"),
             task_name="harness",

@@ -11,6 +11,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raystream.api.datastream import DataStream
+from raystream.api.runtime_mode import RuntimeExecutionMode
 from raystream.api.typeinfo import row_converter
 from raystream.checkpoint_config import (
     CheckpointConfig,
@@ -118,6 +119,17 @@ class StreamExecutionEnvironment:
         """Accepted for PyFlink programs; raystream runs no JVM, so classpaths are not used."""
         _notice_once("add_classpaths", classpaths)
         return self
+
+    def set_runtime_mode(
+        self, execution_mode: RuntimeExecutionMode | str
+    ) -> StreamExecutionEnvironment:
+        """``RuntimeExecutionMode.STREAMING`` (default), ``BATCH`` or ``AUTOMATIC``; decided
+        when the job is built (an unbounded source in BATCH fails there, naming it)."""
+        self._config.set_runtime_mode(execution_mode)
+        return self
+
+    def get_runtime_mode(self) -> RuntimeExecutionMode:
+        return self._config.get_runtime_mode()
 
     def disable_operator_chaining(self) -> StreamExecutionEnvironment:
         self._config.chaining_enabled = False

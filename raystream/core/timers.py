@@ -129,6 +129,16 @@ class TimerService:
 
     def __init__(self) -> None:
         self.queues = (_TimerQueue(), _TimerQueue())
+        self.ignored = 0  # registrations dropped after quiesce()
+
+    def quiesce(self) -> None:
+        """From now on registrations are dropped (BATCH, end of input: a timer callback that
+        registers the next timer must not loop forever, as in Flink). Deletion and firing go on.
+        The instance attribute shadows :meth:`register`, so the normal path pays nothing."""
+        self.register = self._ignore  # type: ignore[method-assign]
+
+    def _ignore(self, domain: int, ts: int, key: Hashable, namespace: Any = None) -> None:
+        self.ignored += 1
 
     def register(self, domain: int, ts: int, key: Hashable, namespace: Any = None) -> None:
         self.queues[domain].add(ts, key, namespace)

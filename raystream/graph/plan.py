@@ -18,6 +18,7 @@ from typing import Any
 
 import cloudpickle
 
+from raystream.api.runtime_mode import RuntimeExecutionMode, apply_runtime_mode
 from raystream.config import ExecutionConfig
 from raystream.core.keys import default_max_parallelism
 from raystream.errors import GraphError, SerializationError
@@ -101,7 +102,8 @@ class ExecutionPlan:
         return next(e for e in self.edges if e.id == edge_id)
 
     def describe(self) -> str:
-        lines = [f"job {self.job_name!r} (max parallelism {self.max_parallelism})"]
+        batch = ", BATCH" if self.config.runtime_mode is RuntimeExecutionMode.BATCH else ""
+        lines = [f"job {self.job_name!r} (max parallelism {self.max_parallelism}{batch})"]
         for c in self.chains:
             ops = " -> ".join(n.name for n in c.nodes)
             lines.append(f"  task {c.name!r} x{c.parallelism}: {ops}")
@@ -242,7 +244,10 @@ def build_plan(
 
     for edge in edge_specs:
         _check_picklable(edge.partitioner, f"the partitioning of edge {edge.name!r}")
-    return ExecutionPlan(job_name, chains, edge_specs, max_p, config.copy())
+    plan_config = config.copy()
+    sources = [(t.name, t.source) for t in physical if t.kind == "source"]
+    apply_runtime_mode(plan_config, sources, job_name)  # STREAMING or BATCH from here on
+    return ExecutionPlan(job_name, chains, edge_specs, max_p, plan_config)
 
 
 def _parallelism_of(t: Transformation, config: ExecutionConfig) -> int:

@@ -12,7 +12,9 @@ With checkpointing on, the :class:`~raystream.runtime.coordinator.CheckpointCoor
 here. The job master also buffers the records of collect sinks for the driver's
 ``execute_and_collect`` iterator (bounded: a full buffer holds the sink's push, which
 back-pressures the job); with checkpointing on, records reach that buffer only when the
-checkpoint after them completed.
+checkpoint after them completed. A BATCH job has no checkpoints: if its restart strategy allows a
+restart (which reruns it from the start), its collected records are held until it finishes, so
+the driver never sees a record twice; without restarts they go to the driver at once.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 
 import ray
 
-from raystream.checkpoint_config import default_restart_strategy
+from raystream.api.runtime_mode import is_batch
+from raystream.checkpoint_config import NoRestart, default_restart_strategy
 from raystream.errors import JobExecutionError, RaystreamError, TaskError
 from raystream.graph.plan import ExecutionPlan
 from raystream.runtime import serde
@@ -98,6 +101,9 @@ class JobMaster:
         cfg = self.plan.config
         self.checkpointing = cfg.checkpoint.is_checkpointing_enabled()
         self.restart_strategy = cfg.restart_strategy or default_restart_strategy(self.checkpointing)
+        #: BATCH with restarts: collected records wait for the end of the job (a restart reruns
+        #: it from the start and drops them)
+        self._hold_collect = is_batch(cfg) and not isinstance(self.restart_strategy, NoRestart)
         self.coordinator: CheckpointCoordinator | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -406,7 +412,7 @@ class JobMaster:
                 self._collect_next[key] = seq + 1
                 if epoch == 0:  # before the sink saw a barrier: the next checkpoint covers it
                     epoch = self._first_checkpoint_of_attempt
-                if self.checkpointing and epoch > self._released_upto:
+                if (self.checkpointing and epoch > self._released_upto) or self._hold_collect:
                     self._uncommitted.append((epoch, values))
                 elif values:
                     self._collect.append(values)

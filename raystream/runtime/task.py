@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from raystream.api.runtime_mode import is_batch
 from raystream.checkpoint_config import CheckpointingMode
 from raystream.checkpointing.backends.factory import HashMapStateBackend
 from raystream.checkpointing.snapshot import (
@@ -212,6 +213,9 @@ class Task:
         self.watermarks.head = self.operators[0]
         self._uids = [n.uid for n, _ in self._factories]
         self._async_ops = [op for op in self.operators if op.has_async_work]
+        # BATCH: processing time does not advance during the run; the timers fire at the end of
+        # input (StreamOperator.process_watermark)
+        self._timer_ops = [] if is_batch(cfg) else list(self.operators)
         self._job_master = services.get("job_master")
         if restore:
             restored: dict[str, OperatorSnapshot] = await restore[0]
@@ -356,7 +360,9 @@ class Task:
         for due in self._periodic_due:
             deadline = due if deadline is None else min(deadline, due)
         wait = None if deadline is None else max(0.0, deadline - now)
-        timers = [t for t in (op.next_processing_timer() for op in self.operators) if t is not None]
+        timers = [
+            t for t in (op.next_processing_timer() for op in self._timer_ops) if t is not None
+        ]
         if timers:
             # processing time may be a manual clock: poll it rather than trusting monotonic time
             until = max(0.0, (min(timers) - self.clock.now_ms()) / 1000.0)
@@ -377,7 +383,7 @@ class Task:
                     op.on_periodic(now_ms)
                     self._periodic_due[i] = mono + interval
         now_ms = None
-        for op in self.operators:
+        for op in self._timer_ops:
             t = op.next_processing_timer()
             if t is not None:
                 now_ms = self.clock.now_ms() if now_ms is None else now_ms
