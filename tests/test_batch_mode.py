@@ -465,18 +465,15 @@ def _fail_once(marker: str, at: int, v: int) -> int:
 def test_a_failed_batch_job_reruns_from_the_start_and_collects_each_record_once(tmp_path, caplog):
     """Checkpointing asked for but not used in BATCH: the restart reruns the job from the start;
     the records collected before the failure are not handed to the driver twice."""
-    n = 6000
+    n = 100_000
     env = StreamExecutionEnvironment().set_parallelism(1).set_runtime_mode(BATCH)
     env.enable_checkpointing(50)
     env.set_restart_strategy(RestartStrategies.fixed_delay_restart(2, 0))
     marker = str(tmp_path / "failed-once")
-    mapped = env.from_sequence(1, n).map(functools.partial(_fail_once, marker, 5000))
-    totals = mapped.key_by(lambda v: v % 4).reduce(lambda a, b: a + b).map(lambda s: ("sum", s))
-    out = mapped.map(lambda v: ("v", v)).union(totals)
+    mapped = env.from_sequence(1, n).map(functools.partial(_fail_once, marker, 90_000))
+    # chained into the collect sink: records reach the job master before the failure
     with caplog.at_level(logging.WARNING, logger="raystream.api.runtime_mode"):
-        got = list(out.execute_and_collect())
+        got = list(mapped.map(lambda v: ("v", v)).execute_and_collect())
     assert os.path.exists(marker)  # it did fail once
-    assert sorted(v for tag, v in got if tag == "v") == list(range(1, n + 1))
-    want_sums = sorted(sum(v for v in range(1, n + 1) if v % 4 == k) for k in range(4))
-    assert sorted(v for tag, v in got if tag == "sum") == want_sums
+    assert len(got) == n and sorted(v for _, v in got) == list(range(1, n + 1))
     assert any("checkpointing is not used" in r.getMessage() for r in caplog.records)

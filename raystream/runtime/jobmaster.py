@@ -524,6 +524,11 @@ class JobMaster:
         return stats
 
     async def _take(self, kind: CheckpointKind, store: Any) -> dict[str, Any]:
+        if self.coordinator is None and is_batch(self.plan.config):
+            raise CheckpointError(
+                "this job runs in BATCH mode, which takes no checkpoints or savepoints (as in "
+                "Flink); run it in STREAMING mode to take them"
+            )
         if self.coordinator is None:
             raise CheckpointError(
                 "checkpointing is off for this job: enable it (env.enable_checkpointing) to take "
