@@ -15,35 +15,15 @@ from collections import Counter
 
 import pytest
 
-from raystream.errors import JobExecutionError
-
 pytestmark = pytest.mark.usefixtures("ray_session")
 
-# Features built by other helpers and merged later: these tests XPASS (and so fail, strict) once
-# they are in, and the marker is then removed. ``raises`` pins today's failure, so a test that
+# A feature still being built (issue 9): this test XPASSes (and so fails, strict) once it is in,
+# and the marker is then removed. ``raises`` pins today's failure, so a test that
 # fails for another reason is reported as a failure, not hidden as an expected one.
 NEEDS_BATCH = pytest.mark.xfail(
     strict=True,
     raises=AttributeError,
     reason="needs batch: env.set_runtime_mode(RuntimeExecutionMode.BATCH)",
-)
-NEEDS_YIELD_TAG = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # today the (tag, value) pairs land on the main output
-    reason="needs `yield output_tag, value` side outputs",
-)
-NEEDS_KEYED_MAP = pytest.mark.xfail(
-    strict=True,
-    raises=JobExecutionError,
-    reason="needs keyed state in KeyedStream.map/flat_map/filter",
-)
-NEEDS_REUSE = pytest.mark.xfail(
-    strict=True, raises=KeyError, reason="needs stream reuse across execute()"
-)
-NEEDS_RT = pytest.mark.xfail(
-    strict=True,
-    raises=JobExecutionError,
-    reason="needs rt: two-argument timestamp assigner given as a plain callable",
 )
 
 
@@ -343,7 +323,6 @@ def test_state_ttl_builder_and_long_ttl_state():
     assert run("state_ttl") == STATE_TTL  # parallelism 1 throughout: order is defined
 
 
-@NEEDS_YIELD_TAG
 def test_side_outputs_by_yielding_tag_and_value():
     assert_same_lines(run("side_output_yield"), SIDE_OUTPUT_YIELD)
 
@@ -382,7 +361,6 @@ def test_rows_named_and_positional():
     assert_same_lines(run("rows"), ROWS)
 
 
-@NEEDS_KEYED_MAP
 def test_keyed_state_inside_keyed_map_flat_map_filter():
     got = run("keyed_state_in_map")
     assert_per_key_order(got, KEYED_STATE_IN_MAP, key=lambda line: tuple(line.split()[:2]))
@@ -392,14 +370,12 @@ def test_two_argument_timestamp_assigner_class():
     assert run("timestamp_assigner_class") == TIMESTAMP_ASSIGNER_CLASS  # parallelism 1
 
 
-@NEEDS_RT
 def test_two_argument_timestamp_assigner_lambda():
     # PyFlink 2.3 itself rejects a plain callable (it calls .extract_timestamp on it); the
     # lambda form is raystream's convenience and must give the class form's PyFlink output
     assert run("timestamp_assigner_lambda") == TIMESTAMP_ASSIGNER_CLASS
 
 
-@NEEDS_REUSE
 def test_stream_reused_by_a_second_execute():
     assert run("reuse_across_execute") == REUSE_ACROSS_EXECUTE
 
