@@ -22,6 +22,7 @@ from raystream.api.runtime_mode import is_batch
 from raystream.core.keys import KeyGroupAssigner, KeySelector
 from raystream.core.time import MAX_TS
 from raystream.errors import GraphError
+from raystream.operators.keyed_functions import needs_current_key
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
 
@@ -48,6 +49,8 @@ class ReduceOperator(UdfOperator):
             raise GraphError(f"keyed operator {self.name!r} has no keyed state backend")
         self._table = self.ctx.keyed_backend.table(self.STATE_NAME)
         self._final_only = is_batch(self.ctx.config)
+        if needs_current_key(self.udf):  # keyed state in the reduce function (decided once)
+            self._fn = _with_current_key(self._fn, self._key_selector, self.ctx.keyed_backend)
         super().open()
 
     def process_batch(self, batch: Batch) -> None:
@@ -107,6 +110,16 @@ class ReduceOperator(UdfOperator):
             values = [get(k) for k in keys[start : start + step]]
             stamps = [MAX_TS] * len(values) if self._timestamped else None
             self.output.emit(Batch(values, stamps))
+
+
+def _with_current_key(fn: Any, ks: KeySelector, backend: Any) -> Callable[[Any, Any], Any]:
+    set_key = backend.set_current_key
+
+    def call(acc: Any, value: Any) -> Any:
+        set_key(ks(value))
+        return fn(acc, value)
+
+    return call
 
 
 # --- field access for sum/min/max(field) -------------------------------------------------------

@@ -1,0 +1,31 @@
+"""A timestamp assigner of two arguments, PyFlink's ``extract_timestamp(value,
+record_timestamp)`` shape, given as a lambda, feeding a tumbling event-time window."""
+
+from raystream.common import Time, Types, WatermarkStrategy
+from raystream.datastream import StreamExecutionEnvironment
+from raystream.datastream.window import TumblingEventTimeWindows
+
+EVENTS = [("x", 1, 2), ("y", 2, 4), ("x", 3, 11), ("x", 4, 13), ("y", 5, 25), ("x", 6, 27)]
+
+
+def main() -> list[str]:
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_parallelism(1)
+    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(
+        lambda event, record_timestamp: event[2]
+    )
+    out = (
+        env.from_collection(EVENTS)
+        .assign_timestamps_and_watermarks(strategy)
+        .key_by(lambda e: e[0])
+        .window(TumblingEventTimeWindows.of(Time.milliseconds(10)))
+        .reduce(lambda a, b: (a[0], a[1] + b[1], max(a[2], b[2])))
+        .map(lambda t: f"{t[0]} sum={t[1]} last={t[2]}", output_type=Types.STRING())
+    )
+    with out.execute_and_collect() as results:
+        return [str(r) for r in results]
+
+
+if __name__ == "__main__":
+    for line in main():
+        print(line)
