@@ -14,6 +14,7 @@ from typing import Any
 from raystream.api.functions import ReduceFunction, resolve
 from raystream.core.keys import KeySelector
 from raystream.errors import GraphError
+from raystream.operators.bad_records import without
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
 
@@ -22,6 +23,8 @@ _MISSING = object()
 
 class ReduceOperator(UdfOperator):
     """Keyed running reduce: emits ``f(previous_aggregate, record)`` for every record."""
+
+    supports_error_policy = True
 
     STATE_NAME = "__reduce__"
 
@@ -45,17 +48,26 @@ class ReduceOperator(UdfOperator):
         put = self._table.put
         out: list = []
         append = out.append
+        stamps = batch.timestamps
+        it = iter(batch.values)
+        bad: list[int] = []
         v = None
-        try:
-            for v in batch.values:
-                k = ks(v)
-                acc = get(k, _MISSING)
-                acc = v if acc is _MISSING else fn(acc, v)
-                put(k, acc)
-                append(acc)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
-        self.output.emit(Batch(out, batch.timestamps))
+        while True:
+            try:
+                for v in it:
+                    k = ks(v)
+                    acc = get(k, _MISSING)
+                    acc = v if acc is _MISSING else fn(acc, v)
+                    put(k, acc)
+                    append(acc)
+                break
+            except Exception as exc:
+                i = len(out) + len(bad)  # one output per record before this one
+                self.bad_record(exc, v, stamps[i] if stamps is not None else None)
+                bad.append(i)
+        if bad and stamps is not None:
+            stamps = without(stamps, bad)
+        self.output.emit(Batch(out, stamps))
 
 
 # --- field access for sum/min/max(field) -------------------------------------------------------

@@ -177,6 +177,8 @@ def fire_timers(
 class ProcessOperator(UdfOperator):
     """Runs a :class:`ProcessFunction` on a non-keyed stream."""
 
+    supports_error_policy = True
+
     def __init__(self, name: str, fn: Any):
         super().__init__(name, fn)
         self._fn = _resolve_process(fn, ProcessFunction)
@@ -189,19 +191,25 @@ class ProcessOperator(UdfOperator):
         ts_out: list = []
         values = batch.values
         stamps: Sequence[int | None] = batch.timestamps or [None] * len(values)
+        pairs = zip(values, stamps)
         v = None
-        try:
-            for v, t in zip(values, stamps):
-                ctx._ts = t
-                _collect(fn(v, ctx), out, ts_out, t)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
+        while True:
+            try:
+                for v, t in pairs:
+                    ctx._ts = t
+                    _collect(fn(v, ctx), out, ts_out, t)
+                break
+            except Exception as exc:
+                self.bad_record(exc, v, ctx._ts)
+                del out[len(ts_out) :]  # what the failing record yielded goes with it
         ctx.flush_side_outputs()
         self.output.emit(Batch(out, ts_out if batch.timestamps is not None else None))
 
 
 class KeyedProcessOperator(UdfOperator):
     """Runs a :class:`KeyedProcessFunction`; keyed state and timers are scoped to each key."""
+
+    supports_error_policy = True
 
     def __init__(self, name: str, fn: Any, key_selector: KeySelector):
         super().__init__(name, fn)
@@ -235,16 +243,20 @@ class KeyedProcessOperator(UdfOperator):
         ts_out: list = []
         values = batch.values
         stamps: Sequence[int | None] = batch.timestamps or [None] * len(values)
-        v = None
-        try:
-            for v, t in zip(values, stamps):
-                key = ks(v)
-                backend.set_current_key(key)
-                ctx._key = key
-                ctx._ts = t
-                _collect(fn(v, ctx), out, ts_out, t)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
+        pairs = zip(values, stamps)
+        v = t = None
+        while True:
+            try:
+                for v, t in pairs:
+                    key = ks(v)
+                    backend.set_current_key(key)
+                    ctx._key = key
+                    ctx._ts = t
+                    _collect(fn(v, ctx), out, ts_out, t)
+                break
+            except Exception as exc:
+                self.bad_record(exc, v, t)
+                del out[len(ts_out) :]  # what the failing record yielded goes with it
         ctx.flush_side_outputs()
         self.output.emit(Batch(out, ts_out if batch.timestamps is not None else None))
 
