@@ -400,6 +400,16 @@ def test_counts_continue_from_a_checkpoint():
     assert again.metrics()["records_skipped"] == sum(r[2] for r in records)
 
 
+def test_the_first_bad_record_of_a_subtask_is_logged(caplog):
+    op = with_policy(MapOperator("parse", parse), ErrorPolicy.skip())
+    h = OperatorHarness(op)
+    with caplog.at_level("WARNING", logger="raystream.error_policy"):
+        h.process([(1, 0, False), (2, 0, True), (3, 0, True)])
+    first = caplog.records[0].getMessage()
+    assert "operator 'parse', subtask 0: skipped record (2, 0, True)" in first
+    assert "ValueError: bad record 2" in first and "ErrorPolicy.skip()" in first
+
+
 def test_policy_validation():
     with pytest.raises(TypeError):
         ErrorPolicy.dead_letter("dlq")  # type: ignore[arg-type]
