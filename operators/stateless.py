@@ -166,6 +166,17 @@ class FlatMapOperator(UdfOperator):
         stamps = batch.timestamps
         it = iter(values)
         v = None
+        if stamps is None and self.bad_records is None:
+            # no policy: a failure fails the task, so no record boundary needs tracking
+            try:
+                for v in it:
+                    result = fn(v)
+                    if result is not None:
+                        extend(result)
+            except Exception as exc:
+                raise self.user_error(exc, v) from exc
+            self.output.emit(Batch(out))
+            return
         if stamps is None:
             before = 0
             while True:
