@@ -23,7 +23,7 @@ from raystream.api.functions import (
 from raystream.checkpointing.snapshot import OperatorSnapshot
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError
-from raystream.operators.process import ProcessContext, _collect, fire_timers
+from raystream.operators.process import ProcessContext, _collect, collect_routed, fire_timers
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
 
@@ -276,7 +276,7 @@ class CoProcessOperator(UdfOperator):
                     backend.set_current_key(key)
                     ctx._key = key
                 ctx._ts = t
-                _collect(fn(v, ctx), out, ts_out, t)
+                collect_routed(fn(v, ctx), out, ts_out, t, ctx)
         except GraphError:
             raise
         except Exception as exc:

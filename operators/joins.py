@@ -25,6 +25,7 @@ from raystream.core.time import MIN_TS, clamp_ts
 from raystream.core.timers import EVENT_TIME, TimerService
 from raystream.errors import GraphError, TaskError, record_repr
 from raystream.operators.base import close_function, open_function
+from raystream.operators.process import collect_routed
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
 
@@ -208,11 +209,7 @@ class IntervalJoinOperator(UdfOperator):
                             out_t = t if t > other_ts else other_ts
                             for o in bucket:
                                 pair = (v, o) if side == LEFT else (o, v)
-                                result = fn(pair[0], pair[1], ctx)
-                                if result is not None:
-                                    n = len(out)
-                                    out.extend(result)
-                                    out_ts.extend([out_t] * (len(out) - n))
+                                collect_routed(fn(pair[0], pair[1], ctx), out, out_ts, out_t, ctx)
                             pair = None
                 mine = own.get(key)
                 if mine is None:

@@ -15,6 +15,7 @@ from raystream.api.functions import ReduceFunction, resolve
 from raystream.core.keys import KeySelector
 from raystream.errors import GraphError
 from raystream.operators.bad_records import without
+from raystream.operators.keyed_functions import needs_current_key
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
 
@@ -39,6 +40,8 @@ class ReduceOperator(UdfOperator):
         if self.ctx.keyed_backend is None:
             raise GraphError(f"keyed operator {self.name!r} has no keyed state backend")
         self._table = self.ctx.keyed_backend.table(self.STATE_NAME)
+        if needs_current_key(self.udf):  # keyed state in the reduce function (decided once)
+            self._fn = _with_current_key(self._fn, self._key_selector, self.ctx.keyed_backend)
         super().open()
 
     def process_batch(self, batch: Batch) -> None:
@@ -68,6 +71,16 @@ class ReduceOperator(UdfOperator):
         if bad and stamps is not None:
             stamps = without(stamps, bad)
         self.output.emit(Batch(out, stamps))
+
+
+def _with_current_key(fn: Any, ks: KeySelector, backend: Any) -> Callable[[Any, Any], Any]:
+    set_key = backend.set_current_key
+
+    def call(acc: Any, value: Any) -> Any:
+        set_key(ks(value))
+        return fn(acc, value)
+
+    return call
 
 
 # --- field access for sum/min/max(field) -------------------------------------------------------

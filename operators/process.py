@@ -1,7 +1,8 @@
 """Internal: ProcessFunction and KeyedProcessFunction operators, with timers.
 
 ``process_element(value, ctx)`` yields or returns its outputs (PyFlink style); side outputs go
-through ``ctx.output(tag, value)``. Outputs keep the timestamp of the record that produced them;
+through ``ctx.output(tag, value)`` or, as in PyFlink, by yielding a pair ``(output_tag, value)``
+(see :func:`collect_routed`). Outputs keep the timestamp of the record that produced them;
 outputs of an event-time timer carry the timer's timestamp. Keyed operators own a
 :class:`~raystream.core.timers.TimerService`: event-time timers fire when the watermark passes
 them (before the watermark is forwarded), processing-time timers when the task's clock does.
@@ -141,6 +142,36 @@ def _collect(result: Any, out: list, ts_out: list, ts: Any) -> None:
             ts_out.extend([ts] * (len(out) - n))
 
 
+def collect_routed(result: Any, out: list, ts_out: list, ts: Any, ctx: Any) -> None:
+    """Like :func:`_collect` for process-style functions: a yielded ``(OutputTag, value)`` pair
+    goes to that side output through ``ctx.output`` (PyFlink's ``yield tag, value``), everything
+    else to the main output. One tuple check per yielded value; map/flat_map do not route."""
+    if result is None:
+        return
+    for r in result:
+        # a plain tuple, as ``yield tag, value`` makes (type identity: cheaper than isinstance)
+        if r.__class__ is tuple and len(r) == 2 and isinstance(r[0], OutputTag):
+            ctx.output(r[0], r[1])
+        else:
+            out.append(r)
+            ts_out.append(ts)
+
+
+def route_side_outputs(results: list, ctx: Any) -> list:
+    """The main-output part of ``results``; ``(OutputTag, value)`` pairs in it go to
+    ``ctx.output`` (window functions: evaluated per firing, not per record)."""
+    main = [r for r in results if not _is_side_pair(r)]
+    if len(main) != len(results):
+        for r in results:
+            if _is_side_pair(r):
+                ctx.output(r[0], r[1])
+    return main
+
+
+def _is_side_pair(r: Any) -> bool:
+    return r.__class__ is tuple and len(r) == 2 and isinstance(r[0], OutputTag)
+
+
 def _event_time_now(op: Any) -> int:
     ts = op._pctx._ts
     return ts if ts is not None and ts > op.current_watermark else op.current_watermark
@@ -166,7 +197,7 @@ def fire_timers(
             backend.set_current_key(key)
             ctx._key = key
             ctx._ts = ts if domain == EVENT_TIME else None
-            _collect(on_timer(ts, ctx), out, ts_out, ctx._ts)
+            collect_routed(on_timer(ts, ctx), out, ts_out, ctx._ts, ctx)
     except Exception as exc:
         raise op.user_error(exc, f"timer at {ts} for key {ctx._key!r}", "a timer") from exc
     ctx.flush_side_outputs()
@@ -193,15 +224,26 @@ class ProcessOperator(UdfOperator):
         stamps: Sequence[int | None] = batch.timestamps or [None] * len(values)
         pairs = zip(values, stamps)
         v = None
-        while True:
+        if self.bad_records is None:
             try:
                 for v, t in pairs:
                     ctx._ts = t
-                    _collect(fn(v, ctx), out, ts_out, t)
-                break
+                    collect_routed(fn(v, ctx), out, ts_out, t, ctx)
             except Exception as exc:
-                self.bad_record(exc, v, ctx._ts)
-                del out[len(ts_out) :]  # what the failing record yielded goes with it
+                raise self.user_error(exc, v) from exc
+        else:  # an error policy: track where each record's outputs start
+            mark = 0
+            while True:
+                try:
+                    for v, t in pairs:
+                        ctx._ts = t
+                        mark = len(out)
+                        collect_routed(fn(v, ctx), out, ts_out, t, ctx)
+                    break
+                except Exception as exc:
+                    self.bad_record(exc, v, ctx._ts)
+                    del out[mark:]  # what the failing record yielded goes with it
+                    del ts_out[mark:]
         ctx.flush_side_outputs()
         self.output.emit(Batch(out, ts_out if batch.timestamps is not None else None))
 
@@ -245,18 +287,32 @@ class KeyedProcessOperator(UdfOperator):
         stamps: Sequence[int | None] = batch.timestamps or [None] * len(values)
         pairs = zip(values, stamps)
         v = t = None
-        while True:
+        if self.bad_records is None:
             try:
                 for v, t in pairs:
                     key = ks(v)
                     backend.set_current_key(key)
                     ctx._key = key
                     ctx._ts = t
-                    _collect(fn(v, ctx), out, ts_out, t)
-                break
+                    collect_routed(fn(v, ctx), out, ts_out, t, ctx)
             except Exception as exc:
-                self.bad_record(exc, v, t)
-                del out[len(ts_out) :]  # what the failing record yielded goes with it
+                raise self.user_error(exc, v) from exc
+        else:  # an error policy: track where each record's outputs start
+            mark = 0
+            while True:
+                try:
+                    for v, t in pairs:
+                        mark = len(out)
+                        key = ks(v)
+                        backend.set_current_key(key)
+                        ctx._key = key
+                        ctx._ts = t
+                        collect_routed(fn(v, ctx), out, ts_out, t, ctx)
+                    break
+                except Exception as exc:
+                    self.bad_record(exc, v, t)
+                    del out[mark:]  # what the failing record yielded goes with it
+                    del ts_out[mark:]
         ctx.flush_side_outputs()
         self.output.emit(Batch(out, ts_out if batch.timestamps is not None else None))
 

@@ -198,12 +198,12 @@ class OperatorHarness:
 
         self.operator.prepare_snapshot_pre_barrier(checkpoint_id)
         snap = self.operator.snapshot_state(checkpoint_id)
-        keyed = snap.keyed
-        if not isinstance(keyed, dict):  # a backend's consistent view
+        keyed = view = snap.keyed
+        if not isinstance(view, dict):  # a backend's consistent view
             try:
-                keyed = keyed.serialize()
+                keyed = view.serialize()
             finally:
-                keyed.close()
+                view.close()
         copy = OperatorSnapshot(keyed, snap.timers, snap.operator, snap.broadcast)
         return pickle.loads(pickle.dumps(copy, protocol=pickle.HIGHEST_PROTOCOL))
 

@@ -23,6 +23,7 @@ from raystream.core.time import MAX_TS, MIN_TS
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError, UserFunctionError
 from raystream.operators.base import close_function, open_function
+from raystream.operators.process import route_side_outputs
 from raystream.operators.stateless import UdfOperator
 from raystream.operators.windows import fast_path
 from raystream.operators.windows.assigners import (
@@ -473,7 +474,7 @@ class WindowOperator(UdfOperator):
         self.wctx.key = key
         self.wctx._window = w
         process = getattr(pwf, "process", pwf)
-        return list(process(key, self.wctx, values) or ())
+        return route_side_outputs(list(process(key, self.wctx, values) or ()), self.wctx)
 
     def _flush(self) -> None:
         if self._out:

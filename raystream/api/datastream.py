@@ -44,6 +44,12 @@ from raystream.graph.partitioners import (
 from raystream.graph.plan import supports_error_policy
 from raystream.graph.transformations import Transformation
 from raystream.operators.keyed import ReduceOperator, aggregation
+from raystream.operators.keyed_functions import (
+    KeyedFilterOperator,
+    KeyedFlatMapOperator,
+    KeyedMapOperator,
+    needs_current_key,
+)
 from raystream.operators.process import KeyedProcessOperator, ProcessOperator
 from raystream.operators.sinks import (
     CollectSinkOperator,
@@ -442,6 +448,36 @@ class KeyedStream(DataStream):
 
     def get_key_selector(self) -> Callable[[Any], Any]:
         return self._key_selector
+
+    # map/flat_map/filter: keyed operators only when the function may use keyed state (it has
+    # open/initialize_state); plain callables keep the stateless operators (no key per record)
+
+    def map(self, func: MapFunction | Callable[[Any], Any], output_type: Any = None) -> DataStream:
+        if not needs_current_key(func):
+            return super().map(func, output_type)
+        resolve(func, MapFunction, "map", "map")
+        factory = functools.partial(KeyedMapOperator, fn=func, key_selector=self._key_selector)
+        t = self._add("Map", factory, keyed=True)
+        apply_output_type(t, output_type)
+        return DataStream(self._env, t)
+
+    def flat_map(
+        self, func: FlatMapFunction | Callable[[Any], Any], output_type: Any = None
+    ) -> DataStream:
+        if not needs_current_key(func):
+            return super().flat_map(func, output_type)
+        resolve(func, FlatMapFunction, "flat_map", "flat_map")
+        factory = functools.partial(KeyedFlatMapOperator, fn=func, key_selector=self._key_selector)
+        t = self._add("FlatMap", factory, keyed=True)
+        apply_output_type(t, output_type)
+        return DataStream(self._env, t)
+
+    def filter(self, func: FilterFunction | Callable[[Any], bool]) -> DataStream:
+        if not needs_current_key(func):
+            return super().filter(func)
+        resolve(func, FilterFunction, "filter", "filter")
+        factory = functools.partial(KeyedFilterOperator, fn=func, key_selector=self._key_selector)
+        return DataStream(self._env, self._add("Filter", factory, keyed=True))
 
     def reduce(
         self, func: ReduceFunction | Callable[[Any, Any], Any], output_type: Any = None

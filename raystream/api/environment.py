@@ -23,7 +23,7 @@ from raystream.core.time import Duration
 from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError
 from raystream.graph.plan import ExecutionPlan, build_plan
-from raystream.graph.transformations import Transformation
+from raystream.graph.transformations import Transformation, with_upstream
 from raystream.operators.sources import (
     CollectionSource,
     NumberSequenceSource,
@@ -56,6 +56,7 @@ class StreamExecutionEnvironment:
         self._address = address
         self._ray_init_kwargs = dict(ray_init_kwargs or {})
         self._transformations: list[Transformation] = []
+        self._executed: list[str] = []  # names of the jobs built so far
         self._names: dict[str, int] = {}
         self._restore_path: str | None = None
         self._allow_non_restored = False
@@ -177,13 +178,24 @@ class StreamExecutionEnvironment:
     # -- execution -------------------------------------------------------------------------------
 
     def get_execution_plan(self) -> str:
-        return build_plan("plan", self._transformations, self._config).describe()
+        return build_plan("plan", self._job_nodes(), self._config).describe()
+
+    def _job_nodes(self) -> list[Transformation]:
+        if not self._transformations and self._executed:
+            raise GraphError(
+                f"nothing to execute: the earlier execute() of job {self._executed[-1]!r} "
+                "consumed the graph defined before it (as in PyFlink); streams defined earlier "
+                "can still be extended — add a sink (or call execute_and_collect) before "
+                "calling execute() again"
+            )
+        # streams defined before an earlier execute() come back through the new nodes' inputs
+        return with_upstream(self._transformations)
 
     def _build(self, job_name: str) -> ExecutionPlan:
-        plan = _with_splits(
-            build_plan(job_name, self._transformations, self._config), self._transformations
-        )
+        nodes = self._job_nodes()
+        plan = _with_splits(build_plan(job_name, nodes, self._config), nodes)
         self._transformations = []  # a job is built once, as in Flink
+        self._executed.append(job_name)
         return plan
 
     def execute_async(

@@ -11,6 +11,7 @@ cuts the batch there, so the watermark follows exactly the record that produced 
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -159,6 +160,36 @@ class TimestampAssigner(ABC):
     def extract_timestamp(self, value: Any, record_timestamp: int) -> int: ...
 
 
+class _TwoArgumentAssigner(TimestampAssigner):
+    """A callable ``(value, record_timestamp) -> int`` seen as a :class:`TimestampAssigner`
+    (the runtime calls ``fn`` directly, see :meth:`WatermarkStrategy.create_extractor`)."""
+
+    def __init__(self, fn: Callable[[Any, int], int]):
+        self.fn = fn
+
+    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+        return self.fn(value, record_timestamp)
+
+
+def _takes_record_timestamp(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is to be called as ``fn(value, record_timestamp)``: it has two required
+    positional parameters (or one or none and ``*args``). Builtins without a signature take
+    one argument."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = sum(1 for p in params if p.kind in positional and p.default is p.empty)
+    star = any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params)
+    if required > 2:
+        raise TypeError(
+            f"timestamp assigner {fn!r} takes {required} arguments; expected (value) or "
+            "(value, record_timestamp)"
+        )
+    return required == 2 or (required < 2 and star)
+
+
 class WatermarkStrategy:
     """How a stream gets event timestamps and watermarks (PyFlink's names)."""
 
@@ -204,12 +235,25 @@ class WatermarkStrategy:
         return WatermarkStrategy(generator_supplier)
 
     def with_timestamp_assigner(
-        self, timestamp_assigner: TimestampAssigner | Callable[[Any], int]
+        self, timestamp_assigner: TimestampAssigner | Callable[..., int]
     ) -> WatermarkStrategy:
-        if not (isinstance(timestamp_assigner, TimestampAssigner) or callable(timestamp_assigner)):
+        """``timestamp_assigner``: a :class:`TimestampAssigner`, or a callable taking ``(value)``
+        or, as PyFlink's ``extract_timestamp``, ``(value, record_timestamp)``; the record
+        timestamp is ``MIN_TS`` (Java's ``Long.MIN_VALUE``) for a record without one. The shape
+        is decided here, once, not per record."""
+        if isinstance(timestamp_assigner, TimestampAssigner):
+            return self._copy(timestamp_assigner=timestamp_assigner)
+        extract = getattr(timestamp_assigner, "extract_timestamp", None)
+        if callable(extract) and not isinstance(timestamp_assigner, type):
+            # PyFlink's shape without our base class
+            return self._copy(timestamp_assigner=_TwoArgumentAssigner(extract))
+        if not callable(timestamp_assigner) or isinstance(timestamp_assigner, type):
             raise TypeError(
-                "with_timestamp_assigner expects a TimestampAssigner or a callable(value) -> int ms"
+                "with_timestamp_assigner expects a TimestampAssigner or a callable(value) or "
+                f"callable(value, record_timestamp) returning int ms, got {timestamp_assigner!r}"
             )
+        if _takes_record_timestamp(timestamp_assigner):
+            return self._copy(timestamp_assigner=_TwoArgumentAssigner(timestamp_assigner))
         return self._copy(timestamp_assigner=timestamp_assigner)
 
     def with_idleness(self, idle_timeout: Duration) -> WatermarkStrategy:
@@ -247,6 +291,8 @@ class WatermarkStrategy:
         a = self._timestamp_assigner
         if a is None:
             return None
+        if isinstance(a, _TwoArgumentAssigner):
+            return a.fn
         if isinstance(a, TimestampAssigner):
             return a.extract_timestamp
         return lambda value, _record_ts: a(value)

@@ -42,3 +42,19 @@ class Transformation:
     @property
     def is_physical(self) -> bool:
         return self.kind in PHYSICAL
+
+
+def with_upstream(nodes: list[Transformation]) -> list[Transformation]:
+    """``nodes`` and every node they read from, directly or through virtual nodes, in creation
+    order. A job built after an earlier ``execute()`` consumed the graph holds only the new
+    nodes; the streams they extend (defined before) come back in here, as in PyFlink, where
+    the next job's graph is generated from its sinks' inputs."""
+    seen: dict[int, Transformation] = {}
+    todo = list(nodes)
+    while todo:
+        t = todo.pop()
+        if t.id in seen:
+            continue
+        seen[t.id] = t
+        todo.extend(upstream for upstream, _ in t.inputs)
+    return sorted(seen.values(), key=lambda t: t.id)
