@@ -623,3 +623,40 @@ def test_dead_letters_and_counts_are_exactly_once_across_a_task_kill(tmp_path):
         if "reject" in t.get("operators", {})
     ]
     assert sum(counts) == len(bad)
+
+
+class CountingMap:
+    """A map with keyed state (allowed on a keyed stream): numbers each key's good records."""
+
+    def open(self, ctx):
+        self.count = ctx.get_state(ValueStateDescriptor("count"))
+
+    def map(self, value):
+        check(value)
+        n = (self.count.value() or 0) + 1
+        self.count.update(n)
+        return (value[1], n, value[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("ks", [key_of, raising_key], ids=["function", "key selector"])
+def test_keyed_map_with_state(seed, policy, ks):
+    from raystream import MapFunction
+    from raystream.operators.keyed_functions import KeyedMapOperator
+
+    class Fn(CountingMap, MapFunction):
+        pass
+
+    records = make_records(seed)
+    stamps = stamps_of(records)
+    op = with_policy(KeyedMapOperator("count", Fn(), ks), POLICIES[policy])
+    h = run(op, records, stamps, seed, keyed=True)
+    counts: dict[int, int] = {}
+    want = []
+    for r, t in zip(records, stamps):
+        if not r[2]:
+            counts[r[1]] = counts.get(r[1], 0) + 1
+            want.append(((r[1], counts[r[1]], r[0]), t))
+    assert h.output == want
+    check_policy_outcome(h, policy, records, stamps, "count")
