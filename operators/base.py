@@ -19,9 +19,11 @@ from raystream.checkpointing.snapshot import OperatorSnapshot
 from raystream.core.keys import KeyGroupAssigner
 from raystream.core.time import MAX_TS, MIN_TS
 from raystream.errors import RaystreamError, UserFunctionError, record_repr
+from raystream.operators.bad_records import BadRecordHandler
 from raystream.runtime.elements import Batch
 
 if TYPE_CHECKING:
+    from raystream.api.error_policy import ErrorPolicy
     from raystream.config import ExecutionConfig
     from raystream.core.time import Clock
     from raystream.state.backend import KeyedStateBackend
@@ -178,6 +180,8 @@ class StreamOperator:
     periodic_interval_ms: int | None = None
     #: ``convert(values, where) -> values`` the output type asks for (``Types.ROW``), or None
     output_converter: Any = None
+    #: operators whose per-record loops hand user errors to :meth:`bad_record` (error policies)
+    supports_error_policy = False
 
     def __init__(self, name: str):
         self.name = name
@@ -188,6 +192,10 @@ class StreamOperator:
         self.side_outputs: dict[str, Output] = {}
         self.ctx: OperatorContext | None = None
         self.operator_state = OperatorStateStore()
+        #: the operator's own error policy (set by the task from the plan); None: the job's
+        self.error_policy: ErrorPolicy | None = None
+        #: the policy in force when it is not ``fail`` (see :meth:`bad_record`)
+        self.bad_records: BadRecordHandler | None = None
 
     def setup(self, ctx: OperatorContext, output: Output, side_outputs: dict[str, Output]) -> None:
         self.ctx = ctx
@@ -195,6 +203,9 @@ class StreamOperator:
         if self.output_converter is not None:
             self.output = ConvertingOutput(self, self.output, self.output_converter)
         self.side_outputs = side_outputs
+        policy = self.error_policy or ctx.config.error_policy
+        if self.supports_error_policy and policy is not None and not policy.is_fail:
+            self.bad_records = BadRecordHandler(self, policy)
 
     def open(self) -> None:
         """Called once before the first batch."""
@@ -283,6 +294,8 @@ class StreamOperator:
         if restored is None:
             return
         self.operator_state = OperatorStateStore(restored.operator)
+        if self.bad_records is not None:
+            self.bad_records.restore(self.operator_state)
         if restored.keyed:
             backend = self.ctx.keyed_backend if self.ctx is not None else None
             if backend is None:
@@ -323,7 +336,21 @@ class StreamOperator:
         return out
 
     def metrics(self) -> dict[str, Any]:
-        return {"records_in": self.records_in, "records_out": self.records_out}
+        m = {"records_in": self.records_in, "records_out": self.records_out}
+        if self.bad_records is not None:
+            m.update(self.bad_records.metrics())
+        return m
+
+    def bad_record(self, exc: Exception, record: Any, timestamp: int | None = None) -> None:
+        """User code raised ``exc`` on ``record``; call it in the ``except`` block. Under the
+        ``fail`` policy (the default) and for raystream's own errors it raises the wrapped
+        :class:`UserFunctionError`; otherwise the error policy takes the record (skip or
+        dead-letter) and the caller goes on with the next record, discarding what the failing
+        record emitted on the main output."""
+        handler = self.bad_records
+        if handler is None or isinstance(exc, RaystreamError):
+            raise self.user_error(exc, record) from exc
+        handler.handle(exc, record, timestamp)
 
     def user_error(
         self, exc: BaseException, record: Any, what: str = "record"

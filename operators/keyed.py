@@ -22,6 +22,7 @@ from raystream.api.runtime_mode import is_batch
 from raystream.core.keys import KeyGroupAssigner, KeySelector
 from raystream.core.time import MAX_TS
 from raystream.errors import GraphError
+from raystream.operators.bad_records import without
 from raystream.operators.keyed_functions import needs_current_key
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.elements import Batch
@@ -31,6 +32,8 @@ _MISSING = object()
 
 class ReduceOperator(UdfOperator):
     """Keyed running reduce: emits ``f(previous_aggregate, record)`` for every record."""
+
+    supports_error_policy = True
 
     STATE_NAME = "__reduce__"
 
@@ -63,17 +66,26 @@ class ReduceOperator(UdfOperator):
         put = self._table.put
         out: list = []
         append = out.append
+        stamps = batch.timestamps
+        it = iter(batch.values)
+        bad: list[int] = []
         v = None
-        try:
-            for v in batch.values:
-                k = ks(v)
-                acc = get(k, _MISSING)
-                acc = v if acc is _MISSING else fn(acc, v)
-                put(k, acc)
-                append(acc)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
-        self.output.emit(Batch(out, batch.timestamps))
+        while True:
+            try:
+                for v in it:
+                    k = ks(v)
+                    acc = get(k, _MISSING)
+                    acc = v if acc is _MISSING else fn(acc, v)
+                    put(k, acc)
+                    append(acc)
+                break
+            except Exception as exc:
+                i = len(out) + len(bad)  # one output per record before this one
+                self.bad_record(exc, v, stamps[i] if stamps is not None else None)
+                bad.append(i)
+        if bad and stamps is not None:
+            stamps = without(stamps, bad)
+        self.output.emit(Batch(out, stamps))
 
     def _accumulate(self, batch: Batch) -> None:
         """BATCH: fold each record into its key's aggregate; nothing is emitted yet."""

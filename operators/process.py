@@ -208,6 +208,8 @@ def fire_timers(
 class ProcessOperator(UdfOperator):
     """Runs a :class:`ProcessFunction` on a non-keyed stream."""
 
+    supports_error_policy = True
+
     def __init__(self, name: str, fn: Any):
         super().__init__(name, fn)
         self._fn = _resolve_process(fn, ProcessFunction)
@@ -220,19 +222,36 @@ class ProcessOperator(UdfOperator):
         ts_out: list = []
         values = batch.values
         stamps: Sequence[int | None] = batch.timestamps or [None] * len(values)
+        pairs = zip(values, stamps)
         v = None
-        try:
-            for v, t in zip(values, stamps):
-                ctx._ts = t
-                collect_routed(fn(v, ctx), out, ts_out, t, ctx)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
+        if self.bad_records is None:
+            try:
+                for v, t in pairs:
+                    ctx._ts = t
+                    collect_routed(fn(v, ctx), out, ts_out, t, ctx)
+            except Exception as exc:
+                raise self.user_error(exc, v) from exc
+        else:  # an error policy: track where each record's outputs start
+            mark = 0
+            while True:
+                try:
+                    for v, t in pairs:
+                        ctx._ts = t
+                        mark = len(out)
+                        collect_routed(fn(v, ctx), out, ts_out, t, ctx)
+                    break
+                except Exception as exc:
+                    self.bad_record(exc, v, ctx._ts)
+                    del out[mark:]  # what the failing record yielded goes with it
+                    del ts_out[mark:]
         ctx.flush_side_outputs()
         self.output.emit(Batch(out, ts_out if batch.timestamps is not None else None))
 
 
 class KeyedProcessOperator(UdfOperator):
     """Runs a :class:`KeyedProcessFunction`; keyed state and timers are scoped to each key."""
+
+    supports_error_policy = True
 
     def __init__(self, name: str, fn: Any, key_selector: KeySelector):
         super().__init__(name, fn)
@@ -266,16 +285,34 @@ class KeyedProcessOperator(UdfOperator):
         ts_out: list = []
         values = batch.values
         stamps: Sequence[int | None] = batch.timestamps or [None] * len(values)
-        v = None
-        try:
-            for v, t in zip(values, stamps):
-                key = ks(v)
-                backend.set_current_key(key)
-                ctx._key = key
-                ctx._ts = t
-                collect_routed(fn(v, ctx), out, ts_out, t, ctx)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
+        pairs = zip(values, stamps)
+        v = t = None
+        if self.bad_records is None:
+            try:
+                for v, t in pairs:
+                    key = ks(v)
+                    backend.set_current_key(key)
+                    ctx._key = key
+                    ctx._ts = t
+                    collect_routed(fn(v, ctx), out, ts_out, t, ctx)
+            except Exception as exc:
+                raise self.user_error(exc, v) from exc
+        else:  # an error policy: track where each record's outputs start
+            mark = 0
+            while True:
+                try:
+                    for v, t in pairs:
+                        mark = len(out)
+                        key = ks(v)
+                        backend.set_current_key(key)
+                        ctx._key = key
+                        ctx._ts = t
+                        collect_routed(fn(v, ctx), out, ts_out, t, ctx)
+                    break
+                except Exception as exc:
+                    self.bad_record(exc, v, t)
+                    del out[mark:]  # what the failing record yielded goes with it
+                    del ts_out[mark:]
         ctx.flush_side_outputs()
         self.output.emit(Batch(out, ts_out if batch.timestamps is not None else None))
 

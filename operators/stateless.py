@@ -12,6 +12,7 @@ from raystream.api.context import RuntimeContext
 from raystream.api.functions import FilterFunction, FlatMapFunction, MapFunction, resolve
 from raystream.checkpointing.operator_state import OperatorStateStore
 from raystream.checkpointing.snapshot import OperatorSnapshot
+from raystream.operators.bad_records import failed_index, without
 from raystream.operators.base import StreamOperator, close_function, open_function
 from raystream.runtime.elements import Batch
 
@@ -80,6 +81,8 @@ class UdfOperator(StreamOperator):
 
 
 class MapOperator(UdfOperator):
+    supports_error_policy = True
+
     def __init__(self, name: str, fn: Any):
         super().__init__(name, fn)
         self._fn = resolve(fn, MapFunction, "map", "map")
@@ -88,16 +91,28 @@ class MapOperator(UdfOperator):
         fn = self._fn
         out: list = []
         append = out.append
+        values = batch.values
+        stamps = batch.timestamps
+        it = iter(values)
+        bad: list[int] = []
         v = None
-        try:
-            for v in batch.values:
-                append(fn(v))
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
-        self.output.emit(Batch(out, batch.timestamps))
+        while True:
+            try:
+                for v in it:
+                    append(fn(v))
+                break
+            except Exception as exc:
+                i = len(out) + len(bad)  # one output per record before this one
+                self.bad_record(exc, v, stamps[i] if stamps is not None else None)
+                bad.append(i)
+        if bad and stamps is not None:
+            stamps = without(stamps, bad)
+        self.output.emit(Batch(out, stamps))
 
 
 class FilterOperator(UdfOperator):
+    supports_error_policy = True
+
     def __init__(self, name: str, fn: Any):
         super().__init__(name, fn)
         self._fn = resolve(fn, FilterFunction, "filter", "filter")
@@ -106,26 +121,39 @@ class FilterOperator(UdfOperator):
         fn = self._fn
         out: list = []
         append = out.append
+        values = _sequence(batch.values)
+        stamps = batch.timestamps
+        it = iter(values)
         v = None
-        try:
-            if batch.timestamps is None:
-                for v in batch.values:
+        if stamps is None:
+            while True:
+                try:
+                    for v in it:
+                        if fn(v):
+                            append(v)
+                    break
+                except Exception as exc:
+                    self.bad_record(exc, v)
+            self.output.emit(Batch(out))
+            return
+        ts_out: list = []
+        append_ts = ts_out.append
+        pairs = zip(it, stamps)
+        while True:
+            try:
+                for v, t in pairs:
                     if fn(v):
                         append(v)
-                self.output.emit(Batch(out))
-                return
-            ts_out: list = []
-            append_ts = ts_out.append
-            for v, t in zip(batch.values, batch.timestamps):
-                if fn(v):
-                    append(v)
-                    append_ts(t)
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
+                        append_ts(t)
+                break
+            except Exception as exc:
+                self.bad_record(exc, v, stamps[failed_index(it, len(values))])
         self.output.emit(Batch(out, ts_out))
 
 
 class FlatMapOperator(UdfOperator):
+    supports_error_policy = True
+
     def __init__(self, name: str, fn: Any):
         super().__init__(name, fn)
         self._fn = resolve(fn, FlatMapFunction, "flat_map", "flat_map")
@@ -134,22 +162,54 @@ class FlatMapOperator(UdfOperator):
         fn = self._fn
         out: list = []
         extend = out.extend
+        values = _sequence(batch.values)
+        stamps = batch.timestamps
+        it = iter(values)
         v = None
-        try:
-            if batch.timestamps is None:
-                for v in batch.values:
+        if stamps is None and self.bad_records is None:
+            # no policy: a failure fails the task, so no record boundary needs tracking
+            try:
+                for v in it:
                     result = fn(v)
                     if result is not None:
                         extend(result)
-                self.output.emit(Batch(out))
-                return
-            ts_out: list = []
-            for v, t in zip(batch.values, batch.timestamps):
-                result = fn(v)
-                if result is not None:
-                    before = len(out)
-                    extend(result)
-                    ts_out.extend([t] * (len(out) - before))
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
+            except Exception as exc:
+                raise self.user_error(exc, v) from exc
+            self.output.emit(Batch(out))
+            return
+        if stamps is None:
+            before = 0
+            while True:
+                try:
+                    for v in it:
+                        before = len(out)
+                        result = fn(v)
+                        if result is not None:
+                            extend(result)
+                    break
+                except Exception as exc:
+                    self.bad_record(exc, v)
+                    # a generator that raised part-way: its outputs so far go with the record
+                    del out[before:]
+            self.output.emit(Batch(out))
+            return
+        ts_out: list = []
+        pairs = zip(it, stamps)
+        while True:
+            try:
+                for v, t in pairs:
+                    result = fn(v)
+                    if result is not None:
+                        before = len(out)
+                        extend(result)
+                        ts_out.extend([t] * (len(out) - before))
+                break
+            except Exception as exc:
+                self.bad_record(exc, v, stamps[failed_index(it, len(values))])
+                del out[len(ts_out) :]
         self.output.emit(Batch(out, ts_out))
+
+
+def _sequence(values: Any) -> list | tuple:
+    """The batch's values as a list or tuple, whose iterators tell how far they got."""
+    return values if type(values) is list or type(values) is tuple else list(values)

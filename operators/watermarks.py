@@ -61,19 +61,28 @@ class WatermarkEmitter:
             record_ts = stamps or [MIN_TS] * len(values)
             new_ts: list[int] = []
             bad: list[int] = []
+            failed: list[int] = []
             append = new_ts.append
-            v = None
-            try:
-                for i, (v, rt) in enumerate(zip(values, record_ts)):
-                    t: int | None = extract(v, rt)
-                    if type(t) is not int or not MIN_TS < t <= MAX_TS:
-                        t = valid_timestamp(t)
-                        if t is None:
-                            bad.append(i)
-                            t = MIN_TS
-                    append(t)
-            except Exception as exc:
-                raise self.op.user_error(exc, v) from exc
+            rows = enumerate(zip(values, record_ts))
+            v = rt = None
+            i = 0
+            while True:
+                try:
+                    for i, (v, rt) in rows:
+                        t: int | None = extract(v, rt)
+                        if type(t) is not int or not MIN_TS < t <= MAX_TS:
+                            t = valid_timestamp(t)
+                            if t is None:
+                                bad.append(i)
+                                t = MIN_TS
+                        append(t)
+                    break
+                except Exception as exc:
+                    self.op.bad_record(exc, v, None if rt == MIN_TS else rt)
+                    failed.append(i)
+                    append(MIN_TS)  # a place holder, dropped below
+            if failed:
+                values, new_ts, bad = _drop(values, new_ts, bad, failed)
             if bad:
                 values, new_ts = self._invalid(values, new_ts, bad, extract)
             stamps = new_ts
@@ -127,12 +136,20 @@ class WatermarkEmitter:
         assert fn is not None  # stamp() comes here only with a value extractor
         stamps: list = []
         append = stamps.append
+        it = iter(values)
+        failed: list[int] = []
         v = None
-        try:
-            for v in values:
-                append(fn(v))
-        except Exception as exc:
-            raise self.op.user_error(exc, v) from exc
+        while True:
+            try:
+                for v in it:
+                    append(fn(v))
+                break
+            except Exception as exc:
+                self.op.bad_record(exc, v)
+                failed.append(len(stamps))
+                append(MIN_TS + 1)  # a place holder, dropped here
+        if failed:
+            values, stamps, _ = _drop(values, stamps, [], failed)
         if stamps and (
             set(map(type, stamps)) == {int} and min(stamps) > MIN_TS and max(stamps) <= MAX_TS
         ):
@@ -184,8 +201,21 @@ class WatermarkEmitter:
             self.op.output.emit_watermark(wm)
 
 
+def _drop(
+    values: list, stamps: list, bad: list[int], failed: list[int]
+) -> tuple[list, list, list[int]]:
+    """Values and timestamps without the positions ``failed`` (records the error policy took),
+    and the positions ``bad`` renumbered to match."""
+    gone = set(failed)
+    keep = [i for i in range(len(values)) if i not in gone]
+    new_pos = {old: new for new, old in enumerate(keep)}
+    return [values[i] for i in keep], [stamps[i] for i in keep], [new_pos[i] for i in bad]
+
+
 class TimestampsAndWatermarksOperator(StreamOperator):
     """``assign_timestamps_and_watermarks``: replaces upstream timestamps and watermarks."""
+
+    supports_error_policy = True
 
     def __init__(self, name: str, strategy: WatermarkStrategy):
         super().__init__(name)

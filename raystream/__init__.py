@@ -22,6 +22,7 @@ from raystream.api.context import RuntimeContext
 from raystream.api.datastream import DataStream, DataStreamSink, KeyedStream
 from raystream.api.duration import Duration
 from raystream.api.environment import StreamExecutionEnvironment
+from raystream.api.error_policy import DeadLetter, ErrorPolicy
 from raystream.api.functions import (
     AggregateFunction,
     AllWindowFunction,
@@ -130,6 +131,8 @@ from raystream.state.ttl import StateTtlConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeadLetter",
+    "ErrorPolicy",
     "BaseBroadcastProcessFunction",
     "CountWindow",
     "Duration",

@@ -95,6 +95,20 @@ class ExecutionConfig:
     def get_runtime_mode(self) -> RuntimeExecutionMode:
         return coerce_runtime_mode(self.runtime_mode)
 
+    #: the error policy of every operator that supports one and sets none of its own
+    #: (``raystream.ErrorPolicy``; None: fail)
+    error_policy: Any = None
+
+    def set_error_policy(self, policy: Any) -> ExecutionConfig:
+        """Default error policy (``ErrorPolicy.fail/skip/dead_letter``) of every operator that
+        supports one; ``DataStream.set_error_policy`` overrides it per operator."""
+        from raystream.api.error_policy import ErrorPolicy
+
+        if not isinstance(policy, ErrorPolicy):
+            raise TypeError(f"expected an ErrorPolicy, got {policy!r}")
+        self.error_policy = policy
+        return self
+
     def set_auto_watermark_interval(self, interval: Duration) -> ExecutionConfig:
         self.auto_watermark_interval_ms = to_millis(interval, "auto watermark interval")
         return self

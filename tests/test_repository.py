@@ -57,6 +57,8 @@ def test_mapped_packages_load_under_one_name_only():
 
 # An API change must be deliberate: update these lists together with the code.
 PUBLIC_RAYSTREAM = [
+    "DeadLetter",
+    "ErrorPolicy",
     "CheckpointConfig",
     "CheckpointingMode",
     "ExternalizedCheckpointRetention",

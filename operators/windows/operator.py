@@ -98,6 +98,15 @@ class WindowOperator(UdfOperator):
             and not self.buffered
         )
 
+    supports_error_policy = True
+
+    def setup(self, ctx: Any, output: Any, side_outputs: dict) -> None:
+        super().setup(ctx, output, side_outputs)
+        if self.bad_records is not None:
+            # the pre-aggregating fast path folds a batch after its loop: under an error
+            # policy every record goes the per-record route, so a bad one can be taken alone
+            self._fast = False
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def open(self) -> None:
@@ -163,19 +172,30 @@ class WindowOperator(UdfOperator):
                 )
             stamps = [MIN_TS] * len(values)
         v = None
-        try:
-            if self._fast:
+        if self._fast:
+            try:
                 fast_path.process(self, values, stamps)
-            else:
-                now = self.ctx.clock.now_ms()  # type: ignore[union-attr]
-                for v, t in zip(values, stamps):
+            except (GraphError, UserFunctionError):
+                raise
+            except Exception as exc:
+                raise self.user_error(exc, v) from exc
+            self._flush()
+            return
+        now = self.ctx.clock.now_ms()  # type: ignore[union-attr]
+        pairs = zip(values, stamps)
+        t = MIN_TS
+        while True:
+            try:
+                for v, t in pairs:
                     if self.event_time and t == MIN_TS:
                         raise ValueError("record has no event timestamp")
                     self._element(v, t, now)
-        except (GraphError, UserFunctionError):
-            raise
-        except Exception as exc:
-            raise self.user_error(exc, v) from exc
+                break
+            except (GraphError, UserFunctionError):
+                raise
+            except Exception as exc:
+                # under an error policy: what the record added to earlier windows stays
+                self.bad_record(exc, v, None if t == MIN_TS else t)
         self._flush()
 
     def _element(self, v: Any, t: int, now: int) -> None:

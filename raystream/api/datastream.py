@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from raystream.api.error_policy import ErrorPolicy
 from raystream.api.functions import (
     FilterFunction,
     FlatMapFunction,
@@ -40,6 +41,7 @@ from raystream.graph.partitioners import (
 from raystream.graph.partitioners import (
     Partitioner as _EdgePartitioner,
 )
+from raystream.graph.plan import supports_error_policy
 from raystream.graph.transformations import Transformation
 from raystream.operators.keyed import ReduceOperator, aggregation
 from raystream.operators.keyed_functions import (
@@ -123,6 +125,24 @@ class DataStream:
 
     def disable_chaining(self) -> DataStream:
         self._physical("disable_chaining()").chaining = "never"
+        return self
+
+    def set_error_policy(self, policy: ErrorPolicy) -> DataStream:
+        """What this operator does with a record its user code raises on:
+        ``ErrorPolicy.fail()`` (the default), ``ErrorPolicy.skip()`` or
+        ``ErrorPolicy.dead_letter(tag)`` (a :class:`DeadLetter` on ``get_side_output(tag)``).
+        Overrides ``env.set_error_policy``. See :mod:`raystream.api.error_policy` for what is
+        covered."""
+        t = self._physical("set_error_policy()")
+        if not isinstance(policy, ErrorPolicy):
+            raise TypeError(f"set_error_policy expects an ErrorPolicy, got {policy!r}")
+        if not supports_error_policy(t):
+            raise GraphError(
+                f"operator {t.name!r} does not take an error policy; policies apply to map, "
+                "flat_map, filter, process, keyed reduce/aggregations, windows and "
+                "assign_timestamps_and_watermarks"
+            )
+        t.error_policy = policy
         return self
 
     def start_new_chain(self) -> DataStream:

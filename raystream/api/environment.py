@@ -292,6 +292,12 @@ class StreamExecutionEnvironment:
         self._config.restart_strategy = strategy
         return self
 
+    def set_error_policy(self, policy: Any) -> StreamExecutionEnvironment:
+        """Default error policy of every operator that supports one (see
+        ``DataStream.set_error_policy``, which overrides it per operator)."""
+        self._config.set_error_policy(policy)
+        return self
+
     def get_restart_strategy(self) -> RestartStrategy:
         return self._config.restart_strategy or default_restart_strategy(
             self.is_checkpointing_enabled()

@@ -213,6 +213,9 @@ class _ByKey:
         self.cache: dict = {}
         self.cache_size = cache_size
         self.edge_name = edge_name
+        #: records whose key selector raises go to the first target (the consumer has an
+        #: error policy) instead of failing here
+        self.pass_bad_keys = False
 
     def _target(self, key: Any) -> int:
         target = self.owner[self.key_group(key)]
@@ -255,12 +258,42 @@ class _ByKey:
                     f"key selector of {self.edge_name!r}: key of record {record_repr(v)} is not "
                     f"hashable: {exc}"
                 ) from None
-            raise _routing_error(exc, v, "key selector", self.edge_name) from exc
+            if not self.pass_bad_keys:
+                raise _routing_error(exc, v, "key selector", self.edge_name) from exc
+            vals, stamps = self._route_slowly(batch)
         except Exception as exc:
-            raise _routing_error(exc, v, "key selector", self.edge_name) from exc
+            if not self.pass_bad_keys:
+                raise _routing_error(exc, v, "key selector", self.edge_name) from exc
+            vals, stamps = self._route_slowly(batch)
         for c in range(n):
             if vals[c]:
                 senders[c].add(vals[c], stamps[c] if stamps_in is not None else None)
+
+    def _route_slowly(self, batch: Batch) -> tuple[list[list], list[list]]:
+        """The batch again, record by record: a record whose key selector raises goes to the
+        first target, whose operator applies its error policy to it (nothing was sent yet)."""
+        n = self.n
+        vals: list[list] = [[] for _ in range(n)]
+        stamps: list[list] = [[] for _ in range(n)]
+        ks = self.key_selector
+        stamps_in = batch.timestamps
+        for i, v in enumerate(batch.values):
+            try:
+                k = ks(v)
+            except Exception:
+                c = 0
+            else:
+                try:
+                    cached = self.cache.get(k)
+                    c = cached if cached is not None else self._target(k)
+                except (InvalidKeyError, TypeError) as exc:
+                    raise InvalidKeyError(
+                        f"key selector of {self.edge_name!r}: key of record {record_repr(v)}: {exc}"
+                    ) from None
+            vals[c].append(v)
+            if stamps_in is not None:
+                stamps[c].append(stamps_in[i])
+        return vals, stamps
 
 
 class KeyGroupPartitioner(Partitioner):
@@ -268,11 +301,18 @@ class KeyGroupPartitioner(Partitioner):
 
     name = "hash"
 
-    def __init__(self, key_selector: Callable[[Any], Any]):
+    def __init__(self, key_selector: Callable[[Any], Any], pass_bad_keys: bool = False):
         self.key_selector = key_selector
+        #: the consumer has an error policy: see ``_ByKey.pass_bad_keys``
+        self.pass_bad_keys = pass_bad_keys
+
+    def passing_bad_keys(self) -> KeyGroupPartitioner:
+        return KeyGroupPartitioner(self.key_selector, pass_bad_keys=True)
 
     def router(self, producer, num_targets, max_parallelism, edge_name) -> Router:
-        return _ByKey(self.key_selector, num_targets, max_parallelism, edge_name)
+        router = _ByKey(self.key_selector, num_targets, max_parallelism, edge_name)
+        router.pass_bad_keys = self.pass_bad_keys
+        return router
 
 
 class CustomPartitioner(Partitioner):

@@ -24,6 +24,7 @@ from raystream.core.keys import default_max_parallelism
 from raystream.errors import GraphError, SerializationError
 from raystream.graph.partitioners import (
     ForwardPartitioner,
+    KeyGroupPartitioner,
     Partitioner,
     RebalancePartitioner,
 )
@@ -49,6 +50,8 @@ class NodeSpec:
     keyed: bool
     factory: Any  # ``factory(name) -> StreamOperator``; checked picklable when the plan is built
     outputs: list[OutputSpec] = field(default_factory=list)
+    #: the operator's own error policy (None: the job's default, ``config.error_policy``)
+    error_policy: Any = None
 
 
 @dataclass
@@ -166,6 +169,13 @@ def build_plan(
                 f"forward edge {e.src.name!r} -> {e.dst.name!r} needs equal parallelism, got "
                 f"{p_up} and {p_down}; use rebalance() or rescale() instead"
             )
+        elif isinstance(e.partitioner, KeyGroupPartitioner) and _tolerates_bad_records(
+            e.dst, config
+        ):
+            # the consumer's error policy takes records whose key selector raises: the router
+            # hands them to one consumer subtask, where the operator's own key selector raises
+            # again and the policy applies (with the consumer's name on the dead letter)
+            e.partitioner = e.partitioner.passing_bad_keys()
 
     in_edges: dict[int, list[_PhysEdge]] = {t.id: [] for t in physical}
     out_edges: dict[int, list[_PhysEdge]] = {t.id: [] for t in physical}
@@ -332,7 +342,19 @@ def _node_spec(t: Transformation) -> NodeSpec:
         kind=t.kind,
         keyed=t.keyed,
         factory=t.operator_factory,
+        error_policy=t.error_policy,
     )
+
+
+def supports_error_policy(t: Transformation) -> bool:
+    """Whether the operator ``t`` builds hands user errors on records to its error policy."""
+    cls = getattr(t.operator_factory, "func", t.operator_factory)
+    return bool(getattr(cls, "supports_error_policy", False))
+
+
+def _tolerates_bad_records(t: Transformation, config: ExecutionConfig) -> bool:
+    policy = t.error_policy or config.error_policy
+    return policy is not None and not policy.is_fail and supports_error_policy(t)
 
 
 def _check_picklable(obj: Any, what: str) -> bytes:

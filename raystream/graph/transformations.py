@@ -35,6 +35,8 @@ class Transformation:
     chaining: str = "default"  # "default" | "never" | "head"
     #: take the parallelism of the (first) producer instead of the job default (collect, print)
     inherit_parallelism: bool = False
+    #: ``set_error_policy(...)`` of this operator (None: the job's default)
+    error_policy: Any = None
     id: int = field(default_factory=lambda: next(_ids))
 
     @property

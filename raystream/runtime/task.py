@@ -168,6 +168,7 @@ class Task:
         ops: dict[int, StreamOperator] = {}
         for node, factory in self._factories:
             ops[node.id] = factory(node.name)
+            ops[node.id].error_policy = node.error_policy
         edges = {e.id: e for e in spec.output_edges}
         p = spec.chain.parallelism
         for node, _ in reversed(self._factories):
