@@ -36,3 +36,33 @@ def ray_session():
         )
     yield
     ray.shutdown()
+
+
+def _broker_fixture(start):  # noqa: ANN001, ANN202
+    try:
+        broker = start()
+    except FileNotFoundError as exc:
+        if os.environ.get("RAYSTREAM_ALLOW_MISSING_BROKERS") == "1":
+            pytest.skip(str(exc))
+        raise
+    return broker
+
+
+@pytest.fixture(scope="module")
+def kafka_broker():
+    """A Tansu broker (Kafka protocol) on a free loopback port, for one test module."""
+    from tests.brokers import start_kafka
+
+    broker = _broker_fixture(start_kafka)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A redis-server on a free loopback port, no persistence, for one test module."""
+    from tests.brokers import start_redis
+
+    server = _broker_fixture(start_redis)
+    yield server
+    server.stop()

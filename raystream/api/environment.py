@@ -31,6 +31,7 @@ from raystream.operators.sources import (
     Source,
     SourceOperator,
 )
+from raystream.operators.split_source import SplitSource, SplitSourceOperator
 from raystream.runtime import serde
 from raystream.runtime.client import JobClient, JobExecutionResult
 from raystream.runtime.jobmaster import JobMaster
@@ -347,6 +348,8 @@ class _SourceFactory:
         self.splits: list | None = None
 
     def __call__(self, name: str) -> SourceOperator:
+        if isinstance(self.source, SplitSource):  # splits come from its enumerator
+            return SplitSourceOperator(name, self.source, self.watermark_strategy)
         if self.splits is None:
             raise GraphError(f"source {name!r} was not prepared on the driver")
         return SourceOperator(name, self.source, self.splits, self.watermark_strategy)
@@ -361,6 +364,9 @@ def _with_splits(plan: ExecutionPlan, transformations: list[Transformation]) -> 
             continue
         factory = by_id[head.id].operator_factory
         assert isinstance(factory, _SourceFactory)
+        if isinstance(factory.source, SplitSource):
+            head.factory = factory
+            continue
         try:
             factory.splits = list(factory.source.create_splits(chain.parallelism))
         except Exception as exc:

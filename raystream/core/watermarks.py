@@ -384,3 +384,61 @@ class WatermarkValve:
         self.idle[channel] = False
         self.aligned[channel] = self.wm[channel] >= self.last_out
         self.output_idle = False
+
+
+class SplitWatermarks:
+    """Combines the watermarks of a source subtask's splits (Flink's per-split watermark
+    multiplexing): the output is the minimum over splits that are not idle, only increasing; it is
+    idle when every split is idle or there is no split. A split that never emitted holds the
+    output at ``MIN_TS`` until it emits or goes idle; a removed (finished) split leaves the
+    minimum.
+
+    ``update``/``set_idle``/``remove`` return ``(watermark or None, status change or None)``:
+    the new output watermark if it advanced, and ``True``/``False`` when the output went idle /
+    active.
+    """
+
+    def __init__(self) -> None:
+        self.wm: dict[str, int] = {}
+        self.idle: dict[str, bool] = {}
+        self.last_out = MIN_TS
+        self.output_idle = True
+
+    def add(self, split_id: str) -> tuple[int | None, bool | None]:
+        if split_id not in self.wm:
+            self.wm[split_id] = MIN_TS
+            self.idle[split_id] = False
+        return self._recompute()
+
+    def update(self, split_id: str, ts: int) -> tuple[int | None, bool | None]:
+        if ts > self.wm.get(split_id, MIN_TS):
+            self.wm[split_id] = ts
+        self.idle[split_id] = False
+        return self._recompute()
+
+    def set_idle(self, split_id: str, idle: bool) -> tuple[int | None, bool | None]:
+        if split_id in self.idle:
+            self.idle[split_id] = idle
+        return self._recompute()
+
+    def remove(self, split_id: str) -> tuple[int | None, bool | None]:
+        self.wm.pop(split_id, None)
+        self.idle.pop(split_id, None)
+        return self._recompute()
+
+    def _recompute(self) -> tuple[int | None, bool | None]:
+        active = [w for s, w in self.wm.items() if not self.idle[s]]
+        change: bool | None = None
+        if not active:
+            if not self.output_idle:
+                self.output_idle = True
+                change = True
+            return None, change
+        if self.output_idle:
+            self.output_idle = False
+            change = False
+        m = min(active)
+        if m > self.last_out:
+            self.last_out = m
+            return m, change
+        return None, change

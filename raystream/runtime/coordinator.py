@@ -52,6 +52,8 @@ class PendingCheckpoint:
     final: set[TaskKey] = field(default_factory=set)  # covered by a final snapshot
     fetching: set[TaskKey] = field(default_factory=set)  # acknowledged, bytes on their way
     writes: dict[TaskKey, asyncio.Future] = field(default_factory=dict)
+    #: blobs that are not a task's (split enumerator snapshots), by blob name
+    extra_writes: dict[str, asyncio.Future] = field(default_factory=dict)
     size: int = 0
     done: asyncio.Future | None = None  # resolved with the stats (savepoints wait on it)
     notified: list = field(default_factory=list)  # refs of the completion notifications
@@ -97,6 +99,10 @@ class CheckpointCoordinator:
         self.last_completed_at = 0.0
         self.upstream = _upstream_tasks(plan)
         self._completing: set[asyncio.Future] = set()
+        #: blobs the job master adds to every checkpoint at its trigger (split enumerators'
+        #: snapshots): ``checkpoint id -> {blob name: bytes}``, and their names by source uid
+        self.coordinator_state: Callable[[int], dict[str, bytes]] = lambda cid: {}
+        self.enumerator_blobs: dict[str, str] = {}
 
     # -- attempts --------------------------------------------------------------------------------
 
@@ -131,6 +137,16 @@ class CheckpointCoordinator:
             done=asyncio.get_running_loop().create_future(),
         )
         self.pending[cid] = p
+        try:
+            # split enumerators first: their snapshot precedes every source's barrier
+            for name, data in self.coordinator_state(cid).items():
+                p.size += len(data)
+                p.extra_writes[name] = asyncio.ensure_future(
+                    asyncio.to_thread(p.store.write_blob, cid, name, data)
+                )
+        except Exception as exc:
+            self._fail(p, CheckpointError(f"checkpoint {cid}: {exc}"))
+            return p
         for key in list(p.waiting):
             if key in self.finished:
                 self._accept(p, key, self.finished[key], final=True)
@@ -208,6 +224,8 @@ class CheckpointCoordinator:
             handles = {}
             for key, write in p.writes.items():
                 handles[blob_name(key)] = await write
+            for name, write in p.extra_writes.items():
+                handles[name] = await write
             metadata = self._metadata(p, handles)
             await asyncio.to_thread(p.store.commit, cid, metadata)
         except Exception as exc:
@@ -259,6 +277,7 @@ class CheckpointCoordinator:
             "job_name": self.plan.job_name,
             "max_parallelism": self.plan.max_parallelism,
             "tasks": tasks,
+            "enumerators": dict(self.enumerator_blobs),
             "blobs": handles,
         }
 

@@ -32,6 +32,7 @@ from raystream.api.runtime_mode import is_batch
 from raystream.checkpoint_config import NoRestart, default_restart_strategy
 from raystream.errors import JobExecutionError, RaystreamError, TaskError
 from raystream.graph.plan import ExecutionPlan
+from raystream.operators.split_source import SplitSource
 from raystream.runtime import serde
 from raystream.runtime.coordinator import (
     CheckpointCoordinator,
@@ -41,6 +42,11 @@ from raystream.runtime.coordinator import (
 )
 from raystream.runtime.deploy import actor_name, actor_options, task_specs
 from raystream.runtime.elements import CheckpointKind
+from raystream.runtime.enumerators import (
+    EnumeratorHost,
+    enumerator_blob_name,
+    restore_enumerator_states,
+)
 from raystream.runtime.failures import FailureHistory, describe_failure
 from raystream.runtime.task import Task, TaskResult
 
@@ -105,6 +111,10 @@ class JobMaster:
         #: it from the start and drops them)
         self._hold_collect = is_batch(cfg) and not isinstance(self.restart_strategy, NoRestart)
         self.coordinator: CheckpointCoordinator | None = None
+        #: split enumerators of the current attempt, by source uid
+        self.enumerators: dict[str, EnumeratorHost] = {}
+        #: enumerator states of the checkpoint or savepoint the next deployment restores
+        self._enumerator_states: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -126,8 +136,9 @@ class JobMaster:
                     store,
                     lambda: self.tasks,
                     self._failover,
-                    self._release_collected,
+                    self._on_checkpoint_complete,
                 )
+                self.coordinator.coordinator_state = self._snapshot_enumerators
             if self.restore_request is not None:
                 restore = await asyncio.to_thread(self._load_savepoint)
             await self._deploy(restore)
@@ -158,9 +169,11 @@ class JobMaster:
         if self.coordinator is not None:
             self.coordinator.next_id = max(self.coordinator.next_id, metadata["checkpoint_id"] + 1)
         self.restored_from.append(metadata["checkpoint_id"])
-        return restore_assignments(
+        assignments = restore_assignments(
             self.plan, metadata, blobs, bool(req.get("allow_non_restored_state"))
         )
+        self._enumerator_states = restore_enumerator_states(metadata, blobs)
+        return assignments
 
     async def _deploy(self, restore: dict[TaskKey, dict] | None) -> None:
         """Creates, wires and starts one actor per subtask for the current attempt."""
@@ -194,6 +207,7 @@ class JobMaster:
         await asyncio.gather(*setups)
         if self.status in JobStatusName.TERMINAL:
             return
+        await self._start_enumerators(tasks)
         self.status = JobStatusName.RUNNING
         runs: dict[asyncio.Future, TaskKey] = {
             asyncio.ensure_future(_await(tasks[key].run.remote())): key for key in tasks
@@ -294,13 +308,64 @@ class JobMaster:
             if found is not None:
                 cid, metadata, blobs = found
                 self.restored_from.append(cid)
-                return restore_assignments(self.plan, metadata, blobs)
+                assignments = restore_assignments(self.plan, metadata, blobs)
+                self._enumerator_states = restore_enumerator_states(metadata, blobs)
+                return assignments
         if self.restore_request is not None:
             return self._load_savepoint()
         self.restored_from.append(0)
+        self._enumerator_states = {}
         return None
 
+    async def _start_enumerators(self, tasks: dict[TaskKey, Any]) -> None:
+        """One split enumerator per split source, told which splits the restored readers hold."""
+        self._close_enumerators()
+        states, self._enumerator_states = self._enumerator_states, {}
+        attempt = self.attempt
+        blobs: dict[str, str] = {}
+        for chain in self.plan.chains:
+            source = getattr(chain.head.factory, "source", None)
+            if not isinstance(source, SplitSource):
+                continue
+            handles = [tasks[(chain.id, i)] for i in range(chain.parallelism)]
+            held = await asyncio.gather(*(h.restored_split_ids.remote() for h in handles))
+
+            async def on_error(exc: BaseException, attempt: int = attempt) -> None:
+                if attempt == self.attempt:
+                    await self._failover(exc)
+
+            host = EnumeratorHost(
+                chain.head.uid,
+                chain.head.name,
+                source,
+                handles,
+                states.get(chain.head.uid),
+                frozenset(sid for ids in held for sid in ids),
+                on_error,
+            )
+            self.enumerators[chain.head.uid] = host
+            blobs[chain.head.uid] = enumerator_blob_name(len(blobs))
+            host.start()
+        if self.coordinator is not None:
+            self.coordinator.enumerator_blobs = blobs
+
+    def _snapshot_enumerators(self, checkpoint_id: int) -> dict[str, bytes]:
+        assert self.coordinator is not None
+        names = self.coordinator.enumerator_blobs
+        return {names[uid]: host.snapshot(checkpoint_id) for uid, host in self.enumerators.items()}
+
+    def _on_checkpoint_complete(self, checkpoint_id: int) -> None:
+        self._release_collected(checkpoint_id)
+        for host in self.enumerators.values():
+            host.notify_checkpoint_complete(checkpoint_id)
+
+    def _close_enumerators(self) -> None:
+        for host in self.enumerators.values():
+            host.close()
+        self.enumerators = {}
+
     def _kill_tasks(self) -> None:
+        self._close_enumerators()
         for handle in self.tasks.values():
             try:
                 ray.kill(handle, no_restart=True)

@@ -45,6 +45,7 @@ from raystream.operators.base import (
     StreamOperator,
 )
 from raystream.operators.sources import SourceOperator, SourceStatus
+from raystream.operators.split_source import SplitSourceOperator
 from raystream.runtime import serde
 from raystream.runtime.barriers import BarrierHandler
 from raystream.runtime.channels import ChannelSender, EdgeOutput, Writer, loads
@@ -544,6 +545,26 @@ class Task:
             self._triggers.append(barrier)
         elif self._input_done and self.barriers.on_direct_trigger(barrier):
             self._checkpoint(barrier)
+
+    # -- split sources: the enumerator's calls (taken between two steps of the source loop) ---
+
+    async def add_splits(self, splits: list) -> None:
+        head = self.operators[0] if self.operators else None
+        if not isinstance(head, SplitSourceOperator) or self.state not in ("DEPLOYED", "RUNNING"):
+            return
+        try:
+            head.add_splits(splits)
+        except RaystreamError as exc:
+            self._async_error = self._async_error or exc
+
+    async def no_more_splits(self) -> None:
+        head = self.operators[0] if self.operators else None
+        if isinstance(head, SplitSourceOperator):
+            head.no_more_splits()
+
+    async def restored_split_ids(self) -> list[str]:
+        head = self.operators[0] if self.operators else None
+        return head.restored_split_ids() if isinstance(head, SplitSourceOperator) else []
 
     async def notify_checkpoint_complete(self, checkpoint_id: int, final_included: bool) -> None:
         """Checkpoint ``checkpoint_id`` is complete; ``final_included``: it holds this task's final

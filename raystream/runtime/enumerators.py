@@ -1,0 +1,169 @@
+"""Split enumerators in the job master: the runtime half of :class:`SplitEnumeratorContext`.
+
+One :class:`EnumeratorHost` per :class:`SplitSource` and attempt. Enumerator methods run on the
+job master's event loop, one at a time; ``call_async`` work runs in a worker thread and its
+handler back on the loop. Assignments become ``add_splits`` calls on the source tasks; a task
+takes them between two steps, so they never split a read. The enumerator's snapshot is taken
+synchronously in ``CheckpointCoordinator.trigger``, before any source sees the checkpoint's
+trigger, and stored as a blob of the checkpoint (``enumerator-<n>``, listed under
+``metadata["enumerators"]`` by operator uid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from raystream.checkpointing.snapshot import OperatorSnapshot, TaskSnapshot, decode, encode
+from raystream.errors import UserFunctionError
+from raystream.operators.split_source import SplitEnumerator, SplitEnumeratorContext, SplitSource
+
+log = logging.getLogger(__name__)
+
+_STATE_KEY = "__enumerator_state__"
+
+
+class EnumeratorHost(SplitEnumeratorContext):
+    def __init__(
+        self,
+        uid: str,
+        name: str,
+        source: SplitSource,
+        tasks: list[Any],
+        restored_state: Any | None,
+        restored_split_ids: frozenset[str],
+        on_error: Callable[[BaseException], Awaitable[None]],
+    ):
+        self.uid = uid
+        self.name = name
+        self.source = source
+        self.tasks = tasks
+        self.parallelism = len(tasks)
+        self.restored_split_ids = restored_split_ids
+        self.restored_state = restored_state
+        self.on_error = on_error
+        self.enumerator: SplitEnumerator | None = None
+        self.assigned: dict[int, int] = {}  # subtask -> number of splits handed out
+        self._loops: list[asyncio.Task] = []
+        self._closed = False
+
+    # -- lifecycle (job master) --------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self.enumerator = self.source.create_enumerator(self, self.restored_state)
+            self.enumerator.start()
+        except Exception as exc:
+            raise self._error(exc, "starting the split enumerator") from exc
+
+    def snapshot(self, checkpoint_id: int) -> bytes:
+        assert self.enumerator is not None
+        try:
+            state = self.enumerator.snapshot_state(checkpoint_id)
+        except Exception as exc:
+            raise self._error(exc, f"snapshot of checkpoint {checkpoint_id}") from exc
+        op = OperatorSnapshot(operator={_STATE_KEY: ("enumerator", [state])})
+        return encode(TaskSnapshot(checkpoint_id, {self.uid: op}))
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        if self.enumerator is None or self._closed:
+            return
+        try:
+            self.enumerator.notify_checkpoint_complete(checkpoint_id)
+        except Exception as exc:
+            log.warning("%s: checkpoint %d completion: %s", self.name, checkpoint_id, exc)
+
+    def close(self) -> None:
+        self._closed = True
+        for loop in self._loops:
+            loop.cancel()
+        if self.enumerator is not None:
+            try:
+                self.enumerator.close()
+            except Exception as exc:
+                log.warning("%s: closing the split enumerator: %s", self.name, exc)
+
+    # -- SplitEnumeratorContext ----------------------------------------------------------------
+
+    def assign_splits(self, assignment: dict[int, list[Any]]) -> None:
+        if self._closed:
+            return
+        for subtask, splits in assignment.items():
+            if not 0 <= subtask < self.parallelism:
+                raise ValueError(
+                    f"{self.name}: split enumerator assigned to subtask {subtask}, the source "
+                    f"has {self.parallelism}"
+                )
+            if splits:
+                self.assigned[subtask] = self.assigned.get(subtask, 0) + len(splits)
+                self.tasks[subtask].add_splits.remote(list(splits))
+
+    def signal_no_more_splits(self, subtask: int) -> None:
+        if not self._closed:
+            self.tasks[subtask].no_more_splits.remote()
+
+    def call_async(
+        self,
+        callable_: Callable[[], Any],
+        handler: Callable[[Any, BaseException | None], None],
+        interval_ms: int | None = None,
+    ) -> None:
+        self._loops.append(asyncio.ensure_future(self._run_async(callable_, handler, interval_ms)))
+
+    async def _run_async(
+        self,
+        callable_: Callable[[], Any],
+        handler: Callable[[Any, BaseException | None], None],
+        interval_ms: int | None,
+    ) -> None:
+        while not self._closed:
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = await asyncio.to_thread(callable_)
+            except Exception as exc:
+                error = exc
+            if self._closed:
+                return
+            try:
+                handler(result, error)
+            except Exception as exc:
+                await self.on_error(self._error(exc, "split discovery"))
+                return
+            if interval_ms is None:
+                return
+            await asyncio.sleep(interval_ms / 1000.0)
+
+    def _error(self, exc: BaseException, what: str) -> UserFunctionError:
+        return UserFunctionError(
+            f"{type(exc).__name__} in the split enumerator of source {self.name!r} while "
+            f"{what}: {exc}",
+            operator=self.name,
+            subtask=None,
+            record=None,
+            cause_type=type(exc).__name__,
+            cause_message=str(exc).split("\n", 1)[0],
+        )
+
+
+def enumerator_blob_name(index: int) -> str:
+    return f"enumerator-{index}"
+
+
+def restore_enumerator_states(metadata: dict[str, Any], blobs: dict[str, bytes]) -> dict[str, Any]:
+    """``{source uid: enumerator state}`` of a checkpoint or savepoint (empty for one taken before
+    split sources existed, or without any)."""
+    cid = metadata.get("checkpoint_id")
+    out: dict[str, Any] = {}
+    for uid, name in (metadata.get("enumerators") or {}).items():
+        if name not in blobs:
+            from raystream.checkpointing.snapshot import StateMappingError
+
+            raise StateMappingError(f"snapshot {cid} lacks the split enumerator state of {uid!r}")
+        snap = decode(blobs[name], f"snapshot {cid}, split enumerator {uid}")
+        op = snap.operators.get(uid)
+        if op is not None and _STATE_KEY in op.operator:
+            out[uid] = op.operator[_STATE_KEY][1][0]
+    return out
