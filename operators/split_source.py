@@ -442,7 +442,7 @@ class SplitSourceOperator(SourceOperator):
         try:
             got = reader.poll(max_records)
         except Exception as exc:
-            raise self.user_error(exc, sorted(self.held), "reading splits") from exc
+            raise self.user_error(exc, None, f"reading splits {sorted(self.held)}") from exc
         emitted = 0
         for part in got:
             rows = part.rows()

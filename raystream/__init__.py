@@ -83,6 +83,16 @@ from raystream.errors import (
 from raystream.operators.file_sink import FileSink
 from raystream.operators.files import FileSource
 from raystream.operators.process import TimeDomain
+from raystream.operators.sources import Boundedness, Source, SplitReader
+from raystream.operators.split_source import (
+    DiscoveringSplitEnumerator,
+    ReaderContext,
+    SourceReader,
+    SplitEnumerator,
+    SplitEnumeratorContext,
+    SplitRecords,
+    SplitSource,
+)
 from raystream.operators.windows import (
     ContinuousEventTimeTrigger,
     ContinuousProcessingTimeTrigger,
@@ -138,6 +148,16 @@ __all__ = [
     "Duration",
     "FileSink",
     "FileSource",
+    "Boundedness",
+    "DiscoveringSplitEnumerator",
+    "ReaderContext",
+    "Source",
+    "SourceReader",
+    "SplitEnumerator",
+    "SplitEnumeratorContext",
+    "SplitReader",
+    "SplitRecords",
+    "SplitSource",
     "HashMapStateBackend",
     "LmdbStateBackend",
     "Row",

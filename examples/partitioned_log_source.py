@@ -1,5 +1,6 @@
-"""A partitioned log on local disk, for testing the split-source runtime without a broker.
+"""A complete custom connector on raystream's split-source API: a partitioned log on local disk.
 
+It is also how the split-source runtime is tested without a broker (tests/test_split_sources.py).
 A "topic" is a directory; each partition is a file ``p-<n>.log`` of JSON lines, appended to by
 the test while the job runs (``LogWriter``). A split is ``(partition, position)`` with the
 position in lines; the enumerator lists the directory (new files are new partitions); a reader
@@ -14,8 +15,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-from raystream.operators.sources import Boundedness
-from raystream.operators.split_source import (
+from raystream import (
+    Boundedness,
     DiscoveringSplitEnumerator,
     ReaderContext,
     SourceReader,
@@ -158,3 +159,36 @@ class LogSource(SplitSource):
 
     def split_id(self, split: Any) -> str:
         return f"p-{split.partition}"
+
+
+def main() -> None:
+    """Three partitions, one far behind in event time; counts per partition and second."""
+    import tempfile
+
+    from raystream import (
+        Duration,
+        StreamExecutionEnvironment,
+        TumblingEventTimeWindows,
+        WatermarkStrategy,
+    )
+
+    directory = tempfile.mkdtemp(prefix="log-topic-")
+    writer = LogWriter(directory)
+    for p in range(3):
+        writer.append(p, [{"p": p, "ts": (p * 10_000) + i * 10} for i in range(500)])
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_parallelism(2)
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(100))
+    counts = (
+        env.from_source(LogSource(directory, bounded=True), strategy, "partitioned log")
+        .map(lambda r: (r["p"], r["ts"] // 1000 * 1000, 1))
+        .key_by(lambda t: (t[0], t[1]))
+        .window(TumblingEventTimeWindows.of(Duration.of_seconds(1)))
+        .reduce(lambda a, b: (a[0], a[1], a[2] + b[2]))
+    )
+    for partition, second, n in sorted(counts.execute_and_collect("partitioned-log")):
+        print(f"partition {partition} second {second}: {n} records")
+
+
+if __name__ == "__main__":
+    main()
