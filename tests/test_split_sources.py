@@ -25,7 +25,7 @@ from raystream import (
 from raystream.core.time import MIN_TS
 from raystream.core.watermarks import SplitWatermarks
 from raystream.errors import JobExecutionError
-from raystream.operators.split_source import DiscoveringSplitEnumerator
+from raystream.operators.split_source import DiscoveringSplitEnumerator, SplitRecords
 from raystream.operators.windows import TumblingEventTimeWindows
 from tests.chaos_jobs import Collector, kill_task, wait_until
 
@@ -400,3 +400,12 @@ def test_the_documented_example_connector_runs(capsys):
         for s in range(5)
     ]
     assert lines == expected
+
+
+def test_a_reader_may_return_an_arrow_record_batch():
+    import pyarrow as pa
+
+    batch = pa.RecordBatch.from_pydict({"k": ["a", "b"], "v": [1, 2]})
+    part = SplitRecords("s", batch, [10, 20])
+    assert part.rows() == [{"k": "a", "v": 1}, {"k": "b", "v": 2}]
+    assert SplitRecords("s", [1, 2]).rows() == [1, 2]
