@@ -30,8 +30,10 @@ class ExecutionConfig:
             ``message_bytes``). Sources read at most this many records per step (and at most
             8192).
         message_bytes: channel messages of large records hold fewer records, about this many
-            bytes (judged by the bytes per record each channel sent so far; at least 64
-            records).
+            bytes (judged by the bytes per record each channel pickled so far; a message that
+            pickles to more than twice this is cut again before it is sent; a record larger
+            than this travels alone). In-flight bytes per channel stay within about
+            ``channel_capacity × message_bytes``.
         buffer_timeout_ms: a partly filled batch is sent at the latest this long after its first
             record — while its consumer keeps up. If the consumer has not yet taken the channel's
             previous message when the timeout expires, the batch keeps filling until the next

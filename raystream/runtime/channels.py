@@ -3,8 +3,12 @@
 Record path: the last operator of a chain emits a batch to an :class:`EdgeOutput`, whose router
 appends the records to the :class:`ChannelSender` of each target consumer. A sender seals its
 buffer into a :class:`Batch` message when it holds a full message (``batch_size`` records, or
-fewer when records are large: about ``message_bytes`` judged by the bytes per record sent so
-far), when a control message must follow the data, or when the buffer timeout expires.
+fewer when records are large: about ``message_bytes`` judged by the bytes per record pickled so
+far, one record at least), when a control message must follow the data, or when the buffer
+timeout expires. A message that pickles to more than twice ``message_bytes`` (the first of a
+channel, or records that grew) is cut again by the bytes per record it showed before it is sent,
+so the bytes in flight on a channel stay within about ``capacity × message_bytes`` — or
+``capacity`` records, when a single record is larger than that.
 
 Adaptive batching: a Ray actor call costs in the order of a millisecond of CPU on each side
 whatever it carries, so under load messages should be full. When the buffer timeout expires
@@ -68,6 +72,10 @@ class ChannelSender:
         self.batches_sent = 0
         self.bytes_sent = 0
         self.blocked_s = 0.0  # time spent waiting for credit
+        #: bytes and records pickled so far (sent or split again): the size estimate
+        self._seen_bytes = 0
+        self._seen_records = 0
+        self.resplit = 0  # messages pickled too large and cut again
 
     # -- synchronous side: called while operators run ---------------------------------------------
 
@@ -85,11 +93,12 @@ class ChannelSender:
         mine.extend(values)
 
     def limit(self) -> int:
-        """Records per message: ``batch_size``, or fewer for large records."""
-        if not self.bytes_sent:
+        """Records per message: ``batch_size``, or fewer for large records (about
+        ``message_bytes`` by the bytes per record seen so far; one record at least)."""
+        if not self._seen_bytes:
             return self.batch_size
-        by_bytes = self.message_bytes * self.records_sent // self.bytes_sent
-        return max(64, min(self.batch_size, by_bytes))
+        by_bytes = self.message_bytes * self._seen_records // self._seen_bytes
+        return max(1, min(self.batch_size, by_bytes))
 
     def consumer_busy(self) -> bool:
         """The consumer has not yet taken the latest message pushed on this channel."""
@@ -154,6 +163,18 @@ class ChannelSender:
                 # pickled here rather than by Ray: one flat bytes argument is the cheapest
                 # thing an actor call can carry, and it lets us count the bytes
                 payload = _dumps(message, self.name)
+                n_records = (
+                    len(message.values)
+                    if type(message) is Batch
+                    else sum(len(p.values) for p in message if type(p) is Batch)
+                )
+                self._seen_bytes += len(payload)
+                self._seen_records += n_records
+                if len(payload) > 2 * self.message_bytes and n_records > 1:
+                    # far larger than a message may be (the first message of a channel, or
+                    # records that grew): cut it by the bytes per record it showed
+                    self._requeue(message, len(payload), n_records)
+                    continue
                 if type(message) is Batch:
                     self.records_sent += len(message.values)
                     self.batches_sent += 1
@@ -171,6 +192,23 @@ class ChannelSender:
             future = getattr(ref, "future", None)
             self._answer = future() if future is not None else ref
             self.seq += 1
+
+    def _requeue(self, message: Batch | list, size: int, n_records: int) -> None:
+        """Puts ``message`` back at the head of the queue in pieces of about
+        ``message_bytes`` (a single record larger than that travels alone), order kept."""
+        self.resplit += 1
+        per_message = max(1, self.message_bytes * n_records // size)
+        parts = message if isinstance(message, list) else [message]
+        pieces: list = []
+        for part in parts:
+            if type(part) is not Batch:
+                pieces.append(part)
+                continue
+            values, stamps = part.values, part.timestamps
+            for start in range(0, len(values), per_message):
+                end = start + per_message
+                pieces.append(Batch(values[start:end], stamps[start:end] if stamps else None))
+        self.queue.extendleft(reversed(pieces))
 
     def _bundle(self, first: Batch) -> Batch | list:
         """``first`` and the small batches and watermarks queued right after it, as one push
