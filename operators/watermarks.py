@@ -70,7 +70,7 @@ class WatermarkEmitter:
                 try:
                     for i, (v, rt) in rows:
                         t: int | None = extract(v, rt)
-                        if type(t) is not int or not MIN_TS < t <= MAX_TS:
+                        if type(t) is not int or not MIN_TS < t < MAX_TS:
                             t = valid_timestamp(t)
                             if t is None:
                                 bad.append(i)
@@ -151,7 +151,7 @@ class WatermarkEmitter:
         if failed:
             values, stamps, _ = _drop(values, stamps, [], failed)
         if stamps and (
-            set(map(type, stamps)) == {int} and min(stamps) > MIN_TS and max(stamps) <= MAX_TS
+            set(map(type, stamps)) == {int} and min(stamps) > MIN_TS and max(stamps) < MAX_TS
         ):
             return values, stamps
         fixed: list[int] = []

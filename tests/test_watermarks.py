@@ -140,9 +140,11 @@ def test_invalid_timestamps_side_output_in_the_operator():
         .with_invalid_timestamps_to(bad)
     )
     h = OperatorHarness(TimestampsAndWatermarksOperator("ts", strategy))
-    h.process([1, None, "x", 4])
-    assert h.values() == [1, 4]
-    assert [v for v, _ in h.side_output(bad)] == [None, "x"]
+    h.process([1, None, "x", 4, MAX_TS, MAX_TS - 1, MIN_TS, MIN_TS + 1])
+    assert h.values() == [1, 4, MAX_TS - 1, MIN_TS + 1]
+    # the end and the start of time are no instants a record can have (a record at MAX_TS
+    # would be behind the final watermark and never fire a window)
+    assert [v for v, _ in h.side_output(bad)] == [None, "x", MAX_TS, MIN_TS]
 
 
 def collect(key, ctx, elements):

@@ -313,14 +313,15 @@ class _BoundedFactory:
 
 
 def valid_timestamp(ts: Any) -> int | None:
-    """``ts`` as int milliseconds, or None when it is not a usable event timestamp."""
+    """``ts`` as int milliseconds, or None when it is not a usable event timestamp (``MIN_TS``
+    and ``MAX_TS`` are reserved: the start and the end of time, not instants a record can have)."""
     t = type(ts)
     if t is int:
-        return ts if MIN_TS < ts <= MAX_TS else None
+        return ts if MIN_TS < ts < MAX_TS else None
     if t is float:
         if math.isfinite(ts):
             i = int(ts)
-            return i if MIN_TS < i <= MAX_TS else None
+            return i if MIN_TS < i < MAX_TS else None
         return None
     if isinstance(ts, int) and not isinstance(ts, bool):
         return valid_timestamp(int(ts))
