@@ -20,8 +20,10 @@ from typing import Any, TextIO
 
 from raystream.api.functions import SinkFunction
 from raystream.checkpointing.snapshot import OperatorSnapshot
+from raystream.errors import SerializationError
 from raystream.operators.base import OperatorContext, StreamOperator
 from raystream.operators.stateless import UdfOperator
+from raystream.runtime.channels import dumps_batch
 from raystream.runtime.elements import Batch
 
 _WRITER_STATE = "sink-writer-state"
@@ -276,9 +278,18 @@ class CollectSinkOperator(StreamOperator):
         assert ctx is not None
         while len(self._in_flight) >= self.max_in_flight:
             await self._in_flight.popleft()
+        # pickled here, not by Ray: a record that cannot be pickled is named in the error, and
+        # the job master passes the bytes to the driver without unpickling user objects
+        try:
+            payload = dumps_batch(Batch(chunk), f"{self.name} -> driver")
+        except SerializationError as exc:
+            raise SerializationError(
+                f"operator {self.name!r}, subtask {ctx.subtask_index}: {exc} (execute_and_collect "
+                "hands records to the driver pickled; map them to plain values first)"
+            ) from exc
         self._in_flight.append(
             self._job_master.collect_push.remote(
-                self.collect_id, ctx.subtask_index, ctx.attempt, self._seq, epoch, chunk
+                self.collect_id, ctx.subtask_index, ctx.attempt, self._seq, epoch, payload
             )
         )
         self._seq += 1

@@ -148,12 +148,15 @@ class SplitEnumeratorContext(ABC):
     def call_async(
         self,
         callable_: Callable[[], Any],
-        handler: Callable[[Any, BaseException | None], None],
+        handler: Callable[[Any, BaseException | None], bool | None],
         interval_ms: int | None = None,
     ) -> None:
         """Runs ``callable_`` in a worker thread (it may block on I/O), then ``handler(result,
-        error)`` in the enumerator's thread; again every ``interval_ms`` if given. A handler that
-        raises fails the job."""
+        error)`` in the enumerator's thread; again every ``interval_ms`` if given, until the
+        handler returns ``False``. A handler that raises fails the job. Calls of one
+        ``call_async`` never overlap, and the enumerator's other methods do not run while
+        ``callable_`` runs only if it touches nothing they change: read enumerator state there
+        only if nothing else writes it."""
 
 
 class SplitEnumerator(ABC):
@@ -259,9 +262,9 @@ class DiscoveringSplitEnumerator(SplitEnumerator):
         self._assign(again)
         self.context.call_async(self.discover, self._on_discovered, self.discovery_interval_ms)
 
-    def _on_discovered(self, splits: Any, error: BaseException | None) -> None:
+    def _on_discovered(self, splits: Any, error: BaseException | None) -> bool:
         if self._finished:
-            return
+            return False
         if error is not None:
             raise error
         new = []
@@ -275,6 +278,7 @@ class DiscoveringSplitEnumerator(SplitEnumerator):
             self._finished = True
             for i in range(self.context.parallelism):
                 self.context.signal_no_more_splits(i)
+        return not self._finished
 
     def _assign(self, splits: Sequence[Any]) -> None:
         p = self.context.parallelism

@@ -93,6 +93,26 @@ def test_non_serializable_record_names_the_record():
     assert "cannot be serialized" in str(info.value) and "lock" in str(info.value).lower()
 
 
+class _Holder:
+    def __init__(self, n):
+        self.n = n
+        self.lock = threading.Lock() if n == 2 else None
+
+    def __repr__(self):
+        return f"Holder({self.n})"
+
+
+def test_non_serializable_collected_record_is_named_in_a_short_error():
+    env = env_with(1)
+    stream = env.from_collection([1, 2, 3]).map(_Holder)
+    with pytest.raises(JobExecutionError) as info:
+        list(stream.execute_and_collect())
+    cause = str(info.value.root_cause)
+    assert "Holder(2)" in cause and "cannot be serialized" in cause
+    assert "execute_and_collect" in cause
+    assert len(str(info.value)) < 20_000  # the record and the traceback, not Ray's dump
+
+
 def test_unhashable_key_names_the_key_selector_and_record():
     env = env_with(2)
     env.from_collection([[1, 2], [3]]).key_by(lambda r: r).reduce(lambda a, b: a).add_sink(

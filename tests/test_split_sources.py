@@ -134,7 +134,7 @@ def test_discovering_enumerator_reassigns_what_restored_readers_do_not_hold():
     assert ctx.assigned == [{0: [LogSplit(0, 5), LogSplit(2, 0)]}]  # from their start positions
     fn, handler, interval = ctx.calls[0]
     assert interval == 100
-    handler(fn(), None)
+    assert handler(fn(), None) is True  # unbounded: keep discovering
     assert ctx.assigned[1] == {0: [LogSplit(4, 0)]}  # only the new one; p-3 is a reader's
     assert set(e.snapshot_state(1)) == {"p-0", "p-1", "p-2", "p-3", "p-4"}
     assert ctx.no_more == []
@@ -148,8 +148,8 @@ def test_bounded_discovery_signals_no_more_splits_once():
     e.start()
     fn, handler, interval = ctx.calls[0]
     assert interval is None
-    handler(fn(), None)
-    handler(fn(), None)
+    assert handler(fn(), None) is False  # discovery is over: the periodic call stops
+    assert handler(fn(), None) is False
     assert ctx.no_more == [0, 1, 2]
 
 

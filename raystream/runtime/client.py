@@ -11,6 +11,7 @@ from typing import Any
 import ray
 
 from raystream.errors import JobExecutionError
+from raystream.runtime.channels import loads
 from raystream.runtime.jobmaster import JobStatusName, as_job_error
 
 
@@ -162,7 +163,11 @@ class JobClient:
         return self.wait()
 
     def _collect_fetch(self, max_wait_s: float) -> tuple[list, bool]:
-        return self._call(self._jm.collect_fetch.remote(max_wait_s))  # type: ignore[no-any-return]
+        payloads, finished = self._call(self._jm.collect_fetch.remote(max_wait_s))
+        values: list = []
+        for payload in payloads:
+            values.extend(loads(payload).values)  # type: ignore[union-attr]
+        return values, finished
 
 
 def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionResult:

@@ -2,8 +2,10 @@
 
 One :class:`EnumeratorHost` per :class:`SplitSource` and attempt. Enumerator methods run on the
 job master's event loop, one at a time; ``call_async`` work runs in a worker thread and its
-handler back on the loop. Assignments become ``add_splits`` calls on the source tasks; a task
-takes them between two steps, so they never split a read. The enumerator's snapshot is taken
+handler back on the loop. Assignments become ``add_splits`` calls on the source tasks, each sent after the previous
+call to that task finished (an async actor may run calls out of order, and "no more splits"
+must never overtake an assignment); a task takes them between two steps, so they never split a
+read. The enumerator's snapshot is taken
 synchronously in ``CheckpointCoordinator.trigger``, before any source sees the checkpoint's
 trigger, and stored as a blob of the checkpoint (``enumerator-<n>``, listed under
 ``metadata["enumerators"]`` by operator uid).
@@ -47,6 +49,7 @@ class EnumeratorHost(SplitEnumeratorContext):
         self.enumerator: SplitEnumerator | None = None
         self.assigned: dict[int, int] = {}  # subtask -> number of splits handed out
         self._loops: list[asyncio.Task] = []
+        self._last_call: dict[int, asyncio.Future] = {}  # latest call to each source task
         self._closed = False
 
     # -- lifecycle (job master) --------------------------------------------------------------------
@@ -98,16 +101,34 @@ class EnumeratorHost(SplitEnumeratorContext):
                 )
             if splits:
                 self.assigned[subtask] = self.assigned.get(subtask, 0) + len(splits)
-                self.tasks[subtask].add_splits.remote(list(splits))
+                self._send(subtask, "add_splits", list(splits))
 
     def signal_no_more_splits(self, subtask: int) -> None:
         if not self._closed:
-            self.tasks[subtask].no_more_splits.remote()
+            self._send(subtask, "no_more_splits")
+
+    def _send(self, subtask: int, method: str, *args: Any) -> None:
+        """Calls ``method`` on a source task after every earlier call to that task finished:
+        calls of an async actor may run out of order, and "no more splits" must not overtake the
+        last assignment."""
+        previous = self._last_call.get(subtask)
+        task = self.tasks[subtask]
+
+        async def call() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            if not self._closed:
+                await getattr(task, method).remote(*args)
+
+        future = asyncio.ensure_future(call())
+        # a task that died fails its call; the failover that follows handles it
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._last_call[subtask] = future
 
     def call_async(
         self,
         callable_: Callable[[], Any],
-        handler: Callable[[Any, BaseException | None], None],
+        handler: Callable[[Any, BaseException | None], bool | None],
         interval_ms: int | None = None,
     ) -> None:
         self._loops.append(asyncio.ensure_future(self._run_async(callable_, handler, interval_ms)))
@@ -115,7 +136,7 @@ class EnumeratorHost(SplitEnumeratorContext):
     async def _run_async(
         self,
         callable_: Callable[[], Any],
-        handler: Callable[[Any, BaseException | None], None],
+        handler: Callable[[Any, BaseException | None], bool | None],
         interval_ms: int | None,
     ) -> None:
         while not self._closed:
@@ -128,11 +149,11 @@ class EnumeratorHost(SplitEnumeratorContext):
             if self._closed:
                 return
             try:
-                handler(result, error)
+                again = handler(result, error)
             except Exception as exc:
                 await self.on_error(self._error(exc, "split discovery"))
                 return
-            if interval_ms is None:
+            if interval_ms is None or again is False:
                 return
             await asyncio.sleep(interval_ms / 1000.0)
 

@@ -95,9 +95,10 @@ class JobMaster:
         self.fail_reason: str | None = None
         self.restored_from: list[int] = []
         self._done = asyncio.Event()
-        self._collect: deque[list] = deque()
+        #: pickled batches of collected records, handed to the driver as they are
+        self._collect: deque[bytes] = deque()
         self._collect_next: dict[tuple[str, int], int] = {}
-        self._uncommitted: list[tuple[int, list]] = []  # (epoch, records) awaiting a checkpoint
+        self._uncommitted: list[tuple[int, bytes]] = []  # (epoch, records) awaiting a checkpoint
         self._released_upto = 0  # records of epochs up to this one go straight to the driver
         self._pushes_active = 0
         self._first_checkpoint_of_attempt = 1
@@ -454,7 +455,7 @@ class JobMaster:
             self.coordinator.decline(tuple(key), attempt, cid, reason)  # type: ignore[arg-type]
 
     async def collect_push(
-        self, collect_id: str, subtask: int, attempt: int, seq: int, epoch: int, values: list
+        self, collect_id: str, subtask: int, attempt: int, seq: int, epoch: int, values: bytes
     ) -> None:
         """Pushes of one sink subtask may run out of order on this async actor: the sequence
         number puts them back in order. Pushes of an earlier attempt are dropped: the restarted
@@ -630,17 +631,18 @@ class JobMaster:
                 out["tasks"].append({"error": repr(exc)})
         return out
 
-    async def collect_fetch(self, max_wait_s: float) -> tuple[list, bool]:
-        """Buffered records and whether the job ended (after which nothing more comes)."""
+    async def collect_fetch(self, max_wait_s: float) -> tuple[list[bytes], bool]:
+        """Buffered records (pickled batches) and whether the job ended (after which nothing
+        more comes)."""
         async with self._collect_changed:
             if not self._collect and not self._done.is_set():
                 try:
                     await asyncio.wait_for(self._collect_changed.wait(), max_wait_s)
                 except asyncio.TimeoutError:
                     pass
-            out: list = []
+            out: list[bytes] = []
             while self._collect:
-                out.extend(self._collect.popleft())
+                out.append(self._collect.popleft())
             self._collect_changed.notify_all()
             return out, self._done.is_set() and not self._collect
 

@@ -550,8 +550,17 @@ class Task:
 
     async def add_splits(self, splits: list) -> None:
         head = self.operators[0] if self.operators else None
-        if not isinstance(head, SplitSourceOperator) or self.state not in ("DEPLOYED", "RUNNING"):
-            return
+        if not isinstance(head, SplitSourceOperator):
+            raise TaskError(f"task {self.name!r} is no split source", self.spec.chain.name)
+        if self.state not in ("DEPLOYED", "RUNNING"):
+            if self.state == "FINISHED":  # the enumerator promised no more splits: a bug
+                exc = TaskError(
+                    f"task {self.name!r} got splits after it finished: {splits!r}",
+                    self.spec.chain.name,
+                    self.spec.subtask,
+                )
+                raise exc
+            return  # failed or being replaced: the restart reassigns from the checkpoint
         try:
             head.add_splits(splits)
         except RaystreamError as exc:
