@@ -153,10 +153,10 @@ class SplitEnumeratorContext(ABC):
     ) -> None:
         """Runs ``callable_`` in a worker thread (it may block on I/O), then ``handler(result,
         error)`` in the enumerator's thread; again every ``interval_ms`` if given, until the
-        handler returns ``False``. A handler that raises fails the job. Calls of one
-        ``call_async`` never overlap, and the enumerator's other methods do not run while
-        ``callable_`` runs only if it touches nothing they change: read enumerator state there
-        only if nothing else writes it."""
+        handler returns ``False``. A handler that raises fails the job. Runs of one
+        ``call_async`` never overlap, but ``callable_`` runs in another thread while the
+        enumerator's other methods may run: it may read state that only its handler writes
+        (e.g. the set of known splits), and should write none."""
 
 
 class SplitEnumerator(ABC):
