@@ -426,7 +426,18 @@ class KafkaSourceEnumerator(DiscoveringSplitEnumerator):
     def owner(self, split: Any, parallelism: int) -> int:
         return kafka_split_owner(split.topic, split.partition, parallelism)
 
+    def discovery_finished(self) -> bool:
+        if self.kafka.discover_once:
+            # no-more-splits goes out one round after the assignment: the runtime does not
+            # promise that a task handles add_splits before a later no_more_splits (async
+            # actors), and a reader told "no more" while its split is still on the way ends
+            # without it
+            return self.initial_done
+        return False
+
     def discover(self) -> list[KafkaPartitionSplit]:
+        if self.initial_done and self.kafka.discover_once:
+            return []  # partitions are listed once
         if self._lookup is None:
             self._lookup = _BrokerLookup(self.kafka)
         lookup = self._lookup
@@ -485,6 +496,8 @@ class KafkaSourceEnumerator(DiscoveringSplitEnumerator):
 
 
 _EARLIEST_INIT = KafkaOffsetsInitializer.earliest()
+#: bounded: how long after the assignment the readers hear that no more splits come
+_NO_MORE_SPLITS_DELAY_MS = 500
 
 
 # -- the reader --------------------------------------------------------------------------------
@@ -737,7 +750,10 @@ class KafkaSource(SplitSource):
         interval = int(
             properties.get("partition.discovery.interval.ms", DEFAULT_DISCOVERY_INTERVAL_MS)
         )
-        self.discovery_interval_ms = None if bounded or interval <= 0 else interval
+        #: bounded, or discovery switched off (interval <= 0): list partitions once, then
+        #: signal no-more-splits one round later
+        self.discover_once = bounded or interval <= 0
+        self.discovery_interval_ms = _NO_MORE_SPLITS_DELAY_MS if self.discover_once else interval
 
     @staticmethod
     def builder() -> KafkaSourceBuilder:

@@ -367,14 +367,16 @@ def test_a_partition_far_behind_holds_the_watermark(kafka_broker):
     one watermark per partition nothing is late; a per-subtask maximum would make partition 0's
     records late as soon as partition 1's were read."""
     topic = new_topic(kafka_broker, 2)
-    ahead = [(None, f"b:{i}".encode(), 1_000_000 + i * 10) for i in range(200)]
-    behind = [(None, f"a:{i}".encode(), i * 10) for i in range(200)]
+    # (a Kafka timestamp of 0 means "now" to the producer: event time starts later)
+    ahead = [(None, f"b:{i}".encode(), 9_000_000 + i * 10) for i in range(200)]
+    behind = [(None, f"a:{i}".encode(), 1_000_000 + i * 10) for i in range(200)]
     produce(kafka_broker, topic, {1: ahead})
     produce(kafka_broker, topic, {0: behind})
     strategy = WatermarkStrategy.for_monotonous_timestamps()
     got = run(source(kafka_broker, topic), parallelism=1, strategy=strategy, build=windowed_counts)
     assert [g for g in got if g[0] == "late"] == []
-    expected = [("b", 1_000_000 + i * 10) for i in range(200)] + [("a", i * 10) for i in range(200)]
+    expected = [("b", 9_000_000 + i * 10) for i in range(200)]
+    expected += [("a", 1_000_000 + i * 10) for i in range(200)]
     assert sorted(got) == reference_counts(expected)
 
 
@@ -391,7 +393,8 @@ def unbounded_env(tmp_path, parallelism: int = 1, interval_ms: int = 200):  # no
 def test_an_idle_partition_stalls_event_time_unless_with_idleness(kafka_broker, tmp_path, idleness):
     topic = new_topic(kafka_broker, 2)  # partition 1 stays empty
     n = 30
-    produce(kafka_broker, topic, {0: [(None, f"k:{i}".encode(), i * 100) for i in range(n)]})
+    base = 1_000_000  # a Kafka timestamp of 0 means "now" to the producer
+    produce(kafka_broker, topic, {0: [(None, f"k:{i}".encode(), base + i * 100) for i in range(n)]})
     strategy = WatermarkStrategy.for_monotonous_timestamps()
     if idleness:
         strategy = strategy.with_idleness(300)
@@ -404,7 +407,8 @@ def test_an_idle_partition_stalls_event_time_unless_with_idleness(kafka_broker, 
         if idleness:
             # windows [0, 1000) and [1000, 2000) close; the last one waits for more data
             wait_until(lambda: len(col.values) >= 2, what="windows closed by the active partition")
-            assert sorted(col.values)[:2] == [("window", ("k", 0, 10)), ("window", ("k", 1000, 10))]
+            want = [("window", ("k", base, 10)), ("window", ("k", base + 1000, 10))]
+            assert sorted(col.values)[:2] == want
         else:
             wait_until(lambda: records_in(client, "kafka") >= n, what="every record read")
             done = client.get_checkpoint_stats()["completed"]
