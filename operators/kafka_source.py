@@ -427,13 +427,9 @@ class KafkaSourceEnumerator(DiscoveringSplitEnumerator):
         return kafka_split_owner(split.topic, split.partition, parallelism)
 
     def discovery_finished(self) -> bool:
-        if self.kafka.discover_once:
-            # no-more-splits goes out one round after the assignment: the runtime does not
-            # promise that a task handles add_splits before a later no_more_splits (async
-            # actors), and a reader told "no more" while its split is still on the way ends
-            # without it
-            return self.initial_done
-        return False
+        # bounded (or discovery off): partitions are listed once; the runtime delivers the
+        # assignment before the no-more-splits signal that follows it
+        return self.kafka.discover_once
 
     def discover(self) -> list[KafkaPartitionSplit]:
         if self.initial_done and self.kafka.discover_once:
@@ -479,9 +475,10 @@ class KafkaSourceEnumerator(DiscoveringSplitEnumerator):
             KafkaPartitionSplit(tp.topic, tp.partition, starts[tp], stops.get(tp)) for tp in new
         ]
 
-    def _on_discovered(self, splits: Any, error: BaseException | None) -> None:
-        super()._on_discovered(splits, error)
+    def _on_discovered(self, splits: Any, error: BaseException | None) -> bool:
+        again = super()._on_discovered(splits, error)
         self.initial_done = True
+        return again
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         return {"splits": dict(self.known), "initial_done": self.initial_done}
@@ -496,10 +493,6 @@ class KafkaSourceEnumerator(DiscoveringSplitEnumerator):
 
 
 _EARLIEST_INIT = KafkaOffsetsInitializer.earliest()
-#: bounded: how long after the assignment the readers hear that no more splits come
-_NO_MORE_SPLITS_DELAY_MS = 500
-
-
 # -- the reader --------------------------------------------------------------------------------
 
 #: errors of a partition that no retry can fix; anything else librdkafka retries by itself
@@ -751,9 +744,9 @@ class KafkaSource(SplitSource):
             properties.get("partition.discovery.interval.ms", DEFAULT_DISCOVERY_INTERVAL_MS)
         )
         #: bounded, or discovery switched off (interval <= 0): list partitions once, then
-        #: signal no-more-splits one round later
+        #: signal no-more-splits (the runtime delivers it after the assignment)
         self.discover_once = bounded or interval <= 0
-        self.discovery_interval_ms = _NO_MORE_SPLITS_DELAY_MS if self.discover_once else interval
+        self.discovery_interval_ms = None if self.discover_once else interval
 
     @staticmethod
     def builder() -> KafkaSourceBuilder:
