@@ -31,6 +31,7 @@ from raystream.runtime.elements import Batch
 
 __all__ = [
     "DeliveryGuarantee",
+    "ExactlyOnceKafkaSink",
     "FlinkFixedPartitioner",
     "KafkaPartitioner",
     "KafkaRecordSerializationSchema",
@@ -38,6 +39,7 @@ __all__ = [
     "KafkaSink",
     "KafkaSinkBuilder",
     "KafkaSinkError",
+    "KafkaSinkSettings",
     "KafkaTransaction",
 ]
 

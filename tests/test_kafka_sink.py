@@ -18,7 +18,7 @@ from confluent_kafka import KafkaException, Producer
 
 from raystream import RestartStrategies, StreamExecutionEnvironment
 from raystream.checkpointing.snapshot import assign
-from raystream.errors import GraphError
+from raystream.errors import GraphError, JobExecutionError
 from raystream.operators.kafka_sink import (
     DeliveryGuarantee,
     ExactlyOnceKafkaSink,
@@ -34,6 +34,7 @@ from raystream.operators.serialization import (
     SimpleStringSchema,
 )
 from raystream.operators.sinks import SinkOperator
+from raystream.operators.sources import Source, SplitReader
 from raystream.operators.transactional import TwoPhaseCommitSinkOperator
 from raystream.testing import OperatorHarness
 from tests.chaos_jobs import PacedEvents, kill_task, wait_until
@@ -451,18 +452,54 @@ def test_job_writes_every_record_once_without_failures(kafka_broker, topic, guar
     assert committed_seqs(kafka_broker, topic) == list(range(N))
 
 
+class _GatedReader(SplitReader):
+    def __init__(self, n: int, gate: str, offset):
+        self.n, self.gate = n, gate
+        self.offset = 0 if offset is None else offset
+
+    def read(self, max_records: int):
+        if self.offset >= self.n:
+            return None
+        stop = min(self.n, self.offset + max_records)
+        if self.offset >= self.n // 2 and not os.path.exists(self.gate):
+            return []  # the second half waits until the test opens the gate
+        stop = min(stop, self.n // 2) if self.offset < self.n // 2 else stop
+        out = list(range(self.offset, stop))
+        self.offset = stop
+        return out
+
+
+class GatedNumbers(Source):
+    """0 .. n-1 in one split; the second half only once the file ``gate`` exists."""
+
+    def __init__(self, n: int, gate: str):
+        self.n, self.gate = n, gate
+
+    def create_splits(self, parallelism: int) -> list:
+        return [0]
+
+    def open_split(self, split, offset) -> SplitReader:
+        return _GatedReader(self.n, self.gate, offset)
+
+
 @ray_test
-def test_at_least_once_job_has_records_in_kafka_once_a_checkpoint_completed(kafka_broker, topic):
-    """A slow job whose producer would hold records for 200 s: records are in Kafka
-    while it runs, so the checkpoints flushed them."""
+def test_at_least_once_job_has_a_checkpoints_records_in_kafka(kafka_broker, topic, tmp_path):
+    """The producer would hold records for 200 s and the input stops half way until the test
+    sees that half in Kafka: only the checkpoints' flushes can have put it there (with NONE
+    this test times out)."""
     lazy = {"linger.ms": 200_000, "batch.num.messages": 1_000_000}
     sink = kafka_sink(kafka_broker, topic, DeliveryGuarantee.AT_LEAST_ONCE, **lazy)
-    client = job(kafka_broker, topic, None, rate=500, sink=sink).execute_async("alo-slow")
-    wait_until(lambda: client.get_checkpoint_stats()["completed"] >= 1, 60, "a checkpoint")
-    first = wait_until(lambda: values(kafka_broker, topic, "read_uncommitted", 0.3), 30, "records")
-    assert 0 < len(first) < N, "records arrived while the job ran"
+    gate = tmp_path / "gate"
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(1)
+    env.enable_checkpointing(100)
+    env.from_source(GatedNumbers(2000, str(gate)), source_name="numbers").map(str).sink_to(sink)
+    client = env.execute_async("alo-gated")
+    half = strs(range(1000))
+    wait_until(lambda: values(kafka_broker, topic, "read_uncommitted", 0.3) == half, 60, "half")
+    gate.touch()
     client.wait(60)
-    assert committed_seqs(kafka_broker, topic) == list(range(N))
+    assert committed_seqs(kafka_broker, topic) == list(range(2000))
 
 
 def kill_after_checkpoints(client, job_name: str, contains: str, kills: int) -> None:
@@ -549,3 +586,37 @@ def test_downscale_via_savepoint_is_exactly_once(kafka_broker, topic, tmp_path):
     assert sorted(int(v) for v in got if v != "lingering") == list(range(n))
     with pytest.raises(KafkaException):
         zombie.commit_transaction(3)
+
+
+def test_a_failed_delivery_fails_the_checkpoint_naming_topic_and_record(kafka_broker):
+    missing = f"missing-{os.getpid()}"  # never created
+    sink = kafka_sink(
+        kafka_broker,
+        missing,
+        DeliveryGuarantee.AT_LEAST_ONCE,
+        **{"message.timeout.ms": 1500, "allow.auto.create.topics": False},
+    )
+    h = plain(sink, checkpoints=True)
+    h.process(["r0", "r1"])
+    with pytest.raises(Exception) as info:
+        h.snapshot(1)
+    msg = str(info.value)
+    assert f"delivery of a record to topic {missing!r}" in msg and "failed" in msg
+    assert "record value b'r" in msg
+
+
+@ray_test
+def test_a_job_whose_serializer_fails_names_the_sink_topic_and_record(kafka_broker, topic):
+    sink = kafka_sink(
+        kafka_broker, serializer(topic, value=FailsOn13()), DeliveryGuarantee.EXACTLY_ONCE, prefix()
+    )
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(1)
+    env.enable_checkpointing(100)
+    env.set_restart_strategy(RestartStrategies.no_restart())
+    env.from_collection(list(range(100))).sink_to(sink).name("kafka-out")
+    with pytest.raises(JobExecutionError) as info:
+        env.execute("bad-serializer")
+    msg = str(info.value)
+    assert "kafka-out" in msg and repr(topic) in msg and ": 13: ValueError: thirteen" in msg
+    assert values(kafka_broker, topic, idle_s=0.5) == []
