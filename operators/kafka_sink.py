@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from raystream.errors import GraphError, TaskError, record_repr
 from raystream.operators.serialization import SerializationSchema
@@ -41,6 +41,7 @@ __all__ = [
     "KafkaSinkError",
     "KafkaSinkSettings",
     "KafkaTransaction",
+    "RecordChunk",
 ]
 
 #: bytes kept free below ``message.max.bytes`` for a record's framing (headers, lengths, CRC)
@@ -107,8 +108,20 @@ class FlinkFixedPartitioner(KafkaPartitioner):
 
 # --- record serialization -------------------------------------------------------------------------
 
-#: one serialized record: topic, partition (None: the producer's choice), key, value, timestamp
-Serialized = tuple[str, "int | None", "bytes | None", "bytes | None", "int | None"]
+
+class RecordChunk(NamedTuple):
+    """The Kafka records of one batch, column by column (lists of bytes pickle fast): the topic
+    of all of them or one per record; partitions (None: the producer's choice); keys (None: no
+    keys); values; timestamps (None: none; a None entry: the broker's time)."""
+
+    topic: str | list[str]
+    partitions: list[int] | None
+    keys: list | None
+    values: list
+    timestamps: list | None
+
+    def first_topic(self) -> str:
+        return self.topic if isinstance(self.topic, str) else self.topic[0]
 
 
 class KafkaRecordSerializationSchema:
@@ -433,34 +446,51 @@ class _Producer:
         if self.error is not None:
             raise KafkaSinkError(self.error)
 
-    def serialize(self, batch: Batch) -> list[Serialized]:
-        """Kafka records of ``batch``; a record too large for ``message.max.bytes`` fails here,
-        naming it."""
+    def serialize(self, batch: Batch) -> RecordChunk:
+        """The Kafka records of ``batch``, column by column; a record too large for
+        ``message.max.bytes`` fails here, naming it."""
         s = self.settings.serializer
         values = batch.values
         topics = s.topics_of(self.name, values)
         payloads = s.bytes_of(self.name, s.value_schema, "value", values, topics)
-        keys: list = [None] * len(values)
+        keys = None
         if s.key_schema is not None:
             keys = s.bytes_of(self.name, s.key_schema, "key", values, topics)
+        self._check_sizes(values, topics, keys, payloads)
+        partitions = None
+        if s.partitioner is not None:
+            empty = [None] * len(values)
+            partitions = [
+                self._partition(s.partitioner, r, k, v, t)
+                for r, k, v, t in zip(values, keys or empty, payloads, topics)
+            ]
+        stamps: list | None = batch.timestamps
+        if stamps is not None and min(stamps, default=0) < 0:
+            stamps = [ts if ts >= 0 else None for ts in stamps]  # no event time: the broker's
+        topic: str | list[str] = s.topic if s.topic is not None else topics
+        return RecordChunk(topic, partitions, keys, payloads, stamps)
+
+    def _check_sizes(
+        self, values: list, topics: list[str], keys: list | None, payloads: list
+    ) -> None:
         limit = self.settings.max_record_bytes - RECORD_OVERHEAD_BYTES
-        stamps: list = batch.timestamps or [None] * len(values)
-        out: list[Serialized] = []
-        partitioner = s.partitioner
-        for i, (t, k, v, ts) in enumerate(zip(topics, keys, payloads, stamps)):
-            size = (len(k) if k else 0) + (len(v) if v else 0)
+        try:  # fast path: bytes only (None, a tombstone, has no len)
+            biggest = max(map(len, payloads), default=0) + (
+                max(map(len, keys), default=0) if keys is not None else 0
+            )
+        except TypeError:
+            biggest = limit + 1
+        if biggest <= limit:
+            return
+        for i, v in enumerate(payloads):
+            size = (len(v) if v else 0) + (len(keys[i] or b"") if keys is not None else 0)
             if size > limit:
                 raise KafkaSinkError(
-                    f"{self.name}: a record for topic {t!r} is {size} bytes, more than "
+                    f"{self.name}: a record for topic {topics[i]!r} is {size} bytes, more than "
                     f"message.max.bytes ({self.settings.max_record_bytes}) minus "
                     f"{RECORD_OVERHEAD_BYTES} for framing allows: {record_repr(values[i])}; raise "
                     f"set_property('message.max.bytes', ...) (and the topic's max.message.bytes)"
                 )
-            part = None
-            if partitioner is not None:
-                part = self._partition(partitioner, values[i], k, v, t)
-            out.append((t, part, k, v, ts if ts is not None and ts >= 0 else None))
-        return out
 
     def _partition(self, partitioner: KafkaPartitioner, record: Any, k: Any, v: Any, t: str) -> int:
         parts = self._partitions.get(t)
@@ -480,31 +510,48 @@ class _Producer:
                 f"{record_repr(record)} for topic {t!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def produce(self, records: list[Serialized], originals: list | None = None) -> None:
+    def produce(self, chunk: RecordChunk, originals: list | None = None) -> None:
+        """Hands one chunk's records to librdkafka (waiting for room when its queue is full)."""
         from confluent_kafka import KafkaException
 
         produce = self.producer.produce
         poll = self.producer.poll
-        for i, (t, part, k, v, ts) in enumerate(records):
-            kwargs: dict[str, Any] = {}
-            if part is not None:
-                kwargs["partition"] = part
-            if ts is not None:
-                kwargs["timestamp"] = ts
-            while True:
-                try:
-                    produce(t, v, k, **kwargs)
-                    break
-                except BufferError:  # local queue full: let deliveries drain it
-                    poll(0.05)
-                    self.raise_error()
-                except KafkaException as exc:
-                    record = originals[i] if originals is not None else v
-                    raise KafkaSinkError(
-                        f"{self.name}: cannot produce a record to topic {t!r}"
-                        f"{'' if part is None else f' partition {part}'}: {exc.args[0].str()}; "
-                        f"record {record_repr(record)}"
-                    ) from exc
+        topic, partitions, keys, values, stamps = chunk
+        single = topic if isinstance(topic, str) else None
+        plain = single is not None and partitions is None and keys is None and stamps is None
+        i = 0
+        n = len(values)
+        while i < n:
+            try:
+                if plain:
+                    t0 = str(single)
+                    for i in range(i, n):  # noqa: B020 - resumes where a full queue stopped
+                        produce(t0, values[i])
+                else:
+                    for i in range(i, n):  # noqa: B020
+                        kwargs: dict[str, Any] = {}
+                        if partitions is not None:
+                            kwargs["partition"] = partitions[i]
+                        if stamps is not None and stamps[i] is not None:
+                            kwargs["timestamp"] = stamps[i]
+                        produce(
+                            single or topic[i],
+                            values[i],
+                            keys[i] if keys is not None else None,
+                            **kwargs,
+                        )
+                i = n
+            except BufferError:  # local queue full: let deliveries drain it, then go on at i
+                poll(0.05)
+                self.raise_error()
+            except KafkaException as exc:
+                t = single or topic[i]
+                part = "" if partitions is None else f" partition {partitions[i]}"
+                record = originals[i] if originals is not None else values[i]
+                raise KafkaSinkError(
+                    f"{self.name}: cannot produce a record to topic {t!r}{part}: "
+                    f"{exc.args[0].str()}; record {record_repr(record)}"
+                ) from exc
         poll(0)
         self.raise_error()
 
@@ -529,8 +576,8 @@ class _KafkaWriter(SinkWriter):
         self.producer.check_reachable()
 
     def write(self, batch: Batch) -> None:
-        records = self.producer.serialize(batch)
-        self.producer.produce(records, batch.values)
+        if batch.values:
+            self.producer.produce(self.producer.serialize(batch), batch.values)
 
     def snapshot_state(self, checkpoint_id: int) -> list | None:
         if self.settings.guarantee is DeliveryGuarantee.AT_LEAST_ONCE:
@@ -559,9 +606,12 @@ class KafkaTransaction:
     writer: str
     subtask: int
     parallelism: int
-    records: list[Serialized] = field(default_factory=list)
+    chunks: list[RecordChunk] = field(default_factory=list)
     sequence: int = 0
     marker_topic: str | None = None
+
+    def size(self) -> int:
+        return sum(len(c.values) for c in self.chunks)
 
 
 class ExactlyOnceKafkaSink(KafkaSink, TwoPhaseCommitSink):
@@ -658,18 +708,19 @@ class ExactlyOnceKafkaSink(KafkaSink, TwoPhaseCommitSink):
 
     def write(self, transaction: KafkaTransaction, batch: Batch) -> None:
         assert self._producer is not None
-        transaction.records.extend(self._producer.serialize(batch))
+        if batch.values:
+            transaction.chunks.append(self._producer.serialize(batch))
 
     def pre_commit(self, transaction: KafkaTransaction) -> None:
-        if transaction.records:
+        if transaction.chunks:
             self._sequence += 1
             transaction.sequence = self._sequence
-            transaction.marker_topic = transaction.records[0][0]
+            transaction.marker_topic = transaction.chunks[0].first_topic()
 
     def commit(self, transaction: KafkaTransaction) -> None:
         """Produces the transaction's records and its marker in one Kafka transaction, unless
         the marker says it is committed already (idempotent)."""
-        if not transaction.records:
+        if not transaction.chunks:
             return
         own = transaction.writer == self._writer
         if (not own or transaction.sequence in self._attempted) and self._is_committed(transaction):
@@ -686,7 +737,7 @@ class ExactlyOnceKafkaSink(KafkaSink, TwoPhaseCommitSink):
         self._fence(transaction)  # its records never reached Kafka: nothing else to abort
 
     def abort(self, transaction: KafkaTransaction) -> None:
-        transaction.records = []
+        transaction.chunks = []
 
     def close(self) -> None:
         consumer, self._group_consumer = self._group_consumer, None
@@ -749,7 +800,8 @@ class ExactlyOnceKafkaSink(KafkaSink, TwoPhaseCommitSink):
             self._commit_step("begin", transaction)
             producer.begin_transaction()
             step = "produce"
-            wrapper.produce(transaction.records)
+            for chunk in transaction.chunks:
+                wrapper.produce(chunk)
             step = "send_offsets_to_transaction (the commit marker)"
             marker = TopicPartition(str(transaction.marker_topic), 0, transaction.sequence)
             producer.send_offsets_to_transaction([marker], group.consumer_group_metadata(), timeout)
@@ -766,9 +818,9 @@ class ExactlyOnceKafkaSink(KafkaSink, TwoPhaseCommitSink):
             except KafkaException:
                 pass  # the error below fails the job; the restore fences the id
             raise KafkaSinkError(
-                f"{wrapper.name}: {step} of the transaction holding {len(transaction.records)} "
+                f"{wrapper.name}: {step} of the transaction holding {transaction.size()} "
                 f"records (writer {transaction.writer!r}, sequence {transaction.sequence}, first "
-                f"record for topic {transaction.records[0][0]!r}) failed: {detail}"
+                f"record for topic {transaction.marker_topic!r}) failed: {detail}"
             ) from exc
         finally:
             if group is not self._group_consumer:

@@ -27,6 +27,7 @@ from raystream.operators.kafka_sink import (
     KafkaSink,
     KafkaSinkError,
     KafkaTransaction,
+    RecordChunk,
 )
 from raystream.operators.serialization import (
     JsonRowSerializationSchema,
@@ -416,7 +417,7 @@ def test_transactions_in_state_hold_serialized_records(kafka_broker, topic):
     _mode, (entry,) = pickle.loads(pickle.dumps(snap)).operator["two-phase-commit-transactions"]
     ((cid, txn),) = entry.pending
     assert cid == 1 and isinstance(txn, KafkaTransaction) and txn.sequence == 1
-    assert txn.records == [(topic, None, None, b"a", 5), (topic, None, None, b"b", 6)]
+    assert txn.chunks == [RecordChunk(topic, None, None, [b"a", b"b"], [5, 6])]
 
 
 # --- jobs on Ray -----------------------------------------------------------------------------------
