@@ -1,5 +1,15 @@
 """Mirror of ``pyflink.datastream.connectors.kafka``."""
 
+from raystream.operators.kafka_sink import (
+    DeliveryGuarantee,
+    FlinkFixedPartitioner,
+    KafkaPartitioner,
+    KafkaRecordSerializationSchema,
+    KafkaRecordSerializationSchemaBuilder,
+    KafkaSink,
+    KafkaSinkBuilder,
+    KafkaSinkError,
+)
 from raystream.operators.kafka_source import (
     KafkaOffsetResetStrategy,
     KafkaOffsetsInitializer,
@@ -13,11 +23,19 @@ from raystream.operators.kafka_source import (
 )
 
 __all__ = [
+    "DeliveryGuarantee",
+    "FlinkFixedPartitioner",
     "KafkaOffsetResetStrategy",
     "KafkaOffsetsInitializer",
     "KafkaPartitionSplit",
+    "KafkaPartitioner",
     "KafkaRecord",
     "KafkaRecordDeserializationSchema",
+    "KafkaRecordSerializationSchema",
+    "KafkaRecordSerializationSchemaBuilder",
+    "KafkaSink",
+    "KafkaSinkBuilder",
+    "KafkaSinkError",
     "KafkaSource",
     "KafkaSourceBuilder",
     "KafkaSourceError",
