@@ -135,7 +135,7 @@ def read_results(bootstrap: str, topic: str, expected: int, timeout_s: float = 3
     return out
 
 
-def raystream_job(bootstrap: str, src: str, dst: str, parallelism: int) -> float:
+def raystream_job(bootstrap: str, src: str, dst: str, parallelism: int, n: int) -> float:
     from raystream import Duration, StreamExecutionEnvironment, WatermarkStrategy
     from raystream.common.serialization import SimpleStringSchema
     from raystream.connectors.kafka import (
@@ -144,6 +144,7 @@ def raystream_job(bootstrap: str, src: str, dst: str, parallelism: int) -> float
         KafkaRecordSerializationSchema,
         KafkaSink,
         KafkaSource,
+        KafkaTopicPartition,
     )
     from raystream.datastream.formats.json import JsonRowDeserializationSchema
     from raystream.operators.windows import TumblingEventTimeWindows
@@ -156,7 +157,13 @@ def raystream_job(bootstrap: str, src: str, dst: str, parallelism: int) -> float
         .set_topics(src)
         .set_group_id(f"bench-{parallelism}")
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
-        .set_bounded(KafkaOffsetsInitializer.latest())
+        # explicit end offsets: Tansu reports a partition's end as the start of its last
+        # record batch + 1, so latest() would stop before the last batch (docs/kafka.md)
+        .set_bounded(
+            KafkaOffsetsInitializer.offsets(
+                {KafkaTopicPartition(src, q): n // 2 + (q < n % 2) for q in range(2)}
+            )
+        )
         .set_value_only_deserializer(JsonRowDeserializationSchema.builder().build())
         .build()
     )
@@ -195,7 +202,7 @@ class _WindowCount(ProcessWindowFunction):
         yield json.dumps([key, context.window().start, sum(1 for _ in elements)])
 
 
-def latency(bootstrap: str, rate: int, seconds: float) -> dict[str, float]:
+def latency(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int) -> dict[str, float]:
     """p50/p99 of (output time - produce time) for source -> map -> sink at ``rate`` events/s."""
     from raystream import StreamExecutionEnvironment
     from raystream.common.serialization import SimpleStringSchema
@@ -207,7 +214,7 @@ def latency(bootstrap: str, rate: int, seconds: float) -> dict[str, float]:
         KafkaSource,
     )
 
-    broker_src, broker_dst = "lat-in", "lat-out"
+    broker_src, broker_dst = f"lat-in-{fetch_wait_ms}", f"lat-out-{fetch_wait_ms}"
     env = StreamExecutionEnvironment.get_execution_environment()
     env.set_parallelism(1)
     source = (
@@ -217,6 +224,7 @@ def latency(bootstrap: str, rate: int, seconds: float) -> dict[str, float]:
         .set_group_id("latency")
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
         .set_value_only_deserializer(SimpleStringSchema())
+        .set_property("fetch.wait.max.ms", str(fetch_wait_ms))
         .build()
     )
     sink = (
@@ -233,7 +241,7 @@ def latency(bootstrap: str, rate: int, seconds: float) -> dict[str, float]:
         .build()
     )
     env.from_source(source, None, "lat").map(lambda s: s).sink_to(sink)
-    client = env.execute_async("bench-kafka-latency")
+    client = env.execute_async(f"bench-kafka-latency-{fetch_wait_ms}")
     total = int(rate * seconds)
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
     lat: list[float] = []
@@ -247,6 +255,7 @@ def latency(bootstrap: str, rate: int, seconds: float) -> dict[str, float]:
         }
     )
     c.assign([TopicPartition(broker_dst, 0, 0)])
+
 
     def read() -> None:
         while len(lat) < total:
@@ -287,7 +296,15 @@ def main() -> None:
     try:
         n = args.events
         broker.create_topic("events", 2)
-        for name in ("plain-out", "lat-in", "lat-out", "out-1", "out-2"):
+        for name in (
+            "plain-out",
+            "out-1",
+            "out-2",
+            "lat-in-500",
+            "lat-out-500",
+            "lat-in-10",
+            "lat-out-10",
+        ):
             broker.create_topic(name, 1 if name.startswith("lat") else 2)
         t = time.perf_counter()
         produce_events(broker.bootstrap, "events", n)
@@ -298,18 +315,19 @@ def main() -> None:
         print(f"plain loop: {base:.2f} s, {n / base:,.0f} events/s")
         ray.init(include_dashboard=False, log_to_driver=False)
         for parallelism in (1, 2):
-            secs = raystream_job(broker.bootstrap, "events", f"out-{parallelism}", parallelism)
+            secs = raystream_job(broker.bootstrap, "events", f"out-{parallelism}", parallelism, n)
             got = read_results(broker.bootstrap, f"out-{parallelism}", len(expected))
             assert got == expected, f"p={parallelism}: results differ from the reference"
             print(
                 f"raystream p={parallelism}: {secs:.2f} s, {n / secs:,.0f} events/s, "
                 f"{base / secs:.2f}x the plain loop"
             )
-        lat = latency(broker.bootstrap, args.rate, args.latency_seconds)
-        print(
-            f"latency source->map->sink at {args.rate}/s: p50 {lat['p50_ms']:.1f} ms, "
-            f"p99 {lat['p99_ms']:.1f} ms ({lat['records']} records)"
-        )
+        for wait_ms in (500, 10):
+            lat = latency(broker.bootstrap, args.rate, args.latency_seconds, wait_ms)
+            print(
+                f"latency source->map->sink at {args.rate}/s, fetch.wait.max.ms={wait_ms}: "
+                f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms ({lat['records']} records)"
+            )
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         )

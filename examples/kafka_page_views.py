@@ -34,6 +34,7 @@ from raystream.connectors.kafka import (
     KafkaRecordSerializationSchema,
     KafkaSink,
     KafkaSource,
+    KafkaTopicPartition,
 )
 from raystream.datastream.formats.json import JsonRowDeserializationSchema
 
@@ -79,10 +80,12 @@ def build(
     bootstrap: str,
     source_topic: str = "page-views",
     sink_topic: str = "views-per-minute",
-    bounded: bool = False,
+    bounded: bool | dict[int, int] = False,
     transactional_id_prefix: str = "page-views-per-minute",
 ) -> None:
-    """Adds the job to ``env``: Kafka source -> per-category 1-minute counts -> Kafka sink."""
+    """Adds the job to ``env``: Kafka source -> per-category 1-minute counts -> Kafka sink.
+    ``bounded``: read up to the latest offsets at start, or (a dict) up to the given end offset
+    of each partition."""
     builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(bootstrap)
@@ -91,7 +94,13 @@ def build(
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
         .set_value_only_deserializer(JsonRowDeserializationSchema.builder().build())
     )
-    if bounded:
+    if isinstance(bounded, dict):  # end offsets per partition number
+        builder = builder.set_bounded(
+            KafkaOffsetsInitializer.offsets(
+                {KafkaTopicPartition(source_topic, p): end for p, end in bounded.items()}
+            )
+        )
+    elif bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
     sink = (
         KafkaSink.builder()
@@ -142,8 +151,11 @@ def main() -> None:
         bootstrap = broker.bootstrap
         broker.create_topic("page-views", 3)
         broker.create_topic("views-per-minute", 1)
-        broker.produce("page-views", [json.dumps(e).encode() for e in page_views()])
-        args.bounded = True
+        events = page_views()
+        for p in range(3):
+            broker.produce("page-views", [json.dumps(e).encode() for e in events[p::3]], p)
+        # the exact end of each partition: Tansu's "latest" offset misses the last record batch
+        args.bounded = {p: len(events[p::3]) for p in range(3)}
     try:
         env = StreamExecutionEnvironment.get_execution_environment()
         env.set_parallelism(2)
