@@ -23,7 +23,9 @@ only implement its ``discover``.
 Watermarks are generated per split: each split has its own generator (and idleness) from the
 source's ``WatermarkStrategy``; the subtask emits the minimum over its splits that are not idle
 (a finished split leaves the minimum), so one slow or quiet partition neither corrupts nor stalls
-event time. A subtask that holds no split is idle.
+event time. A subtask that holds no split holds event time back, as in Flink (so records of a split
+still on its way are never late because a sibling subtask advanced), until ``with_idleness``
+times it out or no more splits come.
 """
 
 from __future__ import annotations
@@ -296,6 +298,8 @@ class DiscoveringSplitEnumerator(SplitEnumerator):
 # --- the operator that runs a reader in a source task ------------------------------------------
 
 _READER_STATE = "__source_reader_splits__"
+#: the watermark placeholder of a subtask that holds no split (no split id looks like it)
+_NO_SPLIT = "\x00no split"
 
 
 class _SplitOutput(Output):
@@ -395,7 +399,7 @@ class SplitSourceOperator(SourceOperator):
         except Exception as exc:
             raise self.user_error(exc, None, "creating the reader") from exc
         if self.strategy is not None:
-            self._apply(None, True)  # no split yet: idle
+            self._hold_without_splits()
         splits, self.restored = self.restored, []
         splits.extend(self.pending)
         self.pending = []
@@ -411,6 +415,9 @@ class SplitSourceOperator(SourceOperator):
             return
         sid = self.split_source.split_id
         fresh = [s for s in splits if sid(s) not in self.finished_ids]
+        if fresh and _NO_SPLIT in self.emitters:
+            del self.emitters[_NO_SPLIT]
+            self._apply(*self.split_watermarks.remove(_NO_SPLIT))
         for split in fresh:
             split_id = sid(split)
             self.held.add(split_id)
@@ -428,6 +435,17 @@ class SplitSourceOperator(SourceOperator):
         self.no_more = True
         if self.reader is not None:
             self.reader.notify_no_more_splits()
+
+    def _hold_without_splits(self) -> None:
+        """A subtask without a split holds event time back (as Flink: it is not idle by
+        itself; with ``with_idleness`` it goes idle after the timeout, through the placeholder's
+        own generator), so records of splits still on their way are never made late by a sibling
+        subtask's watermark. Not once no more splits come: then the subtask ends."""
+        if self.strategy is None or self.no_more or _NO_SPLIT in self.emitters:
+            return
+        view: Any = _SplitView(self, _NO_SPLIT)
+        self.emitters[_NO_SPLIT] = WatermarkEmitter(self.strategy, view)
+        self._apply(*self.split_watermarks.add(_NO_SPLIT))
 
     def _apply(self, watermark: int | None, status: bool | None) -> None:
         if status is True:
@@ -462,6 +480,8 @@ class SplitSourceOperator(SourceOperator):
             if part.finished:
                 self.held.discard(part.split_id)
                 self.finished_ids.add(part.split_id)
+                if not self.held:  # before the finished split leaves the minimum
+                    self._hold_without_splits()
                 if self.emitters.pop(part.split_id, None) is not None:
                     self._apply(*self.split_watermarks.remove(part.split_id))
         if emitted:
@@ -475,6 +495,7 @@ class SplitSourceOperator(SourceOperator):
             emitter.on_periodic()
 
     def finish(self) -> None:
+        self.emitters.pop(_NO_SPLIT, None)
         if self.split_watermarks.output_idle and self.strategy is not None:
             self.output.emit_watermark_status(False)
         self.current_watermark = MAX_TS

@@ -409,3 +409,42 @@ def test_a_reader_may_return_an_arrow_record_batch():
     part = SplitRecords("s", batch, [10, 20])
     assert part.rows() == [{"k": "a", "v": 1}, {"k": "b", "v": 2}]
     assert SplitRecords("s", [1, 2]).rows() == [1, 2]
+
+
+@ray_test
+def test_a_subtask_without_a_split_holds_event_time_unless_idleness_times_it_out(tmp_path):
+    """One partition, two source subtasks: the subtask that gets no split is not idle by itself
+    (as in Flink: records of a split on its way must not be made late by its sibling), so the
+    window waits; with idleness it fires while the job runs."""
+    for idleness in (False, True):
+        d = tmp_path / f"one-{idleness}"
+        w = LogWriter(str(d))
+        w.append(0, records(0, 100, ts0=0, step=10) + [{"p": 0, "i": 100, "ts": 5000}])
+        env = StreamExecutionEnvironment.get_execution_environment()
+        env.set_parallelism(2)
+        env.get_config().set_auto_watermark_interval(20)
+        strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0))
+        if idleness:
+            strategy = strategy.with_idleness(Duration.of_millis(200))
+        counts = (
+            env.from_source(LogSource(str(d), discovery_interval_ms=50), strategy, "log")
+            .key_by(lambda r: r["p"])
+            .window(TumblingEventTimeWindows.of(Duration.of_seconds(1)))
+            .reduce(lambda a, b: {**a, "n": a.get("n", 1) + b.get("n", 1)})
+            .map(lambda r: r.get("n", 1))
+        )
+        col = Collector(counts.execute_and_collect(f"one-split-{idleness}"))
+        client = col.client
+        if idleness:
+            wait_until(lambda c=col: c.values == [100], what="the window under idleness")
+        else:
+            wait_until(lambda c=client: _source_records(c) == 101, what="every record read")
+            window_wms = [
+                t["watermark"]
+                for t in client.metrics()["tasks"]
+                if "watermark" in t and "log" not in t.get("task", "")
+            ]
+            assert window_wms and max(window_wms) == MIN_TS and col.values == []
+        w.close_partition(0)
+        w.close_topic()
+        assert sorted(col.join()) == [1, 100]
