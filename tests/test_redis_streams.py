@@ -208,8 +208,8 @@ def test_per_stream_watermarks_keep_a_lagging_stream_on_time(redis_server):
     r = redis_server.client()
     p = prefix()
     n = 3000
-    xadd_all(r, f"{p}:a", [(f"{5000 + i * 5}-0", {"s": "a"}) for i in range(n)])
-    xadd_all(r, f"{p}:b", [(f"{i * 5}-0", {"s": "b"}) for i in range(n)])
+    xadd_all(r, f"{p}:a", [(f"{5001 + i * 5}-0", {"s": "a"}) for i in range(n)])
+    xadd_all(r, f"{p}:b", [(f"{1 + i * 5}-0", {"s": "b"}) for i in range(n)])
     source = RedisStreamSource(redis_server.url, [f"{p}:a", f"{p}:b"], bounded=True, count=200)
     strategy = WatermarkStrategy.for_monotonous_timestamps()
     env = env_with(1)
@@ -223,18 +223,21 @@ def test_per_stream_watermarks_keep_a_lagging_stream_on_time(redis_server):
     )
     ref: dict = {}
     for i in range(n):
-        for s, ts in (("a", 5000 + i * 5), ("b", i * 5)):
+        for s, ts in (("a", 5001 + i * 5), ("b", 1 + i * 5)):
             ref[(s, ts // 1000 * 1000)] = ref.get((s, ts // 1000 * 1000), 0) + 1
     assert sorted(got) == sorted((s, w, c) for (s, w), c in ref.items())
 
 
 def test_an_idle_stream_does_not_stall_event_time_with_idleness(redis_server):
+    """One quiet stream (one entry at 1 ms) and one the test keeps appending to: windows of the
+    busy stream close only once the quiet stream's watermark (stuck near 0) leaves the minimum.
+    (As in Flink, a source subtask whose splits are all idle is idle itself: it emits no
+    watermark, so the busy stream is kept busy.)"""
     r = redis_server.client()
     p = prefix()
     xadd_all(r, f"{p}:quiet", [("1-0", {"s": "quiet"})])
-    xadd_all(r, f"{p}:busy", [(f"{i * 10}-0", {"s": "busy"}) for i in range(1, 1001)])
     source = RedisStreamSource(redis_server.url, [f"{p}:busy", f"{p}:quiet"])  # unbounded
-    strategy = WatermarkStrategy.for_monotonous_timestamps().with_idleness(200)
+    strategy = WatermarkStrategy.for_monotonous_timestamps().with_idleness(1000)
     stream = (
         env_with(1)
         .from_source(source, strategy, "redis")
@@ -243,10 +246,18 @@ def test_an_idle_stream_does_not_stall_event_time_with_idleness(redis_server):
         .aggregate(CountPerWindow(), window_function=with_window_start)
     )
     col = Collector(stream.execute_and_collect("idleness"))
+    written = 0
+
+    def window_8000_fired() -> bool:
+        nonlocal written
+        if any(v[1] == 8000 for v in col.values):
+            return True
+        xadd_all(r, f"{p}:busy", [(f"{(written + i) * 10}-0", {"s": "busy"}) for i in range(1, 21)])
+        written += 20
+        return False
+
     try:
-        # busy's events run to 10 s: windows up to [8 s, 9 s) close only if quiet's watermark
-        # (stuck at 0) leaves the minimum
-        wait_until(lambda: any(v[1] == 8000 for v in col.values), what="window [8000, 9000)")
+        wait_until(window_8000_fired, what="window [8000, 9000) of the busy stream")
     finally:
         col.client.cancel()
     busy = sorted(v for v in col.values if v[0] == "busy")
