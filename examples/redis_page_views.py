@@ -89,6 +89,7 @@ def run(
     source = RedisStreamSource(url, [input_stream], bounded=True, deserializer=view_of)
     (
         env.from_source(source, watermarks, "page views")
+        .set_parallelism(1)  # one stream: one reader (see docs/redis.md, Limits)
         .uid("page-views")
         .key_by(lambda e: e["category"])
         .window(TumblingEventTimeWindows.of(Time.minutes(1)))

@@ -206,10 +206,31 @@ class _Enumerator(DiscoveringSplitEnumerator):
         self.redis_source = source
         self._client: Any = None
 
+        #: subtask of each stream found by this enumerator: round robin in discovery order, so
+        #: no subtask is left without a stream while there are at least as many streams
+        self._slots: dict[str, int] = {}
+
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         return {"splits": dict(self.known), "initial_done": self.initial_done}
 
+    def owner(self, split: Any, parallelism: int) -> int:
+        slot = self._slots.get(split.stream)
+        if slot is None:  # a split restored from a snapshot and assigned again
+            return super().owner(split, parallelism)
+        return slot % parallelism
+
+    def discovery_finished(self) -> bool:
+        # an unbounded source never says "no more splits": a subtask without a stream then stays
+        # idle (a finished one would emit the end-of-time watermark)
+        return self.redis_source.bounded
+
     def _on_discovered(self, splits: Any, error: BaseException | None) -> None:
+        if error is None:
+            n = len(self.known)
+            for split in splits:
+                if split.stream not in self.known and split.stream not in self._slots:
+                    self._slots[split.stream] = n
+                    n += 1
         super()._on_discovered(splits, error)
         if error is None:
             self.initial_done = True
@@ -548,8 +569,9 @@ class RedisStreamSink(TwoPhaseCommitSink):
             per atomic step.
         timeout_s: socket timeout of every call.
 
-    ``get_sink_result(name)`` of the job: per subtask, the number of entries it appended since
-    it last started.
+    ``get_sink_result(name)`` of the job: per subtask, the number of entries it appended (at
+    least once, or without checkpoints) or pre-committed (exactly once: the last transaction is
+    committed after the result is taken) since it last started.
     """
 
     def __init__(
@@ -591,6 +613,7 @@ class RedisStreamSink(TwoPhaseCommitSink):
         self._seq = 0
         self._uncommitted: set[tuple[str, int]] = set()
         self.appended = 0
+        self.written = 0
 
     def describe(self) -> str:
         return f"RedisStreamSink({_safe_url(self.url)}, {self.stream!r}, {self.guarantee})"
@@ -692,6 +715,7 @@ class RedisStreamSink(TwoPhaseCommitSink):
         self._seq = 0
         self._uncommitted = set()
         self.appended = 0
+        self.written = 0
 
     def begin_transaction(self) -> RedisStreamTransaction:
         txn = RedisStreamTransaction(self._writer_id, self._seq)
@@ -707,6 +731,7 @@ class RedisStreamSink(TwoPhaseCommitSink):
 
     def pre_commit(self, transaction: RedisStreamTransaction) -> None:
         """Cuts the entries into chunks; the checkpoint then holds them (the transaction)."""
+        self.written += len(transaction.entries)
         chunks: list[tuple[int, int]] = []
         lo = size = 0
         for i, (_, items) in enumerate(transaction.entries):
@@ -758,6 +783,8 @@ class RedisStreamSink(TwoPhaseCommitSink):
             client.close()
 
     def result(self) -> int:
+        if self.guarantee == "exactly-once" and self._writer_id:
+            return self.written
         return self.appended
 
 

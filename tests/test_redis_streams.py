@@ -402,13 +402,13 @@ class NumberWindows(KeyedProcessFunction):
 
 
 def write_events(r, p: str) -> list[str]:
-    """Events i = 0..N-1 with key i % KEYS at event time i * 2 ms, spread over two streams."""
+    """Events i = 0..N-1 with key i % KEYS at event time 1 + 2 i ms, spread over two streams."""
     streams = [f"{p}:in0", f"{p}:in1"]
     for s, stream in enumerate(streams):
         xadd_all(
             r,
             stream,
-            [(f"{i * 2}-0", {"k": str(i % KEYS), "i": str(i)}) for i in range(s, N_EVENTS, 2)],
+            [(f"{1 + i * 2}-0", {"k": str(i % KEYS), "i": str(i)}) for i in range(s, N_EVENTS, 2)],
         )
     return streams
 
@@ -416,13 +416,21 @@ def write_events(r, p: str) -> list[str]:
 def window_reference() -> list[tuple]:
     windows: dict = {}
     for i in range(N_EVENTS):
-        w = windows.setdefault((i % KEYS, i * 2 // WINDOW_MS * WINDOW_MS), [0, 0])
+        w = windows.setdefault((i % KEYS, (1 + i * 2) // WINDOW_MS * WINDOW_MS), [0, 0])
         w[0] += 1
         w[1] += i
     return sorted((k, ws, c, s) for (k, ws), (c, s) in windows.items())
 
 
 def test_exactly_once_window_job_redis_to_redis_under_task_kills(redis_server, tmp_path):
+    """Two input streams → one source subtask (per-stream watermarks) → windows and numbering
+    at parallelism 2 → exactly-once sink in chunks of 3 entries; checkpoints every 300 ms, three
+    task actors killed, each after a checkpoint of its attempt. The output stream must equal the
+    brute-force reference: no window lost or appended twice.
+
+    One source subtask: with several, the split-source runtime lets event time run ahead of a
+    subtask that has not received its streams yet (it is idle meanwhile), which makes its first
+    records late (see docs/redis.md, Limits)."""
     r = redis_server.client()
     p = prefix()
     streams = write_events(r, p)
@@ -437,8 +445,10 @@ def test_exactly_once_window_job_redis_to_redis_under_task_kills(redis_server, t
     )
     (
         env.from_source(source, WatermarkStrategy.for_monotonous_timestamps(), "redis-in")
+        .set_parallelism(1)
         .uid("redis-in")
-        .map(Pace(4000))
+        .map(Pace(8000))
+        .set_parallelism(1)
         .key_by(lambda e: e[0])
         .window(TumblingEventTimeWindows.of(WINDOW_MS))
         .aggregate(CountAndSum(), window_function=with_window)
@@ -463,21 +473,32 @@ def test_exactly_once_window_job_redis_to_redis_under_task_kills(redis_server, t
                 )
                 or client.get_job_status().is_globally_terminal_state()
             ),
+            timeout_s=180,
             what=f"a checkpoint in attempt {attempt}",
         )
         if client.get_job_status().is_globally_terminal_state():
             break
         suffix = "" if attempt == 0 else f"#{attempt}"
-        live = [
+        names = [
             n for n in task_actor_names(job) if n.endswith(suffix) and ("#" in n) == bool(suffix)
         ]
-        ray.kill(ray.get_actor(rng.choice(live)))
+        rng.shuffle(names)
+        for name in names:  # a finished source task may be gone already
+            try:
+                actor = ray.get_actor(name)
+            except ValueError:
+                continue
+            ray.kill(actor)
+            break
+        else:
+            continue
         kills += 1
         wait_until(
             lambda a=attempt: (
                 client.get_checkpoint_stats()["attempt"] > a
                 or client.get_job_status().is_globally_terminal_state()
             ),
+            timeout_s=180,
             what="the restart",
         )
     result = client.wait(180)
