@@ -121,21 +121,39 @@ def test_start_positions_bounded(redis_server):
         r, stream, [(f"{i}-{j}", {"i": str(i), "j": str(j)}) for i in range(1, 11) for j in (0, 1)]
     )
 
-    def read(start) -> list[str]:
-        source = RedisStreamSource(redis_server.url, [stream], start=start, bounded=True)
-        rows = env_with(1).from_source(source).execute_and_collect()
-        return [f"{v['i']}-{v['j']}" for v in rows]
-
+    starts = {
+        "0": "0",
+        "earliest": StartPosition.earliest(),
+        "4-0": "4-0",  # after 4-0
+        "after 4-0": StartPosition.after_id("4-0"),
+        "from 4-0": StartPosition.from_id("4-0"),
+        "from 4-1": StartPosition.from_id("4-1"),
+        "from 7 ms": StartPosition.from_timestamp(7),
+        "$": "$",  # latest, bounded: nothing comes after the last id
+        "latest": StartPosition.latest(),
+    }
+    env = env_with(1)
+    streams = [
+        env.from_source(
+            RedisStreamSource(redis_server.url, [stream], start=start, bounded=True),
+            source_name=label,
+        ).map(lambda v, label=label: (label, f"{v['i']}-{v['j']}"))
+        for label, start in starts.items()
+    ]
+    rows = list(streams[0].union(*streams[1:]).execute_and_collect())
+    read = {label: [i for lab, i in rows if lab == label] for label in starts}
     everything = [f"{i}-{j}" for i in range(1, 11) for j in (0, 1)]
-    assert read("0") == everything
-    assert read(StartPosition.earliest()) == everything
-    assert read("4-0") == everything[7:]  # after 4-0
-    assert read(StartPosition.after_id("4-0")) == everything[7:]
-    assert read(StartPosition.from_id("4-0")) == everything[6:]
-    assert read(StartPosition.from_id("4-1")) == everything[7:]
-    assert read(StartPosition.from_timestamp(7)) == everything[12:]
-    assert read("$") == []  # latest, bounded: nothing comes after the last id
-    assert read(StartPosition.latest()) == []
+    assert read == {
+        "0": everything,
+        "earliest": everything,
+        "4-0": everything[7:],
+        "after 4-0": everything[7:],
+        "from 4-0": everything[6:],
+        "from 4-1": everything[7:],
+        "from 7 ms": everything[12:],
+        "$": [],
+        "latest": [],
+    }
 
 
 def test_latest_reads_only_entries_added_after_discovery(redis_server):
@@ -659,3 +677,12 @@ def test_page_views_example_counts_per_minute_per_category(redis_server):
         k = (e["category"], e["ts"] // 60_000 * 60_000)
         ref[k] = ref.get(k, 0) + 1
     assert sorted(got) == sorted((c, m, n) for (c, m), n in ref.items())
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from raystream.operators import redis_streams
+
+    failed, tried = doctest.testmod(redis_streams)
+    assert tried > 0 and failed == 0
