@@ -36,6 +36,12 @@ class CheckpointError(RaystreamError):
     """A checkpoint or savepoint failed (declined by a task, timed out, not writable)."""
 
 
+class RecoveryError(CheckpointError):
+    """No checkpoint can be restored without repeating effects already committed (the ones
+    newer than what verifies are corrupt), or none of the checkpoints written verifies. The job
+    fails instead of restarting (``CheckpointConfig.allow_fallback_past_committed`` opts in)."""
+
+
 def blob_name(key: TaskKey) -> str:
     return f"task-{key[0]}-{key[1]}"
 
@@ -94,6 +100,13 @@ class CheckpointCoordinator:
         self.pending: dict[int, PendingCheckpoint] = {}
         self.finished: dict[TaskKey, bytes] = {}
         self.completed: list[CompletedCheckpoint] = []
+        #: ids of the checkpoints this job wrote and completed (the only ones it may delete,
+        #: count for retention, or recover from), ascending
+        self.own: list[int] = []
+        #: the first id this job allocates: every id from here on is the job's own
+        self.first_id = 1
+        #: the newest checkpoint whose completion the job's tasks were (about to be) told of
+        self.last_committed = 0
         self.failed = 0
         self.consecutive_failures = 0
         self.last_completed_at = 0.0
@@ -228,6 +241,10 @@ class CheckpointCoordinator:
                 handles[name] = await write
             metadata = self._metadata(p, handles)
             await asyncio.to_thread(p.store.commit, cid, metadata)
+            if p.kind is CheckpointKind.CHECKPOINT:
+                # durably, before any sink hears of it: a recovery must never go back before
+                # this checkpoint without noticing that its effects may be visible already
+                await asyncio.to_thread(p.store.record_committed, self.job_id, cid)
         except Exception as exc:
             self.pending[cid] = p  # so _fail finds it
             self._fail(p, CheckpointError(f"checkpoint {cid} could not be written: {exc}"))
@@ -238,6 +255,8 @@ class CheckpointCoordinator:
         )
         if p.kind is CheckpointKind.CHECKPOINT:
             self.completed.append(stats)
+            self.own.append(cid)
+            self.last_committed = max(self.last_committed, cid)
             self.consecutive_failures = 0
             self.last_completed_at = time.monotonic()
             # a newer completion subsumes older pending checkpoints
@@ -255,9 +274,30 @@ class CheckpointCoordinator:
             p.done.set_result(stats)
 
     def _retain(self) -> None:
-        ids = self.store.completed()
-        for old in ids[: max(0, len(ids) - self.config.retained)]:
+        """Only the job's own checkpoints count and go: a checkpoint it was started from, or
+        one of another job in the same store, is never deleted."""
+        excess = max(0, len(self.own) - self.config.retained)
+        for old in self.own[:excess]:
             self.store.discard(old)
+        del self.own[:excess]
+
+    def record_committed(self, checkpoint_id: int) -> None:
+        """A savepoint's effects are about to be committed (stop with savepoint): noted as for a
+        completed checkpoint (runs in a thread)."""
+        self.store.record_committed(self.job_id, checkpoint_id)
+        self.last_committed = max(self.last_committed, checkpoint_id)
+
+    def committed_upto(self) -> int:
+        """The newest checkpoint whose effects sinks may have committed: what the job knows,
+        or what the store recorded for it if that is newer."""
+        mark = self.store.committed_marks().get(self.job_id, 0)
+        if mark is None:
+            raise RecoveryError(
+                f"job {self.job_id}: its committed mark in {self.store.location} does not verify "
+                "(damaged or tampered), so it is unknown which checkpoint's effects sinks "
+                "committed; set allow_fallback_past_committed=True to recover anyway"
+            )
+        return max(self.last_committed, mark)
 
     def _metadata(self, p: PendingCheckpoint, handles: dict[str, Any]) -> dict[str, Any]:
         tasks = {}
@@ -336,9 +376,11 @@ class CheckpointCoordinator:
             and (canceled or failed)
         ) or (retention is ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION and failed)
         if not keep:
-            for cid in self.store.completed():
+            mine = [i for i in self.store.written() if i >= self.first_id]
+            for cid in mine:
                 _discard_quietly(self.store, cid)
-            self.store.discard_incomplete()
+            self.store.discard_incomplete(mine)
+            self.store.discard_committed_mark(self.job_id)
             if self.config.storage is None:  # the job's own temporary directory
                 self.store.close()
                 shutil.rmtree(self.config.resolved_storage(self.job_id), ignore_errors=True)
