@@ -367,11 +367,12 @@ class CheckpointCoordinator:
         for p in list(self.pending.values()):
             self._drop(p, CheckpointError(f"checkpoint {p.checkpoint_id}: {reason}"))
 
-    def cleanup(self, canceled: bool, failed: bool) -> None:
+    def cleanup(self, canceled: bool, failed: bool, keep_all: bool = False) -> None:
         """The job ended (runs in a thread): its checkpoints stay or go by the retention
-        setting."""
+        setting (``keep_all``: they stay, e.g. when recovery found them corrupt: they are the
+        evidence, and the older valid ones can still be restored on purpose)."""
         retention = self.config.retention
-        keep = (
+        keep = keep_all or (
             retention is ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
             and (canceled or failed)
         ) or (retention is ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION and failed)

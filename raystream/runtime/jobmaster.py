@@ -475,6 +475,7 @@ class JobMaster:
                     self.coordinator.cleanup,
                     self.status == JobStatusName.CANCELED,
                     self.status == JobStatusName.FAILED,
+                    isinstance(self.error, RecoveryError),
                 )
             except Exception as exc:  # the job's outcome stands; leftovers are only disk space
                 log.warning("job %s: removing its checkpoints failed: %s", self.job_id, exc)
