@@ -372,10 +372,14 @@ class CheckpointCoordinator:
         setting (``keep_all``: they stay, e.g. when recovery found them corrupt: they are the
         evidence, and the older valid ones can still be restored on purpose)."""
         retention = self.config.retention
-        keep = keep_all or (
-            retention is ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
-            and (canceled or failed)
-        ) or (retention is ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION and failed)
+        keep = (
+            keep_all
+            or (
+                retention is ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
+                and (canceled or failed)
+            )
+            or (retention is ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION and failed)
+        )
         if not keep:
             mine = [i for i in self.store.written() if i >= self.first_id]
             for cid in mine:
