@@ -206,7 +206,7 @@ def corrupt_lmdb(path, how: str) -> None:
                 for k in range((lower - 16) // 2):
                     node = base + struct.unpack_from("<H", data, base + 16 + 2 * k)[0]
                     struct.pack_into("<H", data, node + 4, 0x04)
-    with open(data_file, "wb") as f:
+    with open(data_file, "r+b") as f:  # in place: a process may have the file mapped
         f.write(bytes(data))
 
 
@@ -351,6 +351,21 @@ def test_a_corrupt_committed_checkpoint_fails_the_job_instead_of_duplicating(
 def location_of(kind: str, tmp_path) -> str:
     path = os.path.realpath(tmp_path / "store")
     return f"file://{path}" if kind == "files" else f"lmdb://{path}"
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
+def test_lmdb_pages_damaged_mid_run_fail_the_recovery_not_the_job_master(tmp_path):
+    _, stream = job(tmp_path, "lmdb", "lmdb-damaged")
+    col = Collector(stream.execute_and_collect("lmdb-damaged"))
+    col.client.trigger_checkpoint()
+    wait_until(lambda: len(col.values) > 0, what="records of a committed checkpoint")
+    corrupt_lmdb(tmp_path / "store", "leaf-pages")
+    kill_task("lmdb-damaged", "seq", attempt=0)
+    with pytest.raises(JobExecutionError, match="cannot recover: LMDB checkpoint store .* damaged"):
+        col.join()
+    assert_no_duplicates(col.values)
+    assert col.client.get_checkpoint_stats()["restarts"] == 1  # the job master still answers
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -291,6 +291,11 @@ class CheckpointStore(ABC):
     def close(self) -> None:
         """Release the store's resources; the data stays."""
 
+    def reopened(self) -> CheckpointStore:
+        """This store, opened again if opening is where its files are checked (LMDB); call it
+        only while nothing is being written."""
+        return self
+
     # -- the protocol --------------------------------------------------------------------------
 
     def write_blob(self, checkpoint_id: int, name: str, data: bytes) -> BlobHandle:

@@ -8,7 +8,7 @@ with a :class:`CheckpointStoreError`. While the environment is open, every write
 that its data file is still the one mapped (a deleted or replaced directory fails the checkpoint
 instead of "completing" into an unlinked file) and that its two meta pages are sane
 (:func:`check_meta_pages`). Damage elsewhere that appears while the environment is open is
-found by the next open (each recovery reopens the store). The file store, which has none of this
+found by the next open: every recovery reopens the store (``reopened``) before reading it. The file store, which has none of this
 exposure, is the default disk store; LMDB checkpoint stores are used only when asked for
 (``lmdb:///dir``, or a directory that already holds one).
 """
@@ -310,6 +310,12 @@ class LmdbCheckpointStore(CheckpointStore):
             only = written if ids is None else set(ids)
             for checkpoint_id in sorted((written - committed) & only):
                 _delete_prefix(txn, _checkpoint_prefix(_BLOB_PREFIX, checkpoint_id) + b"/")
+
+    def reopened(self) -> LmdbCheckpointStore:
+        """Closed and opened again, so the child-process check runs on what is there now (with
+        other stores on this path open in this process, the shared environment stays)."""
+        self.close()
+        return LmdbCheckpointStore(self.path, key=self._key)
 
     def close(self) -> None:
         if self._env is not None:

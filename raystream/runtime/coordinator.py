@@ -14,8 +14,10 @@ the configured tolerance fail the job over.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -107,6 +109,8 @@ class CheckpointCoordinator:
         self.first_id = 1
         #: the newest checkpoint whose completion the job's tasks were (about to be) told of
         self.last_committed = 0
+        self._mark_written = 0
+        self._mark_lock = threading.Lock()
         self.failed = 0
         self.consecutive_failures = 0
         self.last_completed_at = 0.0
@@ -244,7 +248,7 @@ class CheckpointCoordinator:
             if p.kind is CheckpointKind.CHECKPOINT:
                 # durably, before any sink hears of it: a recovery must never go back before
                 # this checkpoint without noticing that its effects may be visible already
-                await asyncio.to_thread(p.store.record_committed, self.job_id, cid)
+                await asyncio.to_thread(self._record_mark, cid)
         except Exception as exc:
             self.pending[cid] = p  # so _fail finds it
             self._fail(p, CheckpointError(f"checkpoint {cid} could not be written: {exc}"))
@@ -255,7 +259,7 @@ class CheckpointCoordinator:
         )
         if p.kind is CheckpointKind.CHECKPOINT:
             self.completed.append(stats)
-            self.own.append(cid)
+            bisect.insort(self.own, cid)  # overlapping completions may finish out of order
             self.last_committed = max(self.last_committed, cid)
             self.consecutive_failures = 0
             self.last_completed_at = time.monotonic()
@@ -263,7 +267,7 @@ class CheckpointCoordinator:
             for older in [q for q in self.pending.values() if q.checkpoint_id < cid]:
                 if older.kind is CheckpointKind.CHECKPOINT:
                     self._drop(older, CheckpointError(f"checkpoint {older.checkpoint_id} subsumed"))
-            await asyncio.to_thread(self._retain)
+            await asyncio.to_thread(self._discard_all, self._retain())
             self._on_complete(cid)
             tasks = self._tasks()
             p.notified = [
@@ -273,18 +277,31 @@ class CheckpointCoordinator:
         if p.done is not None and not p.done.done():
             p.done.set_result(stats)
 
-    def _retain(self) -> None:
-        """Only the job's own checkpoints count and go: a checkpoint it was started from, or
-        one of another job in the same store, is never deleted."""
+    def _retain(self) -> list[int]:
+        """The job's own checkpoints beyond the retained count, taken off ``own`` (on the event
+        loop: completions may overlap) for the caller to delete. Only the job's own checkpoints
+        count and go: one it was started from, or another job's in the same store, never."""
         excess = max(0, len(self.own) - self.config.retained)
-        for old in self.own[:excess]:
-            self.store.discard(old)
+        old = self.own[:excess]
         del self.own[:excess]
+        return old
+
+    def _discard_all(self, ids: list[int]) -> None:
+        for old in ids:
+            self.store.discard(old)
+
+    def _record_mark(self, checkpoint_id: int) -> None:
+        """Sets the committed mark (in a thread); it never moves back, even when overlapping
+        completions get here out of order."""
+        with self._mark_lock:
+            if checkpoint_id > self._mark_written:
+                self.store.record_committed(self.job_id, checkpoint_id)
+                self._mark_written = checkpoint_id
 
     def record_committed(self, checkpoint_id: int) -> None:
         """A savepoint's effects are about to be committed (stop with savepoint): noted as for a
         completed checkpoint (runs in a thread)."""
-        self.store.record_committed(self.job_id, checkpoint_id)
+        self._record_mark(checkpoint_id)
         self.last_committed = max(self.last_committed, checkpoint_id)
 
     def committed_upto(self) -> int:

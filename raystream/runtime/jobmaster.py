@@ -358,6 +358,13 @@ class JobMaster:
         ``allow_fallback_past_committed`` is set.
         """
         coord = self.coordinator
+        if coord is not None:
+            from raystream.checkpointing.storage import CheckpointStoreError
+
+            try:  # LMDB: checked in a child process before it is read
+                coord.store = coord.store.reopened()
+            except CheckpointStoreError as exc:
+                raise RecoveryError(f"job {self.job_id} cannot recover: {exc}") from exc
         if coord is not None and coord.own:
             allow = self.plan.config.checkpoint.allow_fallback_past_committed
             found, skipped = coord.store.newest_valid(coord.own)
