@@ -121,8 +121,9 @@ class CheckpointConfig:
         return self
 
     def set_checkpoint_storage(self, location: str) -> CheckpointConfig:
-        """A local directory (an LMDB checkpoint store is created in it), ``lmdb:///dir``, or
-        any ``pyarrow.fs`` URI (``file:///dir``, ``s3://bucket/prefix``, ``gs://...``)."""
+        """A local directory (a file store: ``chk-<id>/`` directories, or the LMDB store it
+        already holds), ``lmdb:///dir`` (an LMDB checkpoint store), or any ``pyarrow.fs`` URI
+        (``file:///dir``, ``s3://bucket/prefix``, ``gs://...``)."""
         self.storage = str(location)
         return self
 
