@@ -434,3 +434,37 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
         blobs = store.load(retained)[1]
         tasks = [decode(data) for name, data in blobs.items() if name.startswith("task-")]
         assert tasks and all(t.checkpoint_id == retained for t in tasks)
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(300)
+def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_path):
+    env, stream = job(tmp_path, "files", "retain-two", rate=2000)
+    env.get_checkpoint_config().set_externalized_checkpoint_retention(
+        ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
+    )
+    col = Collector(stream.execute_and_collect("retain-two"))
+    first = col.client.trigger_checkpoint()["checkpoint_id"]
+    second = col.client.trigger_checkpoint()["checkpoint_id"]
+    col.client.cancel()
+    with pytest.raises(JobExecutionError, match="canceled"):
+        col.join()
+    store_path = tmp_path / "store"
+    flip_newest_blob("files", store_path, second)
+
+    # the store's newest valid checkpoint is older than the committed one: refused...
+    _, again = job(tmp_path, "files", "again", rate=50_000)
+    with pytest.raises(
+        JobExecutionError,
+        match=rf"newest valid checkpoint is {first}, but "
+        rf"checkpoint {second} was committed",
+    ):
+        list(again.execute_and_collect("again", savepoint_path=str(store_path)))
+    # ...while naming the older checkpoint is a deliberate choice, and works
+    _, named = job(tmp_path, "files", "named", rate=50_000)
+    after = list(
+        named.execute_and_collect("named", savepoint_path=str(store_path / f"chk-{first}"))
+    )
+    assert {v[2] for v in col.values + after} == set(range(N))
+    assert len(after) < N  # it started from checkpoint `first`, not from the beginning
+    assert completed_ids("files", store_path) == [first, second]  # nothing deleted
