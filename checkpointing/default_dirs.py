@@ -1,7 +1,9 @@
-"""Internal: the default checkpoint directories, ``<tmp>/raystream-checkpoints/<job id>``.
+"""Internal: the default checkpoint directories, ``<tmp>/raystream-<uid>/checkpoints/<job id>``.
 
-A job without ``set_checkpoint_storage`` keeps its checkpoints in a directory of its own under
-the system temporary directory of the node its JobMaster runs on. The job removes it when it
+A job without ``set_checkpoint_storage`` keeps its checkpoints (a file store) in a directory of
+its own under the private directory of the user its JobMaster runs as, in the system temporary
+directory of its node: ``raystream-<uid>`` (0700, refused if another user owns it or can enter
+it), ``checkpoints`` and the job's directory 0700, every file 0600. The job removes it when it
 ends (unless the retention setting keeps its checkpoints). A JobMaster that dies with its driver
 cannot, so each directory holds an owner file naming the host and the process (pid and start
 time) of its JobMaster; every job that starts with the default location removes the directories
@@ -15,14 +17,21 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 from typing import Any
+
+from raystream.checkpointing.state_key import user_root
 
 OWNER_FILE = "raystream-owner.json"
 
 
 def default_root() -> str:
-    return os.path.join(tempfile.gettempdir(), "raystream-checkpoints")
+    """``<tmp>/raystream-<uid>/checkpoints``, created private (0700) if missing."""
+    path = os.path.join(user_root(), "checkpoints")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    return path
 
 
 def _start_time(pid: int) -> str | None:
@@ -51,14 +60,14 @@ def _alive(pid: int, start: str | None) -> bool:
 
 def _write_owner(path: str, owner: dict[str, Any]) -> None:
     tmp = os.path.join(path, OWNER_FILE + ".tmp")
-    with open(tmp, "w") as f:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump(owner, f)
     os.replace(tmp, os.path.join(path, OWNER_FILE))
 
 
 def claim(path: str, job_id: str) -> None:
-    """Creates the job's directory and records this process as its owner."""
-    os.makedirs(path, exist_ok=True)
+    """Creates the job's directory (0700) and records this process as its owner."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
     pid = os.getpid()
     _write_owner(
         path,

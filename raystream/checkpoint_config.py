@@ -46,7 +46,12 @@ class CheckpointConfig:
     ``timeout_ms`` (10 min), ``min_pause_ms`` (0), ``max_concurrent`` (1),
     ``tolerable_failures`` (0 consecutive), ``retained`` (1 completed checkpoint),
     ``retention`` (deleted at the end), ``storage`` (a local directory, an ``lmdb://`` path, or
-    a ``pyarrow.fs`` URI such as ``s3://bucket/prefix``; None: a new temporary directory)."""
+    a ``pyarrow.fs`` URI such as ``s3://bucket/prefix``; None: a new private temporary
+    directory), ``allow_fallback_past_committed`` (False: a recovery that would have to go back
+    before the newest checkpoint whose completion sinks were told of, because it is corrupt,
+    fails the job instead of repeating committed output), ``state_key`` (the HMAC key that signs
+    checkpoints and savepoints; None: ``RAYSTREAM_STATE_KEY`` or a generated per-user key, see
+    ``raystream.checkpointing.state_key``)."""
 
     interval_ms: int | None = None
     mode: CheckpointingMode = CheckpointingMode.EXACTLY_ONCE
@@ -59,6 +64,8 @@ class CheckpointConfig:
         ExternalizedCheckpointRetention.NO_EXTERNALIZED_CHECKPOINTS
     )
     storage: str | None = None
+    allow_fallback_past_committed: bool = False
+    state_key: str | bytes | None = field(default=None, repr=False)
 
     def is_checkpointing_enabled(self) -> bool:
         return self.interval_ms is not None
@@ -114,13 +121,31 @@ class CheckpointConfig:
         return self
 
     def set_checkpoint_storage(self, location: str) -> CheckpointConfig:
-        """A local directory (an LMDB checkpoint store is created in it), ``lmdb:///dir``, or
-        any ``pyarrow.fs`` URI (``file:///dir``, ``s3://bucket/prefix``, ``gs://...``)."""
+        """A local directory (a file store: ``chk-<id>/`` directories, or the LMDB store it
+        already holds), ``lmdb:///dir`` (an LMDB checkpoint store), or any ``pyarrow.fs`` URI
+        (``file:///dir``, ``s3://bucket/prefix``, ``gs://...``)."""
         self.storage = str(location)
         return self
 
     def get_checkpoint_storage(self) -> str | None:
         return self.storage
+
+    def set_allow_fallback_past_committed(self, allow: bool) -> CheckpointConfig:
+        """Whether a recovery may restore a checkpoint older than the newest one whose effects
+        transactional sinks committed (when that one is corrupt), or start from empty state when
+        every checkpoint written is corrupt. Either repeats output that is already visible
+        downstream (duplicates in an exactly-once sink); off by default, so such a recovery
+        fails the job with an error naming the corrupt checkpoints."""
+        self.allow_fallback_past_committed = bool(allow)
+        return self
+
+    def set_state_key(self, key: str | bytes | None) -> CheckpointConfig:
+        """The key (at least 16 bytes) whose HMAC-SHA256 signs every checkpoint and savepoint
+        blob and metadata record; a restore refuses data it does not verify. None: the
+        environment variable ``RAYSTREAM_STATE_KEY`` of the job master, else a key generated
+        for the user (see ``raystream.checkpointing.state_key``)."""
+        self.state_key = key
+        return self
 
     def validate(self) -> None:
         if self.min_pause_ms > 0 and self.max_concurrent > 1:

@@ -377,7 +377,7 @@ with open_store(sys.argv[1]) as store:
 
 def test_lmdb_reopened_by_a_new_process(tmp_path):
     path = str(tmp_path / "checkpoints")
-    with open_store(path) as store:
+    with open_store(f"lmdb://{path}") as store:
         commit_checkpoint(store, 1)
         commit_checkpoint(store, 2)
         # the parent keeps its environment open while the child reads and writes
@@ -437,8 +437,10 @@ def test_savepoint_is_readable_json(tmp_path):
             "key": "chk-4/task-0",
             "size": len(b"state 4/0"),
             "checksum": metadata["blobs"]["task-0"].checksum,
+            "mac": metadata["blobs"]["task-0"].mac,
         }
     }
+    assert len(record["mac"]) == 64 and len(metadata["blobs"]["task-0"].mac) == 64
 
 
 def test_blob_names_become_safe_file_names(tmp_path):

@@ -106,11 +106,13 @@ def test_at_least_once_mode_loses_nothing(tmp_path):
     assert {v[2] for v in values} == set(range(n))  # duplicates are allowed, loss is not
 
 
-def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one_when_allowed(tmp_path):
+    # without the opt-in the job fails instead (tests/test_store_faults.py)
     n = 16_000
     storage = (tmp_path / "fs-checkpoints").as_uri()
     env, stream = sequence_job(tmp_path, n, rate=3000, interval_ms=600_000, storage=storage)
     env.get_checkpoint_config().set_num_retained_checkpoints(2)
+    env.get_checkpoint_config().set_allow_fallback_past_committed(True)
     col = Collector(stream.execute_and_collect("corrupt"))
     client = col.client
     first = client.trigger_checkpoint()

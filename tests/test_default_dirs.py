@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -96,8 +97,13 @@ def default_dir_job(n: int) -> Collector:
 
 def store_dir(client) -> str:
     location = client.get_checkpoint_stats()["location"]
-    assert location.startswith("lmdb://"), location
-    return location[len("lmdb://") :]
+    assert location.startswith("file://"), location  # the default disk store: plain files
+    path = location[len("file://") :]
+    # per user and per job, private: <tmp>/raystream-<uid>/checkpoints/<job id>, all 0700
+    assert os.path.dirname(os.path.dirname(path)).endswith(f"raystream-{os.getuid()}")
+    for d in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+    return path
 
 
 @pytest.mark.usefixtures("ray_session")

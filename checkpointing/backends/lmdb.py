@@ -456,7 +456,7 @@ class LmdbKeyedStateBackend(AbstractKeyedStateBackend):
     ):
         super().__init__(max_parallelism, key_groups, time_provider)
         if directory is not None:
-            os.makedirs(directory, exist_ok=True)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "state"
         self.path = tempfile.mkdtemp(prefix=f"raystream-{safe}-", dir=directory)
         try:
@@ -470,6 +470,7 @@ class LmdbKeyedStateBackend(AbstractKeyedStateBackend):
                 readahead=False,  # random access to state larger than memory
                 meminit=False,
                 max_dbs=0,
+                mode=0o600,
             )
         except lmdb.Error:
             shutil.rmtree(self.path, ignore_errors=True)

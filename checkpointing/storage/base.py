@@ -7,21 +7,28 @@ import json
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from raystream.checkpointing.state_key import mac, resolve_state_key, verify
 from raystream.errors import RaystreamError
 
 logger = logging.getLogger(__name__)
 
-METADATA_FORMAT = "raystream-checkpoint-v1"
+METADATA_FORMAT = "raystream-checkpoint-v2"
+_UNSIGNED_FORMATS = ("raystream-checkpoint-v1",)
+COMMITTED_FORMAT = "raystream-committed-v1"
 _BLOB_TAG = "__blob__"
 _HINT = "restore from an earlier checkpoint (latest_valid() skips corrupt ones)"
+_BLOB_DOMAIN = b"raystream-blob"
+_METADATA_DOMAIN = b"raystream-metadata"
+_COMMITTED_DOMAIN = b"raystream-committed"
 
 
 class CorruptCheckpointError(RaystreamError):
-    """A checkpoint's metadata or one of its blobs is missing, truncated or fails its checksum."""
+    """A checkpoint's metadata or one of its blobs is missing, truncated, fails its checksum, or
+    is unsigned or fails its HMAC (tampered, or written under another state key)."""
 
     def __init__(
         self,
@@ -36,6 +43,11 @@ class CorruptCheckpointError(RaystreamError):
         self.location = location
 
 
+class CheckpointStoreError(RaystreamError):
+    """A checkpoint store cannot be written or read back: it vanished, is full, is not writable,
+    or its files are damaged beyond one checkpoint (a checkpoint written there fails)."""
+
+
 @dataclass(frozen=True, slots=True)
 class BlobHandle:
     """Where a written blob lives in its store, and what its bytes must hash to."""
@@ -43,6 +55,7 @@ class BlobHandle:
     key: str  # relative to the store's location
     size: int
     checksum: str  # SHA-256 hex digest of the bytes
+    mac: str = ""  # HMAC-SHA256 of the bytes under the state key ("" = unsigned: refused)
 
 
 def checksum_of(data: bytes) -> str:
@@ -56,7 +69,14 @@ def checksum_of(data: bytes) -> str:
 def _to_json(value: Any, where: str) -> Any:
     """``value`` with every BlobHandle replaced by its tagged dict; rejects non-string keys."""
     if isinstance(value, BlobHandle):
-        return {_BLOB_TAG: {"key": value.key, "size": value.size, "checksum": value.checksum}}
+        return {
+            _BLOB_TAG: {
+                "key": value.key,
+                "size": value.size,
+                "checksum": value.checksum,
+                "mac": value.mac,
+            }
+        }
     if isinstance(value, dict):
         for k in value:
             if not isinstance(k, str):
@@ -71,7 +91,12 @@ def _from_json(value: Any) -> Any:
     if isinstance(value, dict):
         if len(value) == 1 and _BLOB_TAG in value:
             fields = value[_BLOB_TAG]
-            return BlobHandle(str(fields["key"]), int(fields["size"]), str(fields["checksum"]))
+            return BlobHandle(
+                str(fields["key"]),
+                int(fields["size"]),
+                str(fields["checksum"]),
+                str(fields.get("mac", "")),
+            )
         return {k: _from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_json(v) for v in value]
@@ -84,31 +109,36 @@ def _canonical(body: Any) -> bytes:
     ).encode()
 
 
-def encode_metadata(checkpoint_id: int, metadata: dict) -> bytes:
-    """The JSON record ``commit`` stores: the metadata, its id, and its checksum."""
+def _signed_part(checkpoint_id: int, canonical_body: bytes) -> bytes:
+    return b"%d\0" % checkpoint_id + canonical_body
+
+
+def encode_metadata(checkpoint_id: int, metadata: dict, key: bytes) -> bytes:
+    """The JSON record ``commit`` stores: the metadata, its id, its checksum and its HMAC."""
     where = f"checkpoint {checkpoint_id}"
     if not isinstance(metadata, dict):
         raise TypeError(f"{where}: metadata must be a dict, got {type(metadata).__name__}")
     body = _to_json(metadata, where)
     try:
-        digest = checksum_of(_canonical(body))
+        canonical = _canonical(body)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{where}: metadata is not JSON-serializable: {exc}") from exc
     record = {
         "format": METADATA_FORMAT,
         "checkpoint_id": checkpoint_id,
-        "checksum": digest,
+        "checksum": checksum_of(canonical),
+        "mac": mac(key, _METADATA_DOMAIN, _signed_part(checkpoint_id, canonical)),
         "metadata": body,
     }
     return json.dumps(record, indent=2, sort_keys=True, allow_nan=False).encode()
 
 
-def decode_metadata(checkpoint_id: int, data: bytes, location: str) -> dict:
+def decode_metadata(checkpoint_id: int, data: bytes, location: str, key: bytes) -> dict:
     """The metadata of a record written by :func:`encode_metadata`, verified.
 
     Raises:
-        CorruptCheckpointError: the record does not parse, belongs to another checkpoint, or its
-            metadata does not match its checksum.
+        CorruptCheckpointError: the record does not parse, belongs to another checkpoint, its
+            metadata does not match its checksum, or it is unsigned or fails its HMAC.
     """
 
     def corrupt(problem: str) -> CorruptCheckpointError:
@@ -123,6 +153,11 @@ def decode_metadata(checkpoint_id: int, data: bytes, location: str) -> dict:
         record = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise corrupt(f"is not valid JSON ({len(data)} bytes, {exc})") from None
+    if isinstance(record, dict) and record.get("format") in _UNSIGNED_FORMATS:
+        raise corrupt(
+            f"is unsigned ({record.get('format')}, written before checkpoints carried an HMAC); "
+            "it is not restored, since its blobs would be unpickled without authentication"
+        )
     if not isinstance(record, dict) or record.get("format") != METADATA_FORMAT:
         raise corrupt(f"is not a {METADATA_FORMAT} record")
     if record.get("checkpoint_id") != checkpoint_id:
@@ -131,11 +166,19 @@ def decode_metadata(checkpoint_id: int, data: bytes, location: str) -> dict:
     if not isinstance(body, dict):
         raise corrupt("has no metadata object")
     try:
-        digest = checksum_of(_canonical(body))
+        canonical = _canonical(body)
     except ValueError:  # a flipped digit can overflow a float to infinity
         raise corrupt("holds a number JSON cannot represent") from None
+    digest = checksum_of(canonical)
     if digest != record.get("checksum"):
         raise corrupt(f"has checksum {digest}, expected {record.get('checksum')!r}")
+    if not record.get("mac"):
+        raise corrupt("is unsigned (no HMAC); it is not restored")
+    if not verify(key, _METADATA_DOMAIN, _signed_part(checkpoint_id, canonical), record["mac"]):
+        raise corrupt(
+            "fails its HMAC: it was changed after it was written, or written under another "
+            "state key (RAYSTREAM_STATE_KEY / CheckpointConfig.state_key)"
+        )
     try:
         return _from_json(body)
     except (KeyError, TypeError, ValueError):
@@ -169,21 +212,36 @@ def _check_name(name: str) -> None:
 class CheckpointStore(ABC):
     """Durable checkpoints: blobs first, then the metadata that makes a checkpoint exist.
 
-    Subclasses store bytes under keys; this class checks ids and names, builds and verifies
-    handles and metadata records, and picks the checkpoint to restore.
+    Subclasses store bytes under keys; this class checks ids and names, builds, signs and
+    verifies handles and metadata records, and picks the checkpoint to restore. Every blob and
+    metadata record carries an HMAC-SHA256 under the store's state key (``key``; None: resolved
+    by :func:`~raystream.checkpointing.state_key.resolve_state_key`); unsigned or tampered data
+    is refused before anything is unpickled.
     """
 
     location: str
+    _key: bytes | None = None
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = resolve_state_key(None)
+        return self._key
 
     # -- what a layout provides ----------------------------------------------------------------
 
     @abstractmethod
     def _put_blob(self, checkpoint_id: int, name: str, data: bytes) -> str:
-        """Store a blob; return its key."""
+        """Store a blob durably; return its key."""
 
     @abstractmethod
     def _get_blob(self, key: str) -> bytes | None:
         """The bytes under a blob key, or None if there are none."""
+
+    def _blob_size(self, key: str) -> int | None:
+        """The size of the blob under a key as stored now, None if it is missing."""
+        data = self._get_blob(key)
+        return None if data is None else len(data)
 
     @abstractmethod
     def _name_of(self, key: str) -> str:
@@ -191,23 +249,39 @@ class CheckpointStore(ABC):
 
     @abstractmethod
     def _put_metadata(self, checkpoint_id: int, record: bytes) -> None:
-        """Store a metadata record atomically."""
+        """Store a metadata record atomically and durably."""
 
     @abstractmethod
     def _get_metadata(self, checkpoint_id: int) -> bytes | None:
         """The metadata record of a checkpoint, or None if there is none."""
 
     @abstractmethod
+    def _put_mark(self, name: str, record: bytes) -> None:
+        """Store a small record (a committed mark) atomically and durably under ``name``."""
+
+    @abstractmethod
+    def _get_marks(self) -> dict[str, bytes]:
+        """Every mark, by name."""
+
+    @abstractmethod
+    def _delete_mark(self, name: str) -> None:
+        """Remove a mark; a no-op if it is gone."""
+
+    @abstractmethod
     def completed(self) -> list[int]:
         """Ids of the checkpoints that have a metadata record, ascending (not verified)."""
+
+    def written(self) -> list[int]:
+        """Ids of every checkpoint with anything stored (metadata or blobs), ascending."""
+        return self.completed()
 
     @abstractmethod
     def discard(self, checkpoint_id: int) -> None:
         """Remove a checkpoint, metadata first and then its blobs; a no-op if it is gone."""
 
     @abstractmethod
-    def discard_incomplete(self) -> None:
-        """Remove the blobs of every checkpoint without metadata.
+    def discard_incomplete(self, ids: Iterable[int] | None = None) -> None:
+        """Remove the blobs of every checkpoint without metadata (of ``ids`` only, if given).
 
         Only call it while no checkpoint is being written (e.g. when a job starts or recovers):
         the blobs of an in-flight checkpoint have no metadata yet either.
@@ -217,6 +291,11 @@ class CheckpointStore(ABC):
     def close(self) -> None:
         """Release the store's resources; the data stays."""
 
+    def reopened(self) -> CheckpointStore:
+        """This store, opened again if opening is where its files are checked (LMDB); call it
+        only while nothing is being written."""
+        return self
+
     # -- the protocol --------------------------------------------------------------------------
 
     def write_blob(self, checkpoint_id: int, name: str, data: bytes) -> BlobHandle:
@@ -224,13 +303,14 @@ class CheckpointStore(ABC):
         _check_id(checkpoint_id)
         _check_name(name)
         key = self._put_blob(checkpoint_id, name, data)
-        return BlobHandle(key, len(data), checksum_of(data))
+        return BlobHandle(key, len(data), checksum_of(data), mac(self.key, _BLOB_DOMAIN, data))
 
     def read_blob(self, checkpoint_id: int, handle: BlobHandle) -> bytes:
-        """The bytes of a blob, verified against its handle.
+        """The bytes of a blob, verified against its handle (size, SHA-256, HMAC).
 
         Raises:
-            CorruptCheckpointError: the blob is missing, has another size, or fails its checksum.
+            CorruptCheckpointError: the blob is missing, has another size, fails its checksum,
+                or is unsigned or fails its HMAC.
         """
         data = self._get_blob(handle.key)
         if data is None:
@@ -239,6 +319,10 @@ class CheckpointStore(ABC):
             problem = f"has {len(data)} bytes, expected {handle.size}"
         elif (digest := checksum_of(data)) != handle.checksum:
             problem = f"has checksum {digest}, expected {handle.checksum}"
+        elif not handle.mac:
+            problem = "is unsigned (its handle has no HMAC)"
+        elif not verify(self.key, _BLOB_DOMAIN, data, handle.mac):
+            problem = "fails its HMAC (tampered, or signed under another state key)"
         else:
             return data
         raise CorruptCheckpointError(
@@ -250,9 +334,34 @@ class CheckpointStore(ABC):
         )
 
     def commit(self, checkpoint_id: int, metadata: dict) -> None:
-        """Write the metadata record, after every blob: from now on the checkpoint exists."""
+        """Write the metadata record, after every blob, and read it back: from now on the
+        checkpoint exists.
+
+        Raises:
+            CheckpointStoreError: the record or a blob it names is not there as written (the
+                store vanished or lost data); the checkpoint must count as failed.
+        """
         _check_id(checkpoint_id)
-        self._put_metadata(checkpoint_id, encode_metadata(checkpoint_id, metadata))
+        record = encode_metadata(checkpoint_id, metadata, self.key)
+        self._put_metadata(checkpoint_id, record)
+        self._verify_written(checkpoint_id, record, metadata)
+
+    def _verify_written(self, checkpoint_id: int, record: bytes, metadata: dict) -> None:
+        problem = None
+        if self._get_metadata(checkpoint_id) != record:
+            problem = "its metadata record does not read back as written"
+        else:
+            for handle in _handles(_from_json(_to_json(metadata, ""))):
+                size = self._blob_size(handle.key)
+                if size != handle.size:
+                    got = "nothing" if size is None else f"{size} bytes"
+                    problem = f"blob {handle.key!r} reads back as {got}, {handle.size} written"
+                    break
+        if problem is not None:
+            raise CheckpointStoreError(
+                f"checkpoint {checkpoint_id} at {self.location} is not durable: {problem} (did "
+                "the store's directory vanish or fill up?)"
+            )
 
     def read_metadata(self, checkpoint_id: int) -> dict:
         """The verified metadata of a checkpoint, blob handles as :class:`BlobHandle`.
@@ -270,7 +379,7 @@ class CheckpointStore(ABC):
                 None,
                 self.location,
             )
-        return decode_metadata(checkpoint_id, record, self.location)
+        return decode_metadata(checkpoint_id, record, self.location, self.key)
 
     def load(self, checkpoint_id: int) -> tuple[dict, dict[str, bytes]]:
         """The metadata and every blob it references (by the name it was written under).
@@ -283,19 +392,64 @@ class CheckpointStore(ABC):
         blobs = {self._name_of(h.key): self.read_blob(checkpoint_id, h) for h in handles}
         return metadata, blobs
 
+    def newest_valid(
+        self, ids: Iterable[int] | None = None
+    ) -> tuple[tuple[int, dict, dict[str, bytes]] | None, dict[int, str]]:
+        """The newest checkpoint (of ``ids``, default all completed) that verifies completely,
+        as ``(id, metadata, blobs)`` or None, and why each newer one was skipped."""
+        candidates = self.completed() if ids is None else sorted(set(ids))
+        skipped: dict[int, str] = {}
+        for checkpoint_id in reversed(candidates):
+            try:
+                metadata, blobs = self.load(checkpoint_id)
+            except CorruptCheckpointError as exc:
+                logger.warning("skipping checkpoint %d: %s", checkpoint_id, exc)
+                skipped[checkpoint_id] = str(exc)
+                continue
+            return (checkpoint_id, metadata, blobs), skipped
+        return None, skipped
+
     def latest_valid(self) -> tuple[int, dict, dict[str, bytes]] | None:
         """The newest checkpoint that verifies completely, as ``(id, metadata, blobs)``.
 
         Corrupt checkpoints are skipped with a warning; None if no checkpoint verifies.
         """
-        for checkpoint_id in reversed(self.completed()):
+        return self.newest_valid()[0]
+
+    # -- committed marks -------------------------------------------------------------------------
+
+    def record_committed(self, job_id: str, checkpoint_id: int) -> None:
+        """Durably note that checkpoint ``checkpoint_id`` of job ``job_id`` completed and its
+        commit notifications go out: transactional sinks may have made its effects visible, so a
+        recovery must not go back before it unnoticed. Kept apart from the checkpoint itself,
+        so damage to the checkpoint cannot erase it."""
+        _check_id(checkpoint_id)
+        body = {"format": COMMITTED_FORMAT, "job_id": job_id, "checkpoint_id": checkpoint_id}
+        canonical = _canonical(body)
+        record = json.dumps({**body, "mac": mac(self.key, _COMMITTED_DOMAIN, canonical)}).encode()
+        self._put_mark(job_id, record)
+
+    def committed_marks(self) -> dict[str, int | None]:
+        """The last committed checkpoint id per job that recorded one; None for a mark that
+        does not verify (it must be treated as "something was committed, we do not know what")."""
+        out: dict[str, int | None] = {}
+        for name, record in self._get_marks().items():
             try:
-                metadata, blobs = self.load(checkpoint_id)
-            except CorruptCheckpointError as exc:
-                logger.warning("skipping checkpoint %d: %s", checkpoint_id, exc)
-                continue
-            return checkpoint_id, metadata, blobs
-        return None
+                parsed = json.loads(record)
+                body = {k: parsed[k] for k in ("format", "job_id", "checkpoint_id")}
+                ok = (
+                    body["format"] == COMMITTED_FORMAT
+                    and body["job_id"] == name
+                    and isinstance(body["checkpoint_id"], int)
+                    and verify(self.key, _COMMITTED_DOMAIN, _canonical(body), parsed.get("mac"))
+                )
+            except (ValueError, TypeError, KeyError):
+                ok = False
+            out[name] = body["checkpoint_id"] if ok else None
+        return out
+
+    def discard_committed_mark(self, job_id: str) -> None:
+        self._delete_mark(job_id)
 
     def __enter__(self) -> CheckpointStore:
         return self

@@ -14,8 +14,10 @@ the configured tolerance fail the job over.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +36,12 @@ TaskKey = tuple[int, int]  # (chain id, subtask)
 
 class CheckpointError(RaystreamError):
     """A checkpoint or savepoint failed (declined by a task, timed out, not writable)."""
+
+
+class RecoveryError(CheckpointError):
+    """No checkpoint can be restored without repeating effects already committed (the ones
+    newer than what verifies are corrupt), or none of the checkpoints written verifies. The job
+    fails instead of restarting (``CheckpointConfig.allow_fallback_past_committed`` opts in)."""
 
 
 def blob_name(key: TaskKey) -> str:
@@ -94,6 +102,15 @@ class CheckpointCoordinator:
         self.pending: dict[int, PendingCheckpoint] = {}
         self.finished: dict[TaskKey, bytes] = {}
         self.completed: list[CompletedCheckpoint] = []
+        #: ids of the checkpoints this job wrote and completed (the only ones it may delete,
+        #: count for retention, or recover from), ascending
+        self.own: list[int] = []
+        #: the first id this job allocates: every id from here on is the job's own
+        self.first_id = 1
+        #: the newest checkpoint whose completion the job's tasks were (about to be) told of
+        self.last_committed = 0
+        self._mark_written = 0
+        self._mark_lock = threading.Lock()
         self.failed = 0
         self.consecutive_failures = 0
         self.last_completed_at = 0.0
@@ -228,6 +245,10 @@ class CheckpointCoordinator:
                 handles[name] = await write
             metadata = self._metadata(p, handles)
             await asyncio.to_thread(p.store.commit, cid, metadata)
+            if p.kind is CheckpointKind.CHECKPOINT:
+                # durably, before any sink hears of it: a recovery must never go back before
+                # this checkpoint without noticing that its effects may be visible already
+                await asyncio.to_thread(self._record_mark, cid)
         except Exception as exc:
             self.pending[cid] = p  # so _fail finds it
             self._fail(p, CheckpointError(f"checkpoint {cid} could not be written: {exc}"))
@@ -238,13 +259,15 @@ class CheckpointCoordinator:
         )
         if p.kind is CheckpointKind.CHECKPOINT:
             self.completed.append(stats)
+            bisect.insort(self.own, cid)  # overlapping completions may finish out of order
+            self.last_committed = max(self.last_committed, cid)
             self.consecutive_failures = 0
             self.last_completed_at = time.monotonic()
             # a newer completion subsumes older pending checkpoints
             for older in [q for q in self.pending.values() if q.checkpoint_id < cid]:
                 if older.kind is CheckpointKind.CHECKPOINT:
                     self._drop(older, CheckpointError(f"checkpoint {older.checkpoint_id} subsumed"))
-            await asyncio.to_thread(self._retain)
+            await asyncio.to_thread(self._discard_all, self._retain())
             self._on_complete(cid)
             tasks = self._tasks()
             p.notified = [
@@ -254,10 +277,44 @@ class CheckpointCoordinator:
         if p.done is not None and not p.done.done():
             p.done.set_result(stats)
 
-    def _retain(self) -> None:
-        ids = self.store.completed()
-        for old in ids[: max(0, len(ids) - self.config.retained)]:
+    def _retain(self) -> list[int]:
+        """The job's own checkpoints beyond the retained count, taken off ``own`` (on the event
+        loop: completions may overlap) for the caller to delete. Only the job's own checkpoints
+        count and go: one it was started from, or another job's in the same store, never."""
+        excess = max(0, len(self.own) - self.config.retained)
+        old = self.own[:excess]
+        del self.own[:excess]
+        return old
+
+    def _discard_all(self, ids: list[int]) -> None:
+        for old in ids:
             self.store.discard(old)
+
+    def _record_mark(self, checkpoint_id: int) -> None:
+        """Sets the committed mark (in a thread); it never moves back, even when overlapping
+        completions get here out of order."""
+        with self._mark_lock:
+            if checkpoint_id > self._mark_written:
+                self.store.record_committed(self.job_id, checkpoint_id)
+                self._mark_written = checkpoint_id
+
+    def record_committed(self, checkpoint_id: int) -> None:
+        """A savepoint's effects are about to be committed (stop with savepoint): noted as for a
+        completed checkpoint (runs in a thread)."""
+        self._record_mark(checkpoint_id)
+        self.last_committed = max(self.last_committed, checkpoint_id)
+
+    def committed_upto(self) -> int:
+        """The newest checkpoint whose effects sinks may have committed: what the job knows,
+        or what the store recorded for it if that is newer."""
+        mark = self.store.committed_marks().get(self.job_id, 0)
+        if mark is None:
+            raise RecoveryError(
+                f"job {self.job_id}: its committed mark in {self.store.location} does not verify "
+                "(damaged or tampered), so it is unknown which checkpoint's effects sinks "
+                "committed; set allow_fallback_past_committed=True to recover anyway"
+            )
+        return max(self.last_committed, mark)
 
     def _metadata(self, p: PendingCheckpoint, handles: dict[str, Any]) -> dict[str, Any]:
         tasks = {}
@@ -327,18 +384,25 @@ class CheckpointCoordinator:
         for p in list(self.pending.values()):
             self._drop(p, CheckpointError(f"checkpoint {p.checkpoint_id}: {reason}"))
 
-    def cleanup(self, canceled: bool, failed: bool) -> None:
+    def cleanup(self, canceled: bool, failed: bool, keep_all: bool = False) -> None:
         """The job ended (runs in a thread): its checkpoints stay or go by the retention
-        setting."""
+        setting (``keep_all``: they stay, e.g. when recovery found them corrupt: they are the
+        evidence, and the older valid ones can still be restored on purpose)."""
         retention = self.config.retention
         keep = (
-            retention is ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
-            and (canceled or failed)
-        ) or (retention is ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION and failed)
+            keep_all
+            or (
+                retention is ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
+                and (canceled or failed)
+            )
+            or (retention is ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION and failed)
+        )
         if not keep:
-            for cid in self.store.completed():
+            mine = [i for i in self.store.written() if i >= self.first_id]
+            for cid in mine:
                 _discard_quietly(self.store, cid)
-            self.store.discard_incomplete()
+            self.store.discard_incomplete(mine)
+            self.store.discard_committed_mark(self.job_id)
             if self.config.storage is None:  # the job's own temporary directory
                 self.store.close()
                 shutil.rmtree(self.config.resolved_storage(self.job_id), ignore_errors=True)

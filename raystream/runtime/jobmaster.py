@@ -37,6 +37,7 @@ from raystream.runtime import serde
 from raystream.runtime.coordinator import (
     CheckpointCoordinator,
     CheckpointError,
+    RecoveryError,
     TaskKey,
     restore_assignments,
 )
@@ -116,6 +117,8 @@ class JobMaster:
         self.enumerators: dict[str, EnumeratorHost] = {}
         #: enumerator states of the checkpoint or savepoint the next deployment restores
         self._enumerator_states: dict[str, Any] = {}
+        #: the HMAC key checkpoints and savepoints are signed and verified with (set at start)
+        self._state_key: bytes | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -123,13 +126,18 @@ class JobMaster:
         self.started_at = time.time()
         restore = None
         try:
-            if self.checkpointing:
-                from raystream.checkpointing.storage import open_store
+            if self.checkpointing or self.restore_request is not None:
+                from raystream.checkpointing.state_key import resolve_state_key
 
-                location = self.plan.config.checkpoint.resolved_storage(self.job_id)
+                configured = self.plan.config.checkpoint.state_key
+                self._state_key = await asyncio.to_thread(resolve_state_key, configured)
+            if self.checkpointing:
+                location = await asyncio.to_thread(
+                    self.plan.config.checkpoint.resolved_storage, self.job_id
+                )
                 if self.plan.config.checkpoint.storage is None:
                     await asyncio.to_thread(_claim_default_dir, location, self.job_id)
-                store = await asyncio.to_thread(open_store, location)
+                store = await asyncio.to_thread(_open_job_store, location, self._state_key)
                 self.coordinator = CheckpointCoordinator(
                     self.plan,
                     self.job_id,
@@ -140,6 +148,10 @@ class JobMaster:
                     self._on_checkpoint_complete,
                 )
                 self.coordinator.coordinator_state = self._snapshot_enumerators
+                # ids continue above everything in the store: this job never writes over, nor
+                # deletes, a checkpoint it did not write
+                written = await asyncio.to_thread(store.written)
+                self.coordinator.next_id = self.coordinator.first_id = max(written, default=0) + 1
             if self.restore_request is not None:
                 restore = await asyncio.to_thread(self._load_savepoint)
             await self._deploy(restore)
@@ -155,16 +167,48 @@ class JobMaster:
             self._loops.append(asyncio.create_task(self._checkpoint_loop()))
 
     def _load_savepoint(self) -> dict:
-        from raystream.checkpointing.storage import open_savepoint_store
+        """The savepoint or retained checkpoint ``execute(savepoint_path=...)`` named: a
+        savepoint directory, a checkpoint store (files or LMDB, by path or URI; its newest valid
+        checkpoint) or one checkpoint of a file store (``.../chk-<id>``). Reading it changes
+        nothing there."""
+        from raystream.checkpointing.storage import CorruptCheckpointError, open_restore_source
 
         req = self.restore_request
         assert req is not None
-        store = open_savepoint_store(req["path"])
+        path = req["path"]
+        store, wanted = open_restore_source(path, self._state_key)
         try:
-            ids = store.completed()
-            if not ids:
-                raise RaystreamError(f"no complete savepoint or checkpoint at {req['path']!r}")
-            metadata, blobs = store.load(ids[-1])
+            if wanted is not None:
+                cid = wanted
+                try:
+                    metadata, blobs = store.load(wanted)
+                except CorruptCheckpointError as exc:
+                    raise RecoveryError(f"cannot restore from {path!r}: {exc}") from None
+            else:
+                found, skipped = store.newest_valid()
+                committed = _committed_in(store)
+                if found is None:
+                    if not store.written():
+                        raise RaystreamError(f"no complete savepoint or checkpoint at {path!r}")
+                    raise RecoveryError(
+                        f"cannot restore from {path!r}: no checkpoint there verifies "
+                        f"({_describe_skipped(skipped, store.written())})"
+                    )
+                cid, metadata, blobs = found
+                if (
+                    committed is not None
+                    and cid < committed
+                    and not self.plan.config.checkpoint.allow_fallback_past_committed
+                ):
+                    raise RecoveryError(
+                        f"cannot restore from {path!r}: its newest valid checkpoint is {cid}, "
+                        f"but checkpoint {committed} was committed there (its effects are "
+                        f"visible to consumers of transactional sinks) and is corrupt: "
+                        f"{_describe_skipped(skipped, [])}. Restoring {cid} would repeat the "
+                        f"effects of checkpoints {cid + 1}..{committed}; name a checkpoint "
+                        "explicitly (.../chk-<id>) or set allow_fallback_past_committed=True "
+                        "to accept the duplicates"
+                    )
         finally:
             store.close()
         if self.coordinator is not None:
@@ -296,18 +340,64 @@ class JobMaster:
                     restore = await asyncio.to_thread(self._latest_restore)
                     await self._deploy(restore)
                     return
+                except RecoveryError as fatal:  # a restart cannot change what is on disk
+                    self.failures.add(describe_failure(fatal, self.attempt, now_ms))
+                    await self._fail(fatal)
+                    return
                 except Exception as again:
                     exc = again
         finally:
             self._failing = False
 
     def _latest_restore(self) -> dict[TaskKey, dict] | None:
-        """The latest completed checkpoint whose data verifies (a corrupt one is skipped), as
-        per-task restore payloads; the savepoint the job started from if there is none yet."""
-        if self.coordinator is not None:
-            found = self.coordinator.store.latest_valid()
+        """The latest checkpoint of this job whose data verifies, as per-task restore payloads;
+        the savepoint the job started from if the job completed none yet.
+
+        A corrupt checkpoint is skipped only if that does not go back before the newest
+        checkpoint whose effects sinks committed; and if the job completed checkpoints but none
+        verifies, it does not start over. Either raises :class:`RecoveryError` unless
+        ``allow_fallback_past_committed`` is set.
+        """
+        coord = self.coordinator
+        if coord is not None:
+            from raystream.checkpointing.storage import CheckpointStoreError
+
+            try:  # LMDB: checked in a child process before it is read
+                coord.store = coord.store.reopened()
+            except CheckpointStoreError as exc:
+                raise RecoveryError(f"job {self.job_id} cannot recover: {exc}") from exc
+        if coord is not None and coord.own:
+            allow = self.plan.config.checkpoint.allow_fallback_past_committed
+            found, skipped = coord.store.newest_valid(coord.own)
+            committed = 0 if allow else coord.committed_upto()
+            where = coord.store.location
+            if found is not None and found[0] >= committed:
+                cid, metadata, blobs = found
+                self.restored_from.append(cid)
+                assignments = restore_assignments(self.plan, metadata, blobs)
+                self._enumerator_states = restore_enumerator_states(metadata, blobs)
+                return assignments
+            if not allow:
+                corrupt = _describe_skipped(skipped, coord.own)
+                if found is None:
+                    raise RecoveryError(
+                        f"job {self.job_id}: none of its checkpoints {coord.own} in {where} "
+                        f"verifies ({corrupt}); starting over would repeat the effects of "
+                        f"checkpoints up to {committed} that sinks committed. The job fails "
+                        "instead; set allow_fallback_past_committed=True to restart from the "
+                        "start (or the savepoint it was started from) anyway"
+                    )
+                raise RecoveryError(
+                    f"job {self.job_id}: the newest checkpoint in {where} that verifies is "
+                    f"{found[0]}, but checkpoint {committed} was committed (sinks made its "
+                    f"effects visible) and is corrupt: {corrupt}. Falling back to {found[0]} "
+                    f"would repeat the effects of checkpoints {found[0] + 1}..{committed} "
+                    "(duplicates in exactly-once sinks); the job fails instead. Set "
+                    "allow_fallback_past_committed=True to accept that"
+                )
             if found is not None:
                 cid, metadata, blobs = found
+                log.warning("job %s falls back to checkpoint %d (allowed)", self.job_id, cid)
                 self.restored_from.append(cid)
                 assignments = restore_assignments(self.plan, metadata, blobs)
                 self._enumerator_states = restore_enumerator_states(metadata, blobs)
@@ -393,6 +483,7 @@ class JobMaster:
                     self.coordinator.cleanup,
                     self.status == JobStatusName.CANCELED,
                     self.status == JobStatusName.FAILED,
+                    isinstance(self.error, RecoveryError),
                 )
             except Exception as exc:  # the job's outcome stands; leftovers are only disk space
                 log.warning("job %s: removing its checkpoints failed: %s", self.job_id, exc)
@@ -568,13 +659,15 @@ class JobMaster:
     async def trigger_savepoint(self, path: str) -> dict[str, Any]:
         from raystream.checkpointing.storage import open_savepoint_store
 
-        store = await asyncio.to_thread(open_savepoint_store, path)
+        store = await asyncio.to_thread(open_savepoint_store, path, self._state_key)
         return await self._take(CheckpointKind.SAVEPOINT, store)
 
     async def stop_with_savepoint(self, path: str) -> dict[str, Any]:
         """A savepoint, then its side effects committed (as a completed checkpoint), then the
         job is stopped."""
         stats = await self.trigger_savepoint(path)
+        if self.coordinator is not None:  # its effects are committed next: never go back before
+            await asyncio.to_thread(self.coordinator.record_committed, stats["checkpoint_id"])
         notified = [
             h.notify_checkpoint_complete.remote(stats["checkpoint_id"], False)
             for h in self.tasks.values()
@@ -697,6 +790,34 @@ def as_job_error(
     err.failure_history = list(failures or [])
     err.__cause__ = cause
     return err
+
+
+def _open_job_store(location: str, key: bytes | None) -> Any:
+    """The job's checkpoint store, its local directory created (private) now, so that its
+    disappearance later fails checkpoints instead of going unnoticed."""
+    from raystream.checkpointing.storage import FsCheckpointStore, open_store
+
+    store = open_store(location, key)
+    if isinstance(store, FsCheckpointStore):
+        store.ensure_root()
+    return store
+
+
+def _committed_in(store: Any) -> int | None:
+    """The newest committed checkpoint any job recorded in ``store`` (None: none recorded)."""
+    marks = store.committed_marks()
+    known = [v for v in marks.values() if v is not None]
+    if len(known) != len(marks):
+        log.warning("%s holds a committed mark that does not verify; it is ignored", store)
+    return max(known, default=None)
+
+
+def _describe_skipped(skipped: dict[int, str], ids: list[int]) -> str:
+    parts = [f"checkpoint {cid}: {why}" for cid, why in sorted(skipped.items(), reverse=True)]
+    missing = [i for i in ids if i not in skipped]
+    if not parts and missing:
+        return f"checkpoints {missing} have no metadata"
+    return "; ".join(parts) if parts else "nothing to restore"
 
 
 def _claim_default_dir(location: str, job_id: str) -> None:

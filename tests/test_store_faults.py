@@ -1,0 +1,470 @@
+"""Faults of the checkpoint store itself, for the file store and the LMDB store.
+
+Each fault is made behind the store's back (bytes flipped in a file, an LMDB value rewritten
+through LMDB, a directory removed) and each test asserts the exact outcome: the exact output,
+or a clear failure with nothing duplicated and nothing deleted. Duplicates are counted with
+``execute_and_collect``, which hands records to the driver only once the checkpoint after them
+completed, like a two-phase-commit sink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import stat
+import struct
+
+import lmdb
+import pytest
+
+from raystream import StreamExecutionEnvironment
+from raystream.checkpoint_config import ExternalizedCheckpointRetention, RestartStrategies
+from raystream.checkpointing.snapshot import decode
+from raystream.checkpointing.state_key import StateKeyError, resolve_state_key, user_root
+from raystream.checkpointing.storage import (
+    CheckpointStore,
+    CheckpointStoreError,
+    CorruptCheckpointError,
+    FsCheckpointStore,
+    LmdbCheckpointStore,
+    open_restore_source,
+    open_store,
+)
+from raystream.checkpointing.storage.base import _canonical
+from raystream.errors import JobExecutionError
+from tests.chaos_jobs import (
+    Collector,
+    PacedEvents,
+    SequenceCheck,
+    check_sequences,
+    kill_task,
+    wait_until,
+)
+
+KINDS = ["files", "lmdb"]
+
+
+def location(kind: str, path) -> str:
+    return str(path) if kind == "files" else f"lmdb://{path}"
+
+
+# -- changing what a store wrote, behind its back -----------------------------------------------
+
+
+def read_raw(kind: str, path, key: str) -> bytes:
+    if kind == "files":
+        with open(os.path.join(path, key), "rb") as f:
+            return f.read()
+    with lmdb.open(str(path), map_size=1 << 30) as env, env.begin() as txn:
+        value = txn.get(key.encode())
+        assert value is not None, key
+        return bytes(value)
+
+
+def write_raw(kind: str, path, key: str, data: bytes) -> None:
+    if kind == "files":
+        with open(os.path.join(path, key), "wb") as f:
+            f.write(data)
+        return
+    with lmdb.open(str(path), map_size=1 << 30) as env, env.begin(write=True) as txn:
+        txn.put(key.encode(), data)
+
+
+def metadata_key(kind: str, cid: int) -> str:
+    return f"chk-{cid}/_metadata" if kind == "files" else f"meta/{cid:020d}"
+
+
+def flip_newest_blob(kind: str, path, cid: int) -> None:
+    record = json.loads(read_raw(kind, path, metadata_key(kind, cid)))
+    key = sorted(b["__blob__"]["key"] for b in record["metadata"]["blobs"].values())[0]
+    data = bytearray(read_raw(kind, path, key))
+    data[len(data) // 2] ^= 0xFF
+    write_raw(kind, path, key, bytes(data))
+
+
+def truncate_metadata(kind: str, path, cid: int) -> None:
+    data = read_raw(kind, path, metadata_key(kind, cid))
+    write_raw(kind, path, metadata_key(kind, cid), data[: len(data) // 2])
+
+
+class Planted:
+    """A pickle that, if the job master ever unpickled it, would leave a file behind."""
+
+    def __init__(self, mark: str):
+        self.mark = mark
+
+    def __reduce__(self):
+        return (open, (self.mark, "w"))
+
+
+def plant_pickle_with_recomputed_digests(kind: str, path, cid: int, mark: str) -> None:
+    """Replaces a task blob with a malicious pickle and rewrites the metadata so every unkeyed
+    digest matches again: the size, the blob's SHA-256, the record's SHA-256 (and the blake2b
+    trailer of the snapshot format)."""
+    record = json.loads(read_raw(kind, path, metadata_key(kind, cid)))
+    name = sorted(record["metadata"]["blobs"])[0]
+    handle = record["metadata"]["blobs"][name]["__blob__"]
+    body = pickle.dumps(Planted(mark))
+    evil = body + hashlib.blake2b(body, digest_size=32).digest()
+    write_raw(kind, path, handle["key"], evil)
+    handle["size"] = len(evil)
+    handle["checksum"] = hashlib.sha256(evil).hexdigest()
+    record["checksum"] = hashlib.sha256(_canonical(record["metadata"])).hexdigest()
+    write_raw(kind, path, metadata_key(kind, cid), json.dumps(record).encode())
+
+
+# -- without Ray: the stores ----------------------------------------------------------------------
+
+
+def commit(store: CheckpointStore, cid: int) -> dict:
+    blobs = {
+        f"task-{i}": store.write_blob(cid, f"task-{i}", b"state %d/%d" % (cid, i)) for i in (0, 1)
+    }
+    metadata = {"blobs": blobs, "offset": 1000 + cid}
+    store.commit(cid, metadata)
+    return metadata
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_recomputed_unkeyed_digests_are_refused_by_the_hmac(kind, tmp_path):
+    path = tmp_path / "store"
+    mark = str(tmp_path / "planted")
+    with open_store(location(kind, path)) as store:
+        commit(store, 1)
+        commit(store, 2)
+    plant_pickle_with_recomputed_digests(kind, path, 2, mark)
+    with open_store(location(kind, path)) as store:
+        with pytest.raises(CorruptCheckpointError, match="checkpoint 2 .*fails its HMAC"):
+            store.load(2)
+        found, skipped = store.newest_valid()
+        assert found is not None and found[0] == 1 and list(skipped) == [2]
+    assert not os.path.exists(mark)  # nothing was unpickled
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_blob_signed_under_another_key_is_refused(kind, tmp_path):
+    path = tmp_path / "store"
+    with open_store(location(kind, path), key=b"k" * 32) as store:
+        commit(store, 1)
+        store.record_committed("job", 1)
+    with open_store(location(kind, path), key=b"x" * 32) as other:
+        with pytest.raises(CorruptCheckpointError, match="HMAC"):
+            other.read_metadata(1)
+        assert other.committed_marks() == {"job": None}  # unknown, never taken as "nothing"
+    with open_store(location(kind, path), key=b"k" * 32) as store:
+        assert store.load(1)[1] == {"task-0": b"state 1/0", "task-1": b"state 1/1"}
+        assert store.committed_marks() == {"job": 1}
+
+
+def test_unsigned_records_of_the_old_format_are_refused(tmp_path):
+    path = tmp_path / "store"
+    with open_store(str(path)) as store:
+        commit(store, 1)
+    record = json.loads(read_raw("files", path, "chk-1/_metadata"))
+    del record["mac"]
+    record["format"] = "raystream-checkpoint-v1"
+    write_raw("files", path, "chk-1/_metadata", json.dumps(record).encode())
+    with open_store(str(path)) as store, pytest.raises(CorruptCheckpointError, match="unsigned"):
+        store.read_metadata(1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_store_deleted_under_a_job_fails_the_write(kind, tmp_path):
+    path = tmp_path / "store"
+    with open_store(location(kind, path)) as store:
+        commit(store, 1)
+        shutil.rmtree(path)
+        with pytest.raises(CheckpointStoreError, match="vanished"):
+            commit(store, 2)
+        assert not path.exists()  # not silently created again
+
+
+def newest_meta_offset(data: bytes) -> int:
+    txns = [struct.unpack_from("<Q", data, page * 4096 + 144)[0] for page in (0, 1)]
+    return 4096 * txns.index(max(txns))
+
+
+def corrupt_lmdb(path, how: str) -> None:
+    data_file = os.path.join(path, "data.mdb")
+    with open(data_file, "rb") as f:
+        data = bytearray(f.read())
+    meta = newest_meta_offset(bytes(data))
+    if how == "meta-flags":  # the main database claims DUPSORT
+        struct.pack_into("<H", data, meta + 92, 0x04)
+    elif how == "meta-root":  # the root points past the file
+        struct.pack_into("<Q", data, meta + 128, 10**9)
+    elif how == "both-metas":
+        data[0:8192] = b"\xab" * 8192
+    elif how == "leaf-pages":  # every leaf node claims duplicates (meta pages stay sane)
+        for page in range(2, len(data) // 4096):
+            base = page * 4096
+            pgno, _, flags, lower = struct.unpack_from("<QHHH", data, base)
+            if pgno == page and flags == 0x02:
+                for k in range((lower - 16) // 2):
+                    node = base + struct.unpack_from("<H", data, base + 16 + 2 * k)[0]
+                    struct.pack_into("<H", data, node + 4, 0x04)
+    with open(data_file, "r+b") as f:  # in place: a process may have the file mapped
+        f.write(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["meta-flags", "meta-root", "both-metas", "leaf-pages"])
+def test_a_damaged_lmdb_store_raises_instead_of_aborting(tmp_path, how):
+    path = tmp_path / "store"
+    with LmdbCheckpointStore(str(path)) as store:
+        for cid in (1, 2, 3):
+            commit(store, cid)
+    corrupt_lmdb(path, how)
+    with pytest.raises(CheckpointStoreError, match="damaged"):
+        LmdbCheckpointStore(str(path))
+    with pytest.raises(CheckpointStoreError, match="damaged"):
+        open_restore_source(f"lmdb://{path}")
+
+
+def test_lmdb_meta_pages_damaged_while_open_fail_the_next_write(tmp_path):
+    path = tmp_path / "store"
+    with LmdbCheckpointStore(str(path)) as store:
+        commit(store, 1)
+        corrupt_lmdb(path, "meta-flags")
+        with pytest.raises(CheckpointStoreError, match="damaged"):
+            commit(store, 2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_files_and_directories_are_private(kind, tmp_path):
+    path = tmp_path / "store"
+    with open_store(location(kind, path)) as store:
+        commit(store, 1)
+        store.record_committed("job", 1)
+    for root, _dirs, files in os.walk(path):
+        assert stat.S_IMODE(os.stat(root).st_mode) == 0o700, root
+        for name in files:
+            if name != "lock.mdb":  # LMDB's lock file holds no data
+                assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o600, name
+    key_file = os.path.join(user_root(), "state-key")  # the generated key the store used
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(user_root()).st_mode) == 0o700
+
+
+def test_state_key_from_the_environment_and_too_short(monkeypatch):
+    monkeypatch.setenv("RAYSTREAM_STATE_KEY", "a-deployment-key-of-some-length")
+    assert resolve_state_key() == b"a-deployment-key-of-some-length"
+    monkeypatch.setenv("RAYSTREAM_STATE_KEY", "short")
+    with pytest.raises(StateKeyError, match="at least 16"):
+        resolve_state_key()
+
+
+def test_restore_sources_by_path_and_uri(tmp_path):
+    with open_store(str(tmp_path / "files")) as store:
+        commit(store, 3)
+        commit(store, 4)
+    with open_store(f"lmdb://{tmp_path / 'db'}") as store:
+        commit(store, 5)
+    cases = {
+        str(tmp_path / "files"): (FsCheckpointStore, None),
+        (tmp_path / "files").as_uri(): (FsCheckpointStore, None),
+        str(tmp_path / "files" / "chk-3"): (FsCheckpointStore, 3),
+        (tmp_path / "files" / "chk-3").as_uri(): (FsCheckpointStore, 3),
+        str(tmp_path / "db"): (LmdbCheckpointStore, None),
+        f"lmdb://{tmp_path / 'db'}": (LmdbCheckpointStore, None),
+    }
+    for source, (cls, cid) in cases.items():
+        store, wanted = open_restore_source(source)
+        try:
+            assert (type(store), wanted) == (cls, cid), source
+            assert store.newest_valid()[0] is not None
+        finally:
+            store.close()
+
+
+# -- on Ray: jobs ---------------------------------------------------------------------------------
+
+N = 6_000
+
+
+def job(tmp_path, kind: str, name: str, uid: str = "sequence-check", rate: float = 3000):
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(2)
+    env.enable_checkpointing(600_000)  # checkpoints only when the test triggers them
+    cc = env.get_checkpoint_config()
+    cc.set_checkpoint_storage(location(kind, tmp_path / "store"))
+    cc.set_num_retained_checkpoints(2)
+    env.set_restart_strategy(RestartStrategies.fixed_delay_restart(3, 0))
+    stream = (
+        env.from_source(PacedEvents(N, rate), source_name="events")
+        .key_by(lambda e: e[0])
+        .process(SequenceCheck())
+        .uid(uid)
+        .name("seq")
+    )
+    return env, stream
+
+
+def completed_ids(kind: str, path) -> list[int]:
+    with open_store(location(kind, path)) as store:
+        return store.completed()
+
+
+def assert_no_duplicates(values: list) -> None:
+    seqs = [v[2] for v in values]
+    assert len(seqs) == len(set(seqs)), f"{len(seqs) - len(set(seqs))} duplicated records"
+
+
+CORRUPTIONS = {
+    "flipped-blob": flip_newest_blob,
+    "recomputed-digest": lambda kind, path, cid: plant_pickle_with_recomputed_digests(
+        kind, path, cid, str(path) + ".planted"
+    ),
+    "truncated-metadata": truncate_metadata,
+}
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_corrupt_committed_checkpoint_fails_the_job_instead_of_duplicating(
+    tmp_path, kind, corruption
+):
+    _, stream = job(tmp_path, kind, "corrupt")
+    name = f"corrupt-{kind}-{corruption}"
+    col = Collector(stream.execute_and_collect(name))
+    first = col.client.trigger_checkpoint()["checkpoint_id"]
+    second = col.client.trigger_checkpoint()["checkpoint_id"]
+    wait_until(lambda: len(col.values) > 0, what="records of committed checkpoints")
+    CORRUPTIONS[corruption](kind, tmp_path / "store", second)
+    kill_task(name, "seq", attempt=0)
+    with pytest.raises(JobExecutionError) as failed:
+        col.join()
+    text = str(failed.value)
+    assert f"newest checkpoint in {location_of(kind, tmp_path)} that verifies is {first}" in text
+    assert f"checkpoint {second} was committed" in text and f"checkpoint {second}:" in text
+    assert "allow_fallback_past_committed" in text
+    assert_no_duplicates(col.values)
+    assert col.client.get_checkpoint_stats()["restarts"] == 1  # failed at the first recovery
+    assert completed_ids(kind, tmp_path / "store") == [first, second]  # nothing deleted
+    assert not os.path.exists(str(tmp_path / "store") + ".planted")
+
+
+def location_of(kind: str, tmp_path) -> str:
+    path = os.path.realpath(tmp_path / "store")
+    return f"file://{path}" if kind == "files" else f"lmdb://{path}"
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
+def test_lmdb_pages_damaged_mid_run_fail_the_recovery_not_the_job_master(tmp_path):
+    _, stream = job(tmp_path, "lmdb", "lmdb-damaged")
+    col = Collector(stream.execute_and_collect("lmdb-damaged"))
+    col.client.trigger_checkpoint()
+    wait_until(lambda: len(col.values) > 0, what="records of a committed checkpoint")
+    corrupt_lmdb(tmp_path / "store", "leaf-pages")
+    kill_task("lmdb-damaged", "seq", attempt=0)
+    with pytest.raises(JobExecutionError, match="cannot recover: LMDB checkpoint store .* damaged"):
+        col.join()
+    assert_no_duplicates(col.values)
+    assert col.client.get_checkpoint_stats()["restarts"] == 1  # the job master still answers
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
+def test_every_checkpoint_corrupt_fails_instead_of_restarting_empty(tmp_path):
+    _, stream = job(tmp_path, "files", "all-corrupt")
+    col = Collector(stream.execute_and_collect("all-corrupt"))
+    only = col.client.trigger_checkpoint()["checkpoint_id"]
+    flip_newest_blob("files", tmp_path / "store", only)
+    kill_task("all-corrupt", "seq", attempt=0)
+    with pytest.raises(JobExecutionError, match=rf"none of its checkpoints \[{only}\]"):
+        col.join()
+    assert_no_duplicates(col.values)
+    assert completed_ids("files", tmp_path / "store") == [only]
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_store_deleted_mid_run_fails_its_checkpoints(tmp_path, kind):
+    env, stream = job(tmp_path, kind, "deleted", rate=1000)
+    env.set_restart_strategy(RestartStrategies.no_restart())
+    col = Collector(stream.execute_and_collect(f"deleted-{kind}"))
+    col.client.trigger_checkpoint()
+    shutil.rmtree(tmp_path / "store")
+    with pytest.raises(Exception, match="vanished"):
+        col.client.trigger_checkpoint()
+    with pytest.raises(JobExecutionError, match="vanished"):
+        col.join()
+    assert_no_duplicates(col.values)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(tmp_path, kind):
+    # a job retains its checkpoint when canceled...
+    env, stream = job(tmp_path, kind, "first", rate=2000)
+    env.get_checkpoint_config().set_externalized_checkpoint_retention(
+        ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
+    )
+    col = Collector(stream.execute_and_collect(f"first-{kind}"))
+    retained = col.client.trigger_checkpoint()["checkpoint_id"]
+    wait_until(lambda: len(col.values) > 0, what="committed records")
+    col.client.cancel()
+    with pytest.raises(JobExecutionError, match="canceled"):
+        col.join()
+    before = col.values  # what checkpoint `retained` released
+    store_path = tmp_path / "store"
+    assert completed_ids(kind, store_path) == [retained]
+
+    # ...a resume that fails at restore (a uid changed) leaves it alone, same store or not...
+    source = location(kind, store_path)
+    _, renamed = job(tmp_path, kind, "renamed", uid="renamed")
+    with pytest.raises(JobExecutionError, match="sequence-check"):
+        list(renamed.execute_and_collect(f"renamed-{kind}", savepoint_path=source))
+    assert completed_ids(kind, store_path) == [retained]
+
+    # ...and the fixed job resumes from it: every event exactly once over both runs
+    _, fixed = job(tmp_path, kind, "fixed", rate=50_000)
+    after = list(fixed.execute_and_collect(f"fixed-{kind}", savepoint_path=source))
+    check_sequences(before + after, N)
+    assert completed_ids(kind, store_path) == [retained]  # its own checkpoints went, not that one
+    with open_store(source) as store:
+        blobs = store.load(retained)[1]
+        tasks = [decode(data) for name, data in blobs.items() if name.startswith("task-")]
+        assert tasks and all(t.checkpoint_id == retained for t in tasks)
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(300)
+def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_path):
+    env, stream = job(tmp_path, "files", "retain-two", rate=2000)
+    env.get_checkpoint_config().set_externalized_checkpoint_retention(
+        ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
+    )
+    col = Collector(stream.execute_and_collect("retain-two"))
+    first = col.client.trigger_checkpoint()["checkpoint_id"]
+    second = col.client.trigger_checkpoint()["checkpoint_id"]
+    col.client.cancel()
+    with pytest.raises(JobExecutionError, match="canceled"):
+        col.join()
+    store_path = tmp_path / "store"
+    flip_newest_blob("files", store_path, second)
+
+    # the store's newest valid checkpoint is older than the committed one: refused...
+    _, again = job(tmp_path, "files", "again", rate=50_000)
+    with pytest.raises(
+        JobExecutionError,
+        match=rf"newest valid checkpoint is {first}, but "
+        rf"checkpoint {second} was committed",
+    ):
+        list(again.execute_and_collect("again", savepoint_path=str(store_path)))
+    # ...while naming the older checkpoint is a deliberate choice, and works
+    _, named = job(tmp_path, "files", "named", rate=50_000)
+    after = list(
+        named.execute_and_collect("named", savepoint_path=str(store_path / f"chk-{first}"))
+    )
+    assert {v[2] for v in col.values + after} == set(range(N))
+    assert len(after) < N  # it started from checkpoint `first`, not from the beginning
+    assert completed_ids("files", store_path) == [first, second]  # nothing deleted
