@@ -24,7 +24,6 @@ it was written under, and a replay appends nothing twice. At-least-once appends 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -209,7 +208,6 @@ class _Enumerator(DiscoveringSplitEnumerator):
         #: subtask of each stream found by this enumerator: round robin in discovery order, so
         #: no subtask is left without a stream while there are at least as many streams
         self._slots: dict[str, int] = {}
-        self._no_more_sent = False
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         return {"splits": dict(self.known), "initial_done": self.initial_done}
@@ -221,33 +219,22 @@ class _Enumerator(DiscoveringSplitEnumerator):
         return slot % parallelism
 
     def discovery_finished(self) -> bool:
-        # "no more splits" is sent by _on_discovered below, never by the base class; an
-        # unbounded source never sends it: a subtask without a stream then stays idle (a
-        # finished one would emit the end-of-time watermark)
-        return False
+        # bounded: streams are listed once, then every subtask hears that no more come (the
+        # runtime delivers that after the assignment); an unbounded source never says so: a
+        # subtask without a stream then holds event time (or goes idle with with_idleness)
+        return self.redis_source.bounded
 
-    def _on_discovered(self, splits: Any, error: BaseException | None) -> None:
+    def _on_discovered(self, splits: Any, error: BaseException | None) -> bool:
         if error is None:
             n = len(self.known)
             for split in splits:
                 if split.stream not in self.known and split.stream not in self._slots:
                     self._slots[split.stream] = n
                     n += 1
-        super()._on_discovered(splits, error)
+        again = super()._on_discovered(splits, error)
         if error is None:
             self.initial_done = True
-            if self.redis_source.bounded and not self._no_more_sent:
-                self._no_more_sent = True
-                # The runtime may deliver "no more splits" to a task before the assignment
-                # just sent (Ray does not order calls to async actors), and a task that polls
-                # in between ends without its streams. Sending it after a hop through the
-                # worker threads and a short pause makes that unlikely; it cannot rule it out
-                # (see docs/redis.md, Limits).
-                self.context.call_async(_pause, self._signal_no_more)
-
-    def _signal_no_more(self, result: Any, error: BaseException | None) -> None:
-        for i in range(self.context.parallelism):
-            self.context.signal_no_more_splits(i)
+        return again
 
     def discover(self) -> list[RedisStreamSplit]:
         src = self.redis_source
@@ -315,10 +302,6 @@ class _Enumerator(DiscoveringSplitEnumerator):
         client, self._client = self._client, None
         if client is not None:
             client.close()
-
-
-def _pause() -> None:
-    time.sleep(0.05)
 
 
 def _field(info: Any, name: str) -> str:
