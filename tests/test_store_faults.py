@@ -100,12 +100,14 @@ class Planted:
         return (open, (self.mark, "w"))
 
 
-def plant_pickle_with_recomputed_digests(kind: str, path, cid: int, mark: str) -> None:
+def plant_pickle_with_recomputed_digests(
+    kind: str, path, cid: int, mark: str, name: str | None = None
+) -> None:
     """Replaces a task blob with a malicious pickle and rewrites the metadata so every unkeyed
     digest matches again: the size, the blob's SHA-256, the record's SHA-256 (and the blake2b
     trailer of the snapshot format)."""
     record = json.loads(read_raw(kind, path, metadata_key(kind, cid)))
-    name = sorted(record["metadata"]["blobs"])[0]
+    name = name or sorted(record["metadata"]["blobs"])[0]
     handle = record["metadata"]["blobs"][name]["__blob__"]
     body = pickle.dumps(Planted(mark))
     evil = body + hashlib.blake2b(body, digest_size=32).digest()
@@ -426,7 +428,9 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
     assert completed_ids(kind, store_path) == [retained]
 
     # ...and the fixed job resumes from it: every event exactly once over both runs
-    _, fixed = job(tmp_path, kind, "fixed", rate=50_000)
+    fixed_env, fixed = job(tmp_path, kind, "fixed", rate=50_000)
+    # one retained: the job's final checkpoint must not displace the one it resumed from
+    fixed_env.get_checkpoint_config().set_num_retained_checkpoints(1)
     after = list(fixed.execute_and_collect(f"fixed-{kind}", savepoint_path=source))
     check_sequences(before + after, N)
     assert completed_ids(kind, store_path) == [retained]  # its own checkpoints went, not that one
@@ -468,3 +472,33 @@ def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_p
     assert {v[2] for v in col.values + after} == set(range(N))
     assert len(after) < N  # it started from checkpoint `first`, not from the beginning
     assert completed_ids("files", store_path) == [first, second]  # nothing deleted
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
+def test_a_planted_split_enumerator_blob_is_refused(tmp_path):
+    from examples.partitioned_log_source import LogSource, LogWriter
+
+    log = LogWriter(str(tmp_path / "log"))
+    for p in (0, 1):
+        log.append(p, [{"p": p, "i": i, "ts": i} for i in range(100)])
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(1)
+    env.enable_checkpointing(600_000)
+    env.get_checkpoint_config().set_checkpoint_storage(str(tmp_path / "store"))
+    env.set_restart_strategy(RestartStrategies.fixed_delay_restart(3, 0))
+    source = LogSource(str(tmp_path / "log"), discovery_interval_ms=50)
+    stream = env.from_source(source, source_name="log").map(lambda r: (r["p"], r["i"]))
+    col = Collector(stream.execute_and_collect("planted-enumerator"))
+    wait_until(lambda: col.client.metrics()["tasks"], what="the tasks")
+    only = col.client.trigger_checkpoint()["checkpoint_id"]
+    record = json.loads(read_raw("files", tmp_path / "store", metadata_key("files", only)))
+    assert "enumerator-0" in record["metadata"]["blobs"]  # the split enumerator's snapshot
+    mark = str(tmp_path / "planted")
+    plant_pickle_with_recomputed_digests("files", tmp_path / "store", only, mark, "enumerator-0")
+    kill_task("planted-enumerator", "log", attempt=0)
+    # the rewritten metadata (enumerator blob handle with recomputed digests) fails its HMAC
+    with pytest.raises(JobExecutionError, match=f"checkpoint {only} .*metadata fails its HMAC"):
+        col.join()
+    assert not os.path.exists(mark)
+    assert len(col.values) == len(set(col.values))
