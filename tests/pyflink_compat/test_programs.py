@@ -336,7 +336,20 @@ def test_broadcast_and_keyed_broadcast_process_functions():
 
 
 def test_event_time_timers_count_with_timeout():
-    assert_same_lines(run("event_time_timers"), EVENT_TIME_TIMERS)
+    # The program rebalances the collection over two assigner subtasks, so a key's events reach
+    # the keyed function over two channels whose relative order is undefined (in Flink too):
+    # the last event processed for "a" is 30 or 38, for "c" 33 or 60 (both "b" events after 2
+    # travel on one channel). PyFlink printed EVENT_TIME_TIMERS; any of these orders is correct.
+    got = run("event_time_timers")
+    allowed = {
+        "a": {"a count=5 last=30 fired_at=40", "a count=5 last=38 fired_at=48"},
+        "b": {"b count=3 last=34 fired_at=44"},
+        "c": {"c count=4 last=60 fired_at=70", "c count=4 last=33 fired_at=43"},
+    }
+    assert sorted(line[0] for line in got) == ["a", "b", "c"], got
+    for line in got:
+        assert line in allowed[line[0]], line
+    assert set(EVENT_TIME_TIMERS) <= set().union(*allowed.values())
 
 
 def test_tumbling_windows_reduce_aggregate_process_with_output_types():
