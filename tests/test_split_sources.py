@@ -252,20 +252,7 @@ def test_idle_partition_with_idleness_lets_event_time_advance(tmp_path):
         w = LogWriter(str(d))
         w.append(0, records(0, 100, ts0=0, step=10) + [{"p": 0, "i": 100, "ts": 5000}])
         w.append(1, [])
-        env = StreamExecutionEnvironment.get_execution_environment()
-        env.set_parallelism(1)
-        env.get_config().set_auto_watermark_interval(20)
-        strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0))
-        if idleness:
-            strategy = strategy.with_idleness(Duration.of_millis(200))
-        counts = (
-            env.from_source(LogSource(str(d), discovery_interval_ms=50), strategy, "log")
-            .key_by(lambda r: r["p"])
-            .window(TumblingEventTimeWindows.of(Duration.of_seconds(1)))
-            .reduce(lambda a, b: {**a, "n": a.get("n", 1) + b.get("n", 1)})
-            .map(lambda r: r.get("n", 1))
-        )
-        col = Collector(counts.execute_and_collect(f"idle-{idleness}"))
+        col = _window_counts(d, 1, idleness, f"idle-{idleness}")
         client = col.client
         if idleness:
             wait_until(lambda c=col: c.values == [100], what="the first window under idleness")
@@ -279,6 +266,24 @@ def test_idle_partition_with_idleness_lets_event_time_advance(tmp_path):
         w.close_partition(1)
         w.close_topic()
         assert sorted(col.join()) == [1, 100]
+
+
+def _window_counts(directory, parallelism: int, idleness: bool, name: str) -> Collector:
+    """log -> 1 s event-time window counts per partition, collected while the job runs."""
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_parallelism(parallelism)
+    env.get_config().set_auto_watermark_interval(20)
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0))
+    if idleness:
+        strategy = strategy.with_idleness(Duration.of_millis(200))
+    counts = (
+        env.from_source(LogSource(str(directory), discovery_interval_ms=50), strategy, "log")
+        .key_by(lambda r: r["p"])
+        .window(TumblingEventTimeWindows.of(Duration.of_seconds(1)))
+        .reduce(lambda a, b: {**a, "n": a.get("n", 1) + b.get("n", 1)})
+        .map(lambda r: r.get("n", 1))
+    )
+    return Collector(counts.execute_and_collect(name))
 
 
 def _source_records(client) -> int:
@@ -420,20 +425,7 @@ def test_a_subtask_without_a_split_holds_event_time_unless_idleness_times_it_out
         d = tmp_path / f"one-{idleness}"
         w = LogWriter(str(d))
         w.append(0, records(0, 100, ts0=0, step=10) + [{"p": 0, "i": 100, "ts": 5000}])
-        env = StreamExecutionEnvironment.get_execution_environment()
-        env.set_parallelism(2)
-        env.get_config().set_auto_watermark_interval(20)
-        strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(0))
-        if idleness:
-            strategy = strategy.with_idleness(Duration.of_millis(200))
-        counts = (
-            env.from_source(LogSource(str(d), discovery_interval_ms=50), strategy, "log")
-            .key_by(lambda r: r["p"])
-            .window(TumblingEventTimeWindows.of(Duration.of_seconds(1)))
-            .reduce(lambda a, b: {**a, "n": a.get("n", 1) + b.get("n", 1)})
-            .map(lambda r: r.get("n", 1))
-        )
-        col = Collector(counts.execute_and_collect(f"one-split-{idleness}"))
+        col = _window_counts(d, 2, idleness, f"one-split-{idleness}")
         client = col.client
         if idleness:
             wait_until(lambda c=col: c.values == [100], what="the window under idleness")
