@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -68,13 +69,14 @@ class DeliveryGuarantee(enum.Enum):
 # --- partitioners ---------------------------------------------------------------------------------
 
 
-class KafkaPartitioner:
+class KafkaPartitioner(ABC):
     """Chooses the partition of each record (Flink's ``FlinkKafkaPartitioner``). Without one,
     the producer's partitioner hashes the key (and spreads records without a key)."""
 
     def open(self, parallel_instance_id: int, parallel_instances: int) -> None:  # noqa: B027
         """Called once per sink subtask."""
 
+    @abstractmethod
     def partition(
         self,
         record: Any,
@@ -83,7 +85,7 @@ class KafkaPartitioner:
         target_topic: str,
         partitions: list[int],
     ) -> int:
-        raise NotImplementedError
+        """The partition (one of ``partitions``) for ``record``."""
 
 
 class FlinkFixedPartitioner(KafkaPartitioner):
