@@ -111,10 +111,17 @@ class KafkaBroker:
             raise RuntimeError(f"{remaining} records not delivered to {topic}")
 
     def consume_all(
-        self, topic: str, isolation: str = "read_committed", idle_s: float = 2.0
+        self,
+        topic: str,
+        isolation: str = "read_committed",
+        idle_s: float = 2.0,
+        expect: int = 0,
+        short_idle_s: float = 0.5,
     ) -> list:
         """Every record of ``topic`` from the beginning, as a consumer would read it: returns
-        ``(partition, offset, key, value, timestamp_ms)`` once nothing new came for ``idle_s``."""
+        ``(partition, offset, key, value, timestamp_ms)`` once nothing new came for ``idle_s``
+        (``short_idle_s`` once ``expect`` records came: a slow fetch on a loaded machine must
+        not end the read early, and an extra record is still seen)."""
         from confluent_kafka import Consumer, TopicPartition
 
         c = Consumer(
@@ -131,7 +138,9 @@ class KafkaBroker:
             c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
             out = []
             last = time.monotonic()
-            while time.monotonic() - last < idle_s:
+            while time.monotonic() - last < (
+                short_idle_s if expect and len(out) >= expect else idle_s
+            ):
                 msgs = c.consume(1000, timeout=0.2)
                 for m in msgs:
                     if m.error():
