@@ -13,6 +13,7 @@ The path and option helpers here are shared with the sink, :class:`FileSink`, wh
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -319,6 +320,37 @@ def _make_options(cls: type, fields: dict[str, Any] | None) -> Any:
 # --- readers --------------------------------------------------------------------------------------
 
 
+def _locate_decode_error(fs: pafs.FileSystem, path: str, encoding: str) -> tuple[int, int]:
+    """The line (1-based, universal newlines, as the reader counts them) and the byte offset of
+    the first bytes of ``path`` that do not decode as ``encoding`` (error path only)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    breaks, start, after_cr = 0, 0, False  # start: file offset of the decoder's pending bytes
+
+    def count(text: str) -> None:
+        nonlocal breaks, after_cr
+        if not text:
+            return
+        breaks += text.count("\n") + text.count("\r") - text.count("\r\n")
+        if after_cr and text.startswith("\n"):
+            breaks -= 1  # a \r\n split between two blocks is one line break
+        after_cr = text.endswith("\r")
+
+    with fs.open_input_stream(path) as stream:
+        while True:
+            block = stream.read(1 << 16)
+            pending, flag = decoder.getstate()
+            data = pending + block
+            try:
+                count(decoder.decode(block, final=not block))
+            except UnicodeDecodeError as exc:
+                decoder.setstate((b"", flag))
+                count(decoder.decode(data[: exc.start]))
+                return breaks + 1, start + exc.start
+            if not block:
+                return breaks + 1, start + len(data)  # not reached for a file that fails
+            start += len(data) - len(decoder.getstate()[0])
+
+
 class _TextReader(SplitReader):
     """Lines (or JSON lines) of one file, streamed; ``offset`` counts records already returned."""
 
@@ -332,6 +364,7 @@ class _TextReader(SplitReader):
         self.line_no = 0
         self._eof = False
         stream = fs.open_input_stream(split.path, buffer_size=_READ_BUFFER)
+        self._fs = fs
         self._text = io.TextIOWrapper(stream, encoding=encoding, newline=None)
         while self.offset < offset:  # resume: skip the records read before, without parsing them
             if self._next_line() is None:
@@ -344,8 +377,11 @@ class _TextReader(SplitReader):
             try:
                 line = self._text.readline()
             except UnicodeDecodeError as exc:
+                # the wrapper decodes ahead in chunks: the failing line is found in the bytes
+                bad_line, offset = _locate_decode_error(self._fs, self.path, self.encoding)
                 raise FileFormatError(
-                    f"cannot decode {self.path!r} as {self.encoding} after line {self.line_no}: {exc}"
+                    f"cannot decode {self.path!r} as {self.encoding}: line {bad_line} (byte offset "
+                    f"{offset}): {exc.reason}"
                 ) from exc
             if not line:
                 self._eof = True

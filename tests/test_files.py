@@ -370,6 +370,27 @@ def test_malformed_json_line_names_file_and_line_unit(tmp_path):
     reader.close()
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_undecodable_line_is_named_exactly_unit(tmp_path, newline):
+    """The reader decodes ahead in 8 KB chunks; the error still names the line holding the bad
+    byte (line 3000 of 5000), not the first line of its chunk."""
+    lines = [f"línea {i}".encode() for i in range(1, 5001)]
+    lines[2999] = b"caf\xe9"  # latin-1, not UTF-8
+    data = newline.encode().join(lines)
+    (tmp_path / "latin.txt").write_bytes(data)
+    source = FileSource.for_lines(str(tmp_path / "latin.txt"))
+    reader = source.open_split(source.create_splits(1)[0], 0)
+    got = []
+    with pytest.raises(FileFormatError) as err:
+        while (batch := reader.read(100)) is not None:
+            got.extend(batch)
+    bad = data.index(b"\xe9")
+    assert f"line 3000 (byte offset {bad})" in str(err.value)
+    assert "latin.txt" in str(err.value)
+    assert got == [f"línea {i}" for i in range(1, len(got) + 1)]  # nothing wrong came first
+    reader.close()
+
+
 @ray_test
 def test_malformed_json_line_fails_the_job(tmp_path):
     good = "\n".join(json.dumps({"a": i}) for i in range(10))
