@@ -478,6 +478,9 @@ class JobMaster:
         self._kill_tasks()
         if self.coordinator is not None:
             self.coordinator.abort_all("the job ended")
+            # a checkpoint with every acknowledgement may still be writing: let it finish before
+            # its directory goes (it would fail half-written and log a spurious error)
+            await self.coordinator.settle()
             try:
                 await asyncio.to_thread(
                     self.coordinator.cleanup,
