@@ -428,3 +428,38 @@ def test_nfa_matches_brute_force_reference(seed):
             f"missing {list((Counter(expected) - Counter(got)).elements())}\n"
             f"unexpected {list((Counter(got) - Counter(expected)).elements())}"
         )
+
+
+def test_public_cep_api_is_deliberate():
+    import raystream.cep
+
+    assert sorted(raystream.cep.__all__) == sorted(
+        [
+            "CEP",
+            "PatternStream",
+            "Pattern",
+            "PatternProcessFunction",
+            "TimedOutPartialMatchHandler",
+            "SimpleCondition",
+            "IterativeCondition",
+            "AfterMatchSkipStrategy",
+            "WithinType",
+            "MalformedPatternError",
+            "SkipToMissingStageError",
+        ]
+    )
+    assert all(hasattr(raystream.cep, n) for n in raystream.cep.__all__)
+
+
+def test_skip_to_missing_stage_raises_when_configured():
+    from raystream.cep import SkipToMissingStageError
+
+    strategy = AfterMatchSkipStrategy.skip_to_first("b").throw_exception_on_miss()
+    p = Pattern.begin("a", strategy).where(st("a")).followed_by("b").where(st("b")).optional()
+    p = p.followed_by("c").where(st("c"))
+    assert names_of(ev("a b c"), drive(p, ev("a b c"))[0]) == ["a b c"]
+    with pytest.raises(SkipToMissingStageError, match="skip_to_first"):
+        drive(p, ev("a x c"))
+    lenient = Pattern.begin("a", AfterMatchSkipStrategy.skip_to_first("b")).where(st("a"))
+    lenient = lenient.followed_by("b").where(st("b")).optional().followed_by("c").where(st("c"))
+    assert names_of(ev("a x c"), drive(lenient, ev("a x c"))[0]) == ["a c"]
