@@ -78,3 +78,23 @@ def test_dedup_with_event_time_ttl():
         ("b", 90),
         ("a", 200),
     ]
+
+
+def test_failed_logins():
+    from examples import failed_logins
+
+    events = failed_logins.login_events(n=600)
+    # independent: per user, each run of three consecutive failures (in timestamp order,
+    # successes in between do not break it) whose first and last are < 5 minutes apart
+    per_user: dict = {}
+    for e in sorted(events, key=lambda e: e["ts"]):
+        if not e["success"]:
+            per_user.setdefault(e["user"], []).append(e["ts"])
+    expected = sorted(
+        ("alert", user, ts[i], ts[i + 2])
+        for user, ts in per_user.items()
+        for i in range(len(ts) - 2)
+        if ts[i + 2] - ts[i] < failed_logins.WINDOW_MS
+    )
+    assert len(expected) >= 5
+    assert failed_logins.alerts(events) == expected
