@@ -14,7 +14,9 @@ Reading guide (the record path, file by file):
 - ``runtime/channels.py``: the last operator's output is routed onto channels, batched, and
   pushed to the consumer task with bounded credit (back-pressure).
 - ``runtime/elements.py``: the wire protocol (batches, watermarks, barriers, end of input).
-- ``runtime/client.py``: the driver's ``JobClient`` and the ``execute_and_collect`` iterator.
+- ``runtime/client.py``: the driver's ``JobClient`` and the ``execute_and_collect`` iterator;
+  ``JobClient.attach`` and ``list_jobs`` reach a cluster's jobs from any process
+  (``runtime/jobs.py``), as the ``raystream`` command line does (``cli.py``).
 """
 
 from raystream.api.connected import BroadcastConnectedStream, BroadcastStream, ConnectedStreams
@@ -121,7 +123,15 @@ from raystream.operators.windows import (
     TumblingProcessingTimeWindows,
     WindowAssigner,
 )
-from raystream.runtime.client import JobClient, JobExecutionResult, JobStatus
+from raystream.runtime.client import (
+    DetachedJobExecutionResult,
+    JobClient,
+    JobExecutionResult,
+    JobStatus,
+    JobStatusMessage,
+    list_jobs,
+)
+from raystream.runtime.jobs import ClusterUnreachableError, JobNotFoundError
 from raystream.state.api import (
     AggregatingState,
     ListState,
@@ -207,6 +217,11 @@ __all__ = [
     "GraphError",
     "InvalidKeyError",
     "JobClient",
+    "DetachedJobExecutionResult",
+    "JobStatusMessage",
+    "list_jobs",
+    "ClusterUnreachableError",
+    "JobNotFoundError",
     "JobExecutionError",
     "JobExecutionResult",
     "JobStatus",

@@ -86,6 +86,11 @@ class ExecutionConfig:
     #: again, whatever the restart strategy (a deterministic bug replays from the same
     #: checkpoint into the same error); 0 turns this off
     deterministic_failure_repeats: int = 3
+    #: a detached job's job master stays this long after the job ended, so that ``list``,
+    #: ``info`` and ``JobClient.attach(...).wait()`` still see its final status and result
+    #: (as Flink's ``jobstore.expiration-time``); then it removes itself. The tasks of an ended
+    #: job are gone at once. A job that is not detached ends with its driver.
+    finished_job_retention_ms: int = 600_000
     #: STREAMING, BATCH or AUTOMATIC (``env.set_runtime_mode``); a built plan holds the resolved
     #: mode, STREAMING or BATCH
     runtime_mode: RuntimeExecutionMode = RuntimeExecutionMode.STREAMING
@@ -147,6 +152,10 @@ class ExecutionConfig:
             raise GraphError(
                 "deterministic failure repeats must be >= 0 (0: off), got "
                 f"{self.deterministic_failure_repeats}"
+            )
+        if self.finished_job_retention_ms < 0:
+            raise GraphError(
+                f"finished job retention must be >= 0 ms, got {self.finished_job_retention_ms}"
             )
         self.runtime_mode = coerce_runtime_mode(self.runtime_mode)
         if self.buffer_timeout_ms < 0:

@@ -8,7 +8,9 @@
     ├── TaskError                  something failed inside a running task
     │   └── UserFunctionError      a user function raised on a record
     ├── ChannelError               a gap, duplicate or reordering on a channel
-    └── JobExecutionError          the job ended FAILED or was canceled while awaited
+    ├── JobExecutionError          the job ended FAILED or was canceled while awaited
+    ├── ClusterUnreachableError    no Ray cluster at the address given (runtime/jobs.py)
+    └── JobNotFoundError           no job (or several) of that name or id (runtime/jobs.py)
 
 Every message says what happened, where (operator / subtask), and what was expected. User
 exceptions are wrapped once, at the task boundary, with the original traceback in the message

@@ -411,6 +411,12 @@ class DataStream:
     ) -> CollectResultIterator | list:
         """Runs the job and returns its records: an iterator (close it, or use ``with``, to stop
         an unbounded job), or with ``limit`` a list of at most that many records."""
+        if self._env._detached_by_default():
+            raise GraphError(
+                "execute_and_collect cannot run detached (raystream run --detached): its "
+                "records go to this program, which exits; write them to a sink (e.g. "
+                "FileSink) instead, or run the program without --detached"
+            )
         collect_id = uuid.uuid4().hex
         self._add_sink(
             "Collect", functools.partial(CollectSinkOperator, collect_id=collect_id), inherit=True

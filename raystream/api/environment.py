@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -33,8 +35,21 @@ from raystream.operators.sources import (
 )
 from raystream.operators.split_source import SplitSource, SplitSourceOperator
 from raystream.runtime import serde
-from raystream.runtime.client import JobClient, JobExecutionResult
+from raystream.runtime.client import DetachedJobExecutionResult, JobClient, JobExecutionResult
+from raystream.runtime.deploy import DETACHED_NAMESPACE
 from raystream.runtime.jobmaster import JobMaster
+from raystream.runtime.jobs import job_master_name
+
+#: set by ``raystream run``: the settings a job script's ``execute`` picks up (see cli.py)
+ENV_DETACHED = "RAYSTREAM_DETACHED"
+ENV_SAVEPOINT_PATH = "RAYSTREAM_SAVEPOINT_PATH"
+ENV_ALLOW_NON_RESTORED_STATE = "RAYSTREAM_ALLOW_NON_RESTORED_STATE"
+#: a file ``execute_async`` appends one JSON line to per detached job it submits
+ENV_SUBMITTED_JOBS_FILE = "RAYSTREAM_SUBMITTED_JOBS_FILE"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 class StreamExecutionEnvironment:
@@ -217,40 +232,71 @@ class StreamExecutionEnvironment:
         *,
         savepoint_path: str | None = None,
         allow_non_restored_state: bool = False,
+        detached: bool | None = None,
     ) -> JobClient:
         """Submits the job and returns at once. ``savepoint_path``: start from that savepoint
         (or retained checkpoint), operators matched by uid; the parallelism may differ.
         ``allow_non_restored_state``: drop state of uids the job no longer has instead of
-        failing."""
+        failing.
+
+        ``detached=True``: the job's actors are detached Ray actors (namespace ``raystream``),
+        so the job runs on when this process exits; ``JobClient.attach`` reaches it from any
+        process. It needs a Ray cluster that outlives this process (without an address, the one
+        running on this machine); its driver-owned objects (a Ray Dataset source) are refused.
+        ``None``: detached if ``RAYSTREAM_DETACHED`` is set (``raystream run --detached``).
+
+        Without an explicit restore (this argument or ``set_savepoint_restore``), the job
+        starts from ``RAYSTREAM_SAVEPOINT_PATH`` if set (``raystream run --from-savepoint``).
+        """
         job_name = job_name or "raystream job"
+        if detached is None:
+            detached = _env_flag(ENV_DETACHED)
+        allow_non_restored_state = allow_non_restored_state or self._allow_non_restored
+        if savepoint_path is None and self._restore_path is None:
+            savepoint_path = os.environ.get(ENV_SAVEPOINT_PATH) or None
+            allow_non_restored_state = allow_non_restored_state or _env_flag(
+                ENV_ALLOW_NON_RESTORED_STATE
+            )
         savepoint_path = savepoint_path or self._restore_path
         plan = self._build(job_name)
-        self._ensure_ray()
+        self._ensure_ray(detached)
         job_id = uuid.uuid4().hex
-        name = f"raystream:jobmaster:{job_name}:{job_id[:8]}"
+        name = job_master_name(job_name, job_id)
         plan_bytes, refs = serde.dumps(plan)
+        if detached and refs:
+            raise GraphError(
+                f"job {job_name!r} cannot run detached: its plan holds {len(refs)} Ray objects "
+                "owned by this driver (e.g. the blocks of a Ray Dataset source), which Ray frees "
+                "when the driver exits; read the data from storage in the job instead"
+            )
         restore = None
         if savepoint_path is not None:
             restore = {
                 "path": str(savepoint_path),
-                "allow_non_restored_state": allow_non_restored_state or self._allow_non_restored,
+                "allow_non_restored_state": allow_non_restored_state,
             }
+        opts: dict[str, Any] = {
+            "name": name,
+            "num_cpus": 0,
+            "max_concurrency": 1000,
+            # the job master lives where the driver runs: losing a worker node must not
+            # take the job's coordinator with it (a soft affinity lets Ray move a zero-CPU
+            # actor to a worker node, so it is hard)
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False
+            ),
+        }
+        if detached:
+            opts["lifetime"] = "detached"
+            opts["namespace"] = DETACHED_NAMESPACE
         jm = (
             ray.remote(JobMaster)
-            .options(
-                name=name,
-                num_cpus=0,
-                max_concurrency=1000,
-                # the job master lives where the driver runs: losing a worker node must not
-                # take the job's coordinator with it (a soft affinity lets Ray move a zero-CPU
-                # actor to a worker node, so it is hard)
-                scheduling_strategy=NodeAffinitySchedulingStrategy(
-                    ray.get_runtime_context().get_node_id(), soft=False
-                ),
-            )
-            .remote(job_id, plan_bytes, refs, name, restore)
+            .options(**opts)
+            .remote(job_id, plan_bytes, refs, name, restore, detached)
         )
         ray.get(jm.start.remote())  # type: ignore[attr-defined]  # Ray types async methods without .remote
+        if detached:
+            _record_submitted(job_id, job_name)
         return JobClient(job_id, job_name, jm)
 
     def execute(
@@ -260,12 +306,19 @@ class StreamExecutionEnvironment:
         savepoint_path: str | None = None,
         allow_non_restored_state: bool = False,
     ) -> JobExecutionResult:
-        """Runs the job and blocks until it ends; raises ``JobExecutionError`` if it fails."""
-        return self.execute_async(
+        """Runs the job and blocks until it ends; raises ``JobExecutionError`` if it fails.
+
+        Under ``raystream run --detached`` (``RAYSTREAM_DETACHED`` set) it submits the job
+        detached and returns a :class:`DetachedJobExecutionResult` at once, as Flink's
+        ``execute()`` does in detached mode."""
+        client = self.execute_async(
             job_name,
             savepoint_path=savepoint_path,
             allow_non_restored_state=allow_non_restored_state,
-        ).wait()
+        )
+        if _env_flag(ENV_DETACHED):
+            return DetachedJobExecutionResult(client.job_id, client.job_name)
+        return client.wait()
 
     # -- checkpointing and restarts ----------------------------------------------------------------
 
@@ -312,9 +365,25 @@ class StreamExecutionEnvironment:
         self._allow_non_restored = allow_non_restored_state
         return self
 
-    def _ensure_ray(self) -> None:
-        if not ray.is_initialized():
-            ray.init(address=self._address, **self._ray_init_kwargs)
+    def _ensure_ray(self, detached: bool = False) -> None:
+        if ray.is_initialized():
+            return
+        address = self._address
+        if detached and address is None and os.environ.get("RAY_ADDRESS") in (None, "", "local"):
+            # a Ray started by this process would end with it, and the job with it
+            address = "auto"
+        try:
+            ray.init(address=address, **self._ray_init_kwargs)
+        except ConnectionError as exc:
+            if not detached:
+                raise
+            raise GraphError(
+                f"a detached job needs a running Ray cluster to outlive this process: {exc}. "
+                "Start one (ray start --head) or give its address (RAY_ADDRESS)"
+            ) from exc
+
+    def _detached_by_default(self) -> bool:
+        return _env_flag(ENV_DETACHED)
 
     # -- graph bookkeeping -----------------------------------------------------------------------
 
@@ -337,6 +406,13 @@ def _notice_once(what: str, paths: tuple[str, ...]) -> None:
         _log.warning(
             "%s(%s) ignored: raystream runs no JVM, jars are not needed", what, ", ".join(paths)
         )
+
+
+def _record_submitted(job_id: str, job_name: str) -> None:
+    path = os.environ.get(ENV_SUBMITTED_JOBS_FILE)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"job_id": job_id, "job_name": job_name}) + "\n")
 
 
 class _SourceFactory:

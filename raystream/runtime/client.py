@@ -1,4 +1,5 @@
-"""The driver's handle on a running job: status, metrics, cancel, results."""
+"""The handle on a running job — the driver's, or any process's that attached to it: status,
+metrics, cancel, savepoints, results; and the list of a cluster's jobs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import ray
 
 from raystream.errors import JobExecutionError
+from raystream.runtime import jobs
 from raystream.runtime.channels import loads
 from raystream.runtime.jobmaster import JobStatusName, as_job_error
 
@@ -69,22 +71,130 @@ class JobExecutionResult:
         return dataset_from_sink_results(self.get_sink_result(name))
 
 
-class JobClient:
-    """Returned by ``execute_async``; all calls go to the job's JobMaster actor."""
+class DetachedJobExecutionResult(JobExecutionResult):
+    """What ``execute()`` returns for a detached job (``raystream run --detached``): the job
+    id and name; the job runs on, so its results are not known here (as Flink's
+    ``DetachedJobExecutionResult``). ``JobClient.attach(job_id)`` reaches the job later."""
 
-    def __init__(self, job_id: str, job_name: str, job_master: Any):
-        self.job_id = job_id
-        self.job_name = job_name
-        self._jm = job_master
-        self._result: JobExecutionResult | None = None
+    def __init__(self, job_id: str, job_name: str):
+        super().__init__(job_id=job_id, job_name=job_name, net_runtime_ms=0)
+
+    def _unavailable(self, what: str) -> JobExecutionError:
+        return JobExecutionError(
+            f"job {self.job_id} ({self.job_name!r}) was submitted detached: its {what} is not "
+            "available to the program that submitted it; use JobClient.attach(job_id) or "
+            f"`raystream info {self.job_id}`",
+            self.job_id,
+        )
+
+    def get_net_runtime(self) -> int:
+        raise self._unavailable("runtime")
+
+    def records_out(self, operator: str) -> int:
+        raise self._unavailable("metrics")
+
+    def records_in(self, operator: str) -> int:
+        raise self._unavailable("metrics")
+
+    def get_sink_result(self, name: str) -> list[Any]:
+        raise self._unavailable("sink results")
+
+    def get_ray_dataset(self, name: str) -> Any:
+        raise self._unavailable("sink results")
+
+
+@dataclass(frozen=True)
+class JobStatusMessage:
+    """One job of a cluster, as ``list_jobs`` reports it (Flink's ``JobStatusMessage``)."""
+
+    job_id: str
+    job_name: str
+    job_state: JobStatus
+    #: when the job started, in ms since the epoch
+    start_time: int
+    detached: bool
 
     def get_job_id(self) -> str:
         return self.job_id
 
-    def _call(self, ref: Any) -> Any:
-        """Waits for a call to the job master; its death ends the job (it is not recoverable)."""
+    def get_job_name(self) -> str:
+        return self.job_name
+
+    def get_job_state(self) -> JobStatus:
+        return self.job_state
+
+    def get_start_time(self) -> int:
+        return self.start_time
+
+
+def list_jobs(
+    address: str | None = None, include_terminated: bool = False
+) -> list[JobStatusMessage]:
+    """The jobs of the Ray cluster at ``address`` (``None``: the one this process is connected
+    to, else ``RAY_ADDRESS``, else the cluster running on this machine), oldest first.
+
+    Running, restarting and starting jobs; with ``include_terminated`` also the detached jobs
+    that ended less than their ``finished_job_retention_ms`` ago (their job masters still
+    answer with the final status)."""
+    jobs.connect(address)
+    out = []
+    for job in jobs.scan():
+        if job.info is None or (job.is_terminal and not include_terminated):
+            continue
+        out.append(
+            JobStatusMessage(
+                job.info["job_id"],
+                job.info["job_name"],
+                JobStatus(job.info["status"]),
+                job.info["start_time_ms"],
+                job.info["detached"],
+            )
+        )
+    return out
+
+
+class JobClient:
+    """Returned by ``execute_async`` (or ``JobClient.attach``); all calls go to the job's
+    JobMaster actor.
+
+    ``timeout_s``: how long a call waits for the job master's answer (None: as long as it
+    takes); a call that times out raises ``TimeoutError`` and leaves the job as it is.
+    """
+
+    def __init__(self, job_id: str, job_name: str, job_master: Any, timeout_s: float | None = None):
+        self.job_id = job_id
+        self.job_name = job_name
+        self._jm = job_master
+        self._result: JobExecutionResult | None = None
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def attach(
+        cls, name_or_id: str, address: str | None = None, timeout_s: float | None = None
+    ) -> JobClient:
+        """A client of a job running on the cluster at ``address`` (as in :func:`list_jobs`),
+        from any process: by job id (or a unique prefix, 6 characters at least) or by name (the
+        running job of that name; if none runs, the newest that ended). Raises
+        ``JobNotFoundError`` if there is no such job, ``ClusterUnreachableError`` if there is no
+        such cluster."""
+        jobs.connect(address)
+        found = jobs.resolve(str(name_or_id), jobs.scan())
+        assert found.info is not None
+        return cls(found.info["job_id"], found.info["job_name"], found.handle, timeout_s)
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def _call(self, ref: Any, blocks_s: float = 0.0) -> Any:
+        """Waits for a call to the job master (one that itself waits up to ``blocks_s``); its
+        death ends the job (it is not recoverable)."""
+        timeout = None if self.timeout_s is None else self.timeout_s + blocks_s
         try:
-            return ray.get(ref)
+            return ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise TimeoutError(
+                f"job {self.job_id}: its job master did not answer within {timeout} s"
+            ) from exc
         except ray.exceptions.RayActorError as exc:
             err = JobExecutionError(
                 f"job {self.job_id}: its job master died ({type(exc).__name__}); the job and its "
@@ -97,6 +207,11 @@ class JobClient:
 
     def get_job_status(self) -> JobStatus:
         return JobStatus(self._call(self._jm.get_status.remote()))
+
+    def describe(self) -> dict[str, Any]:
+        """Id, name, status, start and end time, whether the job is detached, its execution
+        plan and its tasks with their parallelism."""
+        return self._call(self._jm.describe.remote())  # type: ignore[no-any-return]
 
     def cancel(self) -> JobStatus:
         return JobStatus(self._call(self._jm.cancel.remote()))
@@ -143,7 +258,7 @@ class JobClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             step = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
-            raw = self._call(self._jm.wait.remote(step))
+            raw = self._call(self._jm.wait.remote(step), step)
             if raw is not None:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -163,7 +278,7 @@ class JobClient:
         return self.wait()
 
     def _collect_fetch(self, max_wait_s: float) -> tuple[list, bool]:
-        payloads, finished = self._call(self._jm.collect_fetch.remote(max_wait_s))
+        payloads, finished = self._call(self._jm.collect_fetch.remote(max_wait_s), max_wait_s)
         values: list = []
         for payload in payloads:
             values.extend(loads(payload).values)  # type: ignore[union-attr]
@@ -236,6 +351,9 @@ class CollectResultIterator(Iterator[Any]):
 __all__ = [
     "JobClient",
     "JobExecutionResult",
+    "DetachedJobExecutionResult",
+    "JobStatusMessage",
+    "list_jobs",
     "JobStatus",
     "CollectResultIterator",
     "JobExecutionError",

@@ -60,7 +60,13 @@ def actor_name(job_name: str, job_id: str, chain: ChainSpec, subtask: int, attem
     return name if attempt == 0 else f"{name}#{attempt}"
 
 
-def actor_options(plan: ExecutionPlan, chain: ChainSpec, num_channels_in: int) -> dict[str, Any]:
+#: the Ray namespace of detached jobs: their actors are found there from any process
+DETACHED_NAMESPACE = "raystream"
+
+
+def actor_options(
+    plan: ExecutionPlan, chain: ChainSpec, num_channels_in: int, detached: bool = False
+) -> dict[str, Any]:
     cfg = plan.config
     res = dict(chain.resources)
     opts: dict[str, Any] = {
@@ -75,4 +81,7 @@ def actor_options(plan: ExecutionPlan, chain: ChainSpec, num_channels_in: int) -
         opts["resources"] = res.pop("resources")
     if cfg.spread_tasks:
         opts["scheduling_strategy"] = "SPREAD"
+    if detached:  # Ray kills the non-detached actors of a driver when it exits
+        opts["lifetime"] = "detached"
+        opts["namespace"] = DETACHED_NAMESPACE
     return opts

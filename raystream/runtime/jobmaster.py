@@ -78,10 +78,15 @@ class JobMaster:
         refs: list,
         self_name: str,
         restore: dict[str, Any] | None = None,
+        detached: bool = False,
     ):
         self.job_id = job_id
         self.plan: ExecutionPlan = serde.loads(plan_bytes, refs)
         self.self_name = self_name
+        #: a detached job's actors outlive the driver; its job master removes itself
+        #: ``finished_job_retention_ms`` after the job ended
+        self.detached = detached
+        self._exit_scheduled = False
         self.restore_request = restore  # {"path": savepoint, "allow_non_restored_state": bool}
         self.status = JobStatusName.CREATED
         self.tasks: dict[TaskKey, Any] = {}
@@ -229,7 +234,7 @@ class JobMaster:
         tasks: dict[TaskKey, Any] = {}
         for (cid, i), spec in specs.items():
             chain = plan.chain(cid)
-            opts = actor_options(plan, chain, len(spec.input_channels))
+            opts = actor_options(plan, chain, len(spec.input_channels), self.detached)
             opts["name"] = actor_name(plan.job_name, self.job_id, chain, i, self.attempt)
             spec_bytes, spec_refs = serde.dumps(spec)
             tasks[(cid, i)] = actor_cls.options(**opts).remote(spec_bytes, spec_refs)
@@ -493,6 +498,16 @@ class JobMaster:
         self._done.set()
         async with self._collect_changed:
             self._collect_changed.notify_all()
+        if self.detached and not self._exit_scheduled:
+            self._exit_scheduled = True
+            asyncio.ensure_future(self._exit_after(self.plan.config.finished_job_retention_ms))
+
+    async def _exit_after(self, retention_ms: int) -> None:
+        """A detached job master answers ``list``/``attach`` with the job's final status and
+        result for a while after the job ended, then goes (its tasks are gone already)."""
+        await asyncio.sleep(retention_ms / 1000.0)
+        log.info("job %s: removing its job master %s", self.job_id, self.self_name)
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     # -- background loops ------------------------------------------------------------------------
 
@@ -607,6 +622,27 @@ class JobMaster:
 
     async def get_status(self) -> str:
         return self.status
+
+    async def describe(self) -> dict[str, Any]:
+        """What a person operating the job from the outside sees first: identity, status,
+        times, the plan and how the job was started."""
+        return {
+            "job_id": self.job_id,
+            "job_name": self.plan.job_name,
+            "status": self.status,
+            "detached": self.detached,
+            "start_time_ms": int(self.started_at * 1000),
+            "end_time_ms": int(self.ended_at * 1000) if self.ended_at else None,
+            "retention_ms": self.plan.config.finished_job_retention_ms if self.detached else None,
+            "plan": self.plan.describe(),
+            "tasks": [
+                {"id": c.id, "name": c.name, "parallelism": c.parallelism} for c in self.plan.chains
+            ],
+            "checkpointing": self.checkpointing,
+            "restored_from_savepoint": None
+            if self.restore_request is None
+            else self.restore_request["path"],
+        }
 
     async def wait(self, timeout_s: float | None) -> dict[str, Any] | None:
         """The job's result once it ended (None if still running after ``timeout_s``)."""
