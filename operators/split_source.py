@@ -415,9 +415,6 @@ class SplitSourceOperator(SourceOperator):
             return
         sid = self.split_source.split_id
         fresh = [s for s in splits if sid(s) not in self.finished_ids]
-        if fresh and _NO_SPLIT in self.emitters:
-            del self.emitters[_NO_SPLIT]
-            self._apply(*self.split_watermarks.remove(_NO_SPLIT))
         for split in fresh:
             split_id = sid(split)
             self.held.add(split_id)
@@ -425,6 +422,12 @@ class SplitSourceOperator(SourceOperator):
                 view: Any = _SplitView(self, split_id)
                 self.emitters[split_id] = WatermarkEmitter(self.strategy, view)
                 self._apply(*self.split_watermarks.add(split_id))
+        if fresh and _NO_SPLIT in self.emitters:
+            # only now that the new splits hold event time: removed first, the placeholder left
+            # no split behind, the subtask went idle for a moment, and downstream operators let
+            # a sibling's watermark pass the records of the splits just assigned
+            del self.emitters[_NO_SPLIT]
+            self._apply(*self.split_watermarks.remove(_NO_SPLIT))
         if fresh:
             try:
                 self.reader.add_splits(fresh)

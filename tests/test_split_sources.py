@@ -440,3 +440,23 @@ def test_a_subtask_without_a_split_holds_event_time_unless_idleness_times_it_out
         w.close_partition(0)
         w.close_topic()
         assert sorted(col.join()) == [1, 100]
+
+
+def test_splits_reaching_a_subtask_that_had_none_never_let_it_go_idle_unit(tmp_path):
+    """The placeholder that holds event time for a subtask without splits leaves only once the
+    new splits hold it: an idle moment in between would let downstream operators take a
+    sibling's watermark past the records of the splits just assigned."""
+    from raystream import WatermarkStrategy
+    from raystream.operators.split_source import SplitSourceOperator
+    from raystream.testing import OperatorHarness
+
+    w = LogWriter(str(tmp_path))
+    w.append(0, records(0, 3))
+    op = SplitSourceOperator(
+        "log", LogSource(str(tmp_path)), WatermarkStrategy.for_monotonous_timestamps()
+    )
+    h = OperatorHarness(op, subtask=1, parallelism=2)
+    assert h._main.statuses == [False]  # held by the placeholder, not idle
+    op.add_splits([LogSplit(partition=0)])
+    assert h._main.statuses == [False]
+    assert op.split_watermarks.wm and min(op.split_watermarks.wm.values()) == MIN_TS
