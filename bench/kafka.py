@@ -18,8 +18,10 @@ topic:
 
 Timed: from the start of consumption (job submission for raystream) until the last result is in
 Kafka. Latency: a second run feeds a ``source → map → sink`` job at ``--rate`` events/s (each
-event carries its produce time) and reads the output topic: p50/p99 of output time minus
-produce time, per record.
+event carries its produce time) and reads the output topic: p50/p99/max of output time minus
+produce time, per record, in steady state (timing starts once a warm-up record has made the
+round trip; that start-up time is printed too), next to a plain consume-produce thread with the
+same client settings.
 """
 
 from __future__ import annotations
@@ -202,6 +204,100 @@ class _WindowCount(ProcessWindowFunction):
         yield json.dumps([key, context.window().start, sum(1 for _ in elements)])
 
 
+def plain_latency(
+    bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int
+) -> dict[str, float]:
+    """The same measurement for a plain consume-produce thread with the same client settings."""
+    src, dst = f"plain-lat-in-{fetch_wait_ms}", f"plain-lat-out-{fetch_wait_ms}"
+    stop = threading.Event()
+
+    def passthrough() -> None:
+        c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "plain-latency",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": fetch_wait_ms,
+            }
+        )
+        c.assign([TopicPartition(src, 0, 0)])
+        p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+        while not stop.is_set():
+            for m in c.consume(1000, timeout=0.1):
+                if not m.error():
+                    p.produce(dst, value=m.value())
+            p.poll(0)
+        p.flush(10)
+        c.close()
+
+    worker = threading.Thread(target=passthrough, daemon=True)
+    worker.start()
+    try:
+        return _feed_and_measure(bootstrap, src, dst, rate, seconds)
+    finally:
+        stop.set()
+        worker.join(30)
+
+
+def _feed_and_measure(
+    bootstrap: str, src: str, dst: str, rate: int, seconds: float
+) -> dict[str, float]:
+    """Feeds ``src`` at ``rate`` events/s (values: produce time) and reads ``dst``."""
+    total = int(rate * seconds)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    lat: list[float] = []
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "latency-check",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 1,
+        }
+    )
+    c.assign([TopicPartition(dst, 0, 0)])
+    warmed = threading.Event()
+
+    def read() -> None:
+        while len(lat) < total:
+            for m in c.consume(1000, timeout=0.1):
+                if m.error():
+                    continue
+                if m.value().startswith(b"warm"):
+                    warmed.set()
+                else:
+                    lat.append(time.time() - float(m.value()))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    # Steady state only: start-up (actor creation, partition assignment, first fetch) is
+    # measured separately, as the time until a warm-up record makes the round trip.
+    started = time.perf_counter()
+    while not warmed.is_set():
+        p.produce(src, value=b"warm")
+        p.poll(0)
+        warmed.wait(0.05)
+    startup = time.perf_counter() - started
+    t0 = time.perf_counter()
+    for i in range(total):
+        due = t0 + i / rate
+        while time.perf_counter() < due:
+            time.sleep(0.0005)
+        p.produce(src, value=repr(time.time()).encode())
+        p.poll(0)
+    p.flush(30)
+    reader.join(60)
+    c.close()
+    lat.sort()
+    return {
+        "records": len(lat),
+        "p50_ms": 1000 * lat[len(lat) // 2],
+        "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+        "max_ms": 1000 * lat[-1],
+        "startup_s": startup,
+    }
+
+
 def latency(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int) -> dict[str, float]:
     """p50/p99 of (output time - produce time) for source -> map -> sink at ``rate`` events/s."""
     from raystream import StreamExecutionEnvironment
@@ -242,46 +338,10 @@ def latency(bootstrap: str, rate: int, seconds: float, fetch_wait_ms: int) -> di
     )
     env.from_source(source, None, "lat").map(lambda s: s).sink_to(sink)
     client = env.execute_async(f"bench-kafka-latency-{fetch_wait_ms}")
-    total = int(rate * seconds)
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
-    lat: list[float] = []
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "latency-check",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 1,
-        }
-    )
-    c.assign([TopicPartition(broker_dst, 0, 0)])
-
-
-    def read() -> None:
-        while len(lat) < total:
-            for m in c.consume(1000, timeout=0.1):
-                if not m.error():
-                    lat.append(time.time() - float(m.value()))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    t0 = time.perf_counter()
-    for i in range(total):
-        due = t0 + i / rate
-        while time.perf_counter() < due:
-            time.sleep(0.0005)
-        p.produce(broker_src, value=repr(time.time()).encode())
-        p.poll(0)
-    p.flush(30)
-    reader.join(60)
-    client.cancel()
-    c.close()
-    lat.sort()
-    return {
-        "records": len(lat),
-        "p50_ms": 1000 * lat[len(lat) // 2],
-        "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
-    }
+    try:
+        return _feed_and_measure(bootstrap, broker_src, broker_dst, rate, seconds)
+    finally:
+        client.cancel()
 
 
 def main() -> None:
@@ -304,8 +364,12 @@ def main() -> None:
             "lat-out-500",
             "lat-in-10",
             "lat-out-10",
+            "plain-lat-in-500",
+            "plain-lat-out-500",
+            "plain-lat-in-10",
+            "plain-lat-out-10",
         ):
-            broker.create_topic(name, 1 if name.startswith("lat") else 2)
+            broker.create_topic(name, 1 if "lat-" in name else 2)
         t = time.perf_counter()
         produce_events(broker.bootstrap, "events", n)
         print(f"produced {n} events in {time.perf_counter() - t:.1f} s")
@@ -323,11 +387,14 @@ def main() -> None:
                 f"{base / secs:.2f}x the plain loop"
             )
         for wait_ms in (500, 10):
-            lat = latency(broker.bootstrap, args.rate, args.latency_seconds, wait_ms)
-            print(
-                f"latency source->map->sink at {args.rate}/s, fetch.wait.max.ms={wait_ms}: "
-                f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms ({lat['records']} records)"
-            )
+            for who, run in (("plain loop", plain_latency), ("raystream", latency)):
+                lat = run(broker.bootstrap, args.rate, args.latency_seconds, wait_ms)
+                print(
+                    f"latency {who} source->map->sink at {args.rate}/s, "
+                    f"fetch.wait.max.ms={wait_ms}: p50 {lat['p50_ms']:.1f} ms, "
+                    f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.0f} ms "
+                    f"({lat['records']} records; first round trip {lat['startup_s']:.1f} s)"
+                )
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         )
