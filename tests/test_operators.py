@@ -85,15 +85,34 @@ def test_from_collection_keeps_order_at_parallelism_one():
 def test_keyed_running_reduce_emits_every_intermediate_aggregate():
     env = make_env(4)
     data = [(f"k{i % 7}", i) for i in range(2000)]
-    out = env.from_collection(data).key_by(lambda r: r[0]).reduce(lambda a, b: (a[0], a[1] + b[1]))
+    # a single reader (Flink's non-parallel fromCollection order): channels are FIFO, so every
+    # key sees its records in collection order
+    source = env.from_collection(data).set_parallelism(1)
+    out = source.key_by(lambda r: r[0]).reduce(lambda a, b: (a[0], a[1] + b[1]))
     got = list(out.execute_and_collect())
-    # reference: per key, the running sums in input order (from_collection is ordered and
-    # channels are FIFO, so every key sees its records in order)
     expected, acc = [], {}
     for k, v in data:
         acc[k] = acc.get(k, 0) + v
         expected.append((k, acc[k]))
     assert Counter(got) == Counter(expected)
+
+
+def test_parallel_collection_source_running_reduce_folds_every_record_once():
+    env = make_env(3)
+    data = [(f"k{i % 5}", i + 1) for i in range(3000)]
+    got = list(
+        env.from_collection(data)
+        .key_by(lambda r: r[0])
+        .reduce(lambda a, b: (a[0], a[1] + b[1]))
+        .execute_and_collect()
+    )
+    # three source subtasks read contiguous thirds, interleaved at the reduce: per key, the
+    # running sums grow by one record's value each (values are positive), so the first sum and
+    # the steps between sorted sums are exactly the key's values
+    for key in {k for k, _ in data}:
+        sums = sorted(v for k, v in got if k == key)
+        steps = [sums[0]] + [b - a for a, b in zip(sums, sums[1:])]
+        assert Counter(steps) == Counter(v for k, v in data if k == key)
 
 
 class SumReduce(ReduceFunction):
@@ -105,6 +124,7 @@ def test_reduce_function_object_and_scalar_sum():
     env = make_env(2)
     got = list(
         env.from_collection(list(range(10)))
+        .set_parallelism(1)  # running sums in collection order: a single reader
         .key_by(lambda x: x % 2)
         .reduce(SumReduce())
         .execute_and_collect()
