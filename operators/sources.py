@@ -252,10 +252,15 @@ class CollectionSource(Source):
     pickled into the plan nor copied into every task spec. A detached job keeps the items in
     its plan (objects owned by the driver would die with it).
 
-    Records of one key may come from several subtasks, so per-key arrival order downstream
-    follows the collection only within a slice; ``.set_parallelism(1)`` on the source gives the
-    single-reader order of Flink's ``fromCollection``.
+    It reads in parallel only where that changes no order a single reader (Flink's non-parallel
+    ``fromCollection``) guarantees: unless its parallelism is set, it reads with one subtask when
+    a consumer takes it through a keyed, broadcast, global or custom edge or runs at parallelism
+    1 (see ``graph/plan.py``), so e.g. ``from_collection(xs).key_by(k)`` sees every key's records
+    in collection order, as in Flink.
     """
+
+    #: the plan builder picks one reader where consumers could observe the collection's order
+    ordered_by_default = True
 
     def __init__(self, items: Sequence[Any]):
         self.items: list | None = list(items)

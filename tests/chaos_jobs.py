@@ -107,14 +107,34 @@ class Collector:
         return self.values
 
 
-def task_actor_names(job_name: str, contains: str = "") -> list[str]:
+def task_actors(job_name: str) -> dict:
+    """The actors running the current attempt's tasks of the (one live) job ``job_name``, by
+    task name (``raystream:<job>:<id>:<operators>:<i>/<p>[#attempt]``), from its job master."""
     import ray
 
-    return sorted(
-        n
-        for n in ray.util.list_named_actors()
-        if n.startswith(f"raystream:{job_name}:") and contains in n
-    )
+    prefix = f"raystream:jobmaster:{job_name}:"
+    out: dict = {}
+    for name in ray.util.list_named_actors():
+        if name.startswith(prefix):
+            try:
+                out.update(ray.get(ray.get_actor(name).task_actors.remote(), timeout=60))
+            except (ray.exceptions.RayActorError, ValueError):
+                continue  # ended or gone
+    return out
+
+
+def worker_released(handle) -> bool:  # noqa: ANN001
+    """Whether the actor that ran a task has let it go: reset (idle in the pool) or gone."""
+    import ray
+
+    try:
+        return bool(ray.get(handle.status.remote(), timeout=30)["idle"])
+    except ray.exceptions.RayActorError:
+        return True
+
+
+def task_actor_names(job_name: str, contains: str = "") -> list[str]:
+    return sorted(n for n in task_actors(job_name) if contains in n)
 
 
 def kill_task(job_name: str, contains: str, attempt: int) -> str:
@@ -122,9 +142,11 @@ def kill_task(job_name: str, contains: str, attempt: int) -> str:
     import ray
 
     suffix = "" if attempt == 0 else f"#{attempt}"
-    for name in task_actor_names(job_name, contains):
+    for name, handle in sorted(task_actors(job_name).items()):
+        if contains not in name:
+            continue
         if (attempt == 0 and "#" not in name) or (attempt > 0 and name.endswith(suffix)):
-            ray.kill(ray.get_actor(name))
+            ray.kill(handle)
             return name
     raise AssertionError(f"no task actor of {job_name!r} with {contains!r} in attempt {attempt}")
 

@@ -51,12 +51,23 @@ def test_parallel_collection_with_timestamps_assigned_in_the_source_chain():
     env = StreamExecutionEnvironment()
     env.set_parallelism(2)
     items = [(i % 10, i * 100) for i in range(20_000)]
-    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(
-        lambda r: r[1]
-    )
+    strategy = WatermarkStrategy.for_monotonous_timestamps().with_timestamp_assigner(lambda r: r[1])
     stream = env.from_collection(items).assign_timestamps_and_watermarks(strategy)
+    stream = stream.map(lambda r: (r[0], r[1] * 2))
     plan = env.get_execution_plan()
-    # source and timestamp assigner run in one chain of two subtasks: no rebalance
-    assert "rebalance" not in plan.lower(), plan
-    got = list(stream.map(lambda r: (r[0], r[1] * 2)).execute_and_collect())
+    # source, timestamp assigner and map run in one chain of two subtasks: no rebalance
+    assert "x2: Collection Source -> Timestamps/Watermarks -> Map" in plan, plan
+    got = list(stream.execute_and_collect())
     assert Counter(got) == Counter((k, t * 2) for k, t in items)
+
+
+def test_a_keyed_or_broadcast_consumer_gets_a_single_reader():
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(3)
+    env.from_collection([(1, 2)]).key_by(lambda r: r[0]).map(lambda r: r).print()
+    env.from_collection([(1, 2)]).map(lambda r: r).set_parallelism(1).print()
+    env.from_collection([(3, 4)]).set_parallelism(2).key_by(lambda r: r[0]).print()
+    plan = env.get_execution_plan()
+    assert "task 'Collection Source' x1" in plan, plan
+    assert "x1: Collection Source-2 -> Map-2" in plan, plan
+    assert "task 'Collection Source-3' x2" in plan, plan  # as the user set it

@@ -85,11 +85,10 @@ def test_from_collection_keeps_order_at_parallelism_one():
 def test_keyed_running_reduce_emits_every_intermediate_aggregate():
     env = make_env(4)
     data = [(f"k{i % 7}", i) for i in range(2000)]
-    # a single reader (Flink's non-parallel fromCollection order): channels are FIFO, so every
-    # key sees its records in collection order
-    source = env.from_collection(data).set_parallelism(1)
-    out = source.key_by(lambda r: r[0]).reduce(lambda a, b: (a[0], a[1] + b[1]))
+    out = env.from_collection(data).key_by(lambda r: r[0]).reduce(lambda a, b: (a[0], a[1] + b[1]))
     got = list(out.execute_and_collect())
+    # reference: per key, the running sums in input order (from_collection is ordered and
+    # channels are FIFO, so every key sees its records in order)
     expected, acc = [], {}
     for k, v in data:
         acc[k] = acc.get(k, 0) + v
@@ -97,15 +96,13 @@ def test_keyed_running_reduce_emits_every_intermediate_aggregate():
     assert Counter(got) == Counter(expected)
 
 
-def test_parallel_collection_source_running_reduce_folds_every_record_once():
+def test_collection_read_in_parallel_slices_folds_every_record_once():
     env = make_env(3)
     data = [(f"k{i % 5}", i + 1) for i in range(3000)]
-    got = list(
-        env.from_collection(data)
-        .key_by(lambda r: r[0])
-        .reduce(lambda a, b: (a[0], a[1] + b[1]))
-        .execute_and_collect()
-    )
+    stream = env.from_collection(data).map(lambda r: r)  # no keyed edge at the source
+    out = stream.key_by(lambda r: r[0]).reduce(lambda a, b: (a[0], a[1] + b[1]))
+    assert "task 'Collection Source -> Map' x3" in env.get_execution_plan()
+    got = list(out.execute_and_collect())
     # three source subtasks read contiguous thirds, interleaved at the reduce: per key, the
     # running sums grow by one record's value each (values are positive), so the first sum and
     # the steps between sorted sums are exactly the key's values
@@ -124,7 +121,6 @@ def test_reduce_function_object_and_scalar_sum():
     env = make_env(2)
     got = list(
         env.from_collection(list(range(10)))
-        .set_parallelism(1)  # running sums in collection order: a single reader
         .key_by(lambda x: x % 2)
         .reduce(SumReduce())
         .execute_and_collect()

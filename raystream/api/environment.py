@@ -39,6 +39,7 @@ from raystream.runtime.client import DetachedJobExecutionResult, JobClient, JobE
 from raystream.runtime.deploy import DETACHED_NAMESPACE
 from raystream.runtime.jobmaster import JobMaster
 from raystream.runtime.jobs import job_master_name
+from raystream.runtime.pool import get_pool
 
 #: set by ``raystream run``: the settings a job script's ``execute`` picks up (see cli.py)
 ENV_DETACHED = "RAYSTREAM_DETACHED"
@@ -289,10 +290,11 @@ class StreamExecutionEnvironment:
         if detached:
             opts["lifetime"] = "detached"
             opts["namespace"] = DETACHED_NAMESPACE
+        pool = get_pool() if plan.config.reuse_workers and not detached else None
         jm = (
             ray.remote(JobMaster)
             .options(**opts)
-            .remote(job_id, plan_bytes, refs, name, restore, detached)
+            .remote(job_id, plan_bytes, refs, name, restore, detached, pool)
         )
         ray.get(jm.start.remote())  # type: ignore[attr-defined]  # Ray types async methods without .remote
         if detached:

@@ -205,6 +205,12 @@ class JobClient:
             )
             raise err from exc
 
+    def task_actors(self) -> dict[str, Any]:
+        """The Ray actor running each task of the current attempt, by the task's name
+        (``raystream:<job>:<id>:<operators>:<i>/<p>``, ``#<attempt>`` after a restart). Pooled
+        actors (the default) run later jobs' tasks once this job lets them go."""
+        return self._call(self._jm.task_actors.remote())  # type: ignore[no-any-return]
+
     def get_job_status(self) -> JobStatus:
         return JobStatus(self._call(self._jm.get_status.remote()))
 
