@@ -118,9 +118,13 @@ def run_with_nemesis(tmp_path, backend, mode, seed: int, kills: int = 3) -> tupl
             what=f"a checkpoint in attempt {attempt}",
         )
         suffix = "" if attempt == 0 else f"#{attempt}"
-        actors = task_actors(job)
-        live = [n for n in sorted(actors) if n.endswith(suffix) and ("#" in n) == bool(suffix)]
-        ray.kill(actors[rng.choice(live)])
+        actors = wait_until(
+            lambda s=suffix: {
+                n: h for n, h in task_actors(job).items() if n.endswith(s) and ("#" in n) == bool(s)
+            },
+            what="the attempt's task actors",
+        )
+        ray.kill(actors[rng.choice(sorted(actors))])
         wait_until(
             lambda a=attempt: (
                 client.get_checkpoint_stats()["attempt"] > a

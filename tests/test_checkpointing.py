@@ -26,6 +26,7 @@ from tests.chaos_jobs import (
     PacedEvents,
     SequenceCheck,
     check_sequences,
+    job_master_actor,
     kill_task,
     task_actors,
     wait_until,
@@ -319,12 +320,9 @@ def test_losing_the_job_master_ends_the_job_with_a_clear_error(tmp_path):
     stream.add_sink(lambda v: None)
     client = env.execute_async("lost-master")
     wait_until(lambda: completed(client) >= 1, what="a checkpoint")
-    master = next(
-        n for n in ray.util.list_named_actors() if n.startswith("raystream:jobmaster:lost-master:")
-    )
     workers = list(task_actors("lost-master").values())
     assert workers
-    ray.kill(ray.get_actor(master))
+    ray.kill(job_master_actor(client))
     with pytest.raises(JobExecutionError, match="job master died"):
         client.wait(60)
     # the tasks stop with their job master: their (pooled) actors are reset, or gone

@@ -35,8 +35,14 @@ from raystream.operators.sources import (
 )
 from raystream.operators.split_source import SplitSource, SplitSourceOperator
 from raystream.runtime import serde
-from raystream.runtime.client import DetachedJobExecutionResult, JobClient, JobExecutionResult
+from raystream.runtime.client import (
+    DetachedJobExecutionResult,
+    JobClient,
+    JobExecutionResult,
+    JobMasterLease,
+)
 from raystream.runtime.deploy import DETACHED_NAMESPACE
+from raystream.runtime.host import GuestRef
 from raystream.runtime.jobmaster import JobMaster
 from raystream.runtime.jobs import job_master_name
 from raystream.runtime.pool import get_pool
@@ -290,16 +296,23 @@ class StreamExecutionEnvironment:
         if detached:
             opts["lifetime"] = "detached"
             opts["namespace"] = DETACHED_NAMESPACE
-        pool = get_pool() if plan.config.reuse_workers and not detached else None
-        jm = (
-            ray.remote(JobMaster)
-            .options(**opts)
-            .remote(job_id, plan_bytes, refs, name, restore, detached, pool)
-        )
+        args = (plan_bytes, refs, name, restore, detached)
+        lease = None
+        if plan.config.reuse_workers and not detached:
+            # a warm worker of the driver's pool runs the job master (no process start-up);
+            # the client gives it back when it is let go
+            pool = get_pool()
+            opts.pop("name")
+            host_id, host = ray.get(pool.acquire_job_master.remote(job_id, opts))
+            ray.get(host.host_job_master.remote(job_id, *args, pool))
+            jm: Any = GuestRef(host, job_id)
+            lease = JobMasterLease(pool, host_id)
+        else:
+            jm = ray.remote(JobMaster).options(**opts).remote(job_id, *args)
         ray.get(jm.start.remote())  # type: ignore[attr-defined]  # Ray types async methods without .remote
         if detached:
             _record_submitted(job_id, job_name)
-        return JobClient(job_id, job_name, jm)
+        return JobClient(job_id, job_name, jm, lease=lease)
 
     def execute(
         self,

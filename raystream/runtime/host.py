@@ -1,10 +1,11 @@
 """Internal: worker hosts — the Ray actors that run a job's tasks, kept and reused across jobs and
 restarts by :mod:`raystream.runtime.pool`.
 
-A host runs one *guest* at a time, a :class:`~raystream.runtime.task.Task`. Every call names the
-guest it is meant for (``guest_id``, a random lease that only the task's job master and the job's
-other tasks know), so a call left over from an earlier job or attempt — or from anyone else — is
-refused before its payload is unpickled. Releasing a host stops its guest (calls in progress are
+A host runs one *guest* at a time: a :class:`~raystream.runtime.task.Task` or a job's
+:class:`~raystream.runtime.jobmaster.JobMaster`. Every call names the guest it is meant for
+(``guest_id``): a task's is a random lease that only its job master and the job's other tasks
+know, so a call left over from an earlier job or attempt — or from anyone else — is refused
+before its payload is unpickled; a job master's is its job id. Releasing a host stops its guest (calls in progress are
 cancelled, pending pushes fail, snapshots being written finish, operators are closed and state
 backends disposed) and leaves a clean process for the next one.
 
@@ -89,11 +90,28 @@ class WorkerHost:
         """Creates the task this host runs until :meth:`release`."""
         from raystream.runtime.task import Task
 
+        self._admit(Task(spec_bytes, refs), guest_id)
+
+    async def host_job_master(self, job_id: str, *args: Any) -> None:
+        """Creates a job's job master (guest id: the job id) on this host."""
+        from raystream.runtime.jobmaster import JobMaster
+
+        guest = JobMaster(job_id, *args)
+        guest.self_ref = GuestRef(ray.get_runtime_context().current_actor, job_id)
+        self._admit(guest, job_id)
+
+    def _admit(self, guest: Any, guest_id: str) -> None:
         if self.guest is not None:
-            raise StaleGuestError("this worker already runs a task")
-        self.guest = Task(spec_bytes, refs)
+            raise StaleGuestError("this worker already runs a guest")
+        self.guest = guest
         self.guest_id = guest_id
         self.guests_hosted += 1
+
+    async def describe(self) -> dict[str, Any] | None:
+        """The hosted job master's ``describe()`` (``None`` when it hosts none): lets a job
+        listing find pooled job masters."""
+        describe = getattr(self.guest, "describe", None)
+        return await describe() if describe is not None else None
 
     # one call per data message: with task events on, the GCS keeps a record of each (up to
     # Ray's task_events_max_num_task_in_gcs, 100k by default), and its memory grew by about

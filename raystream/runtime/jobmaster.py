@@ -91,6 +91,9 @@ class JobMaster:
         pool: Any = None,
     ):
         self.job_id = job_id
+        #: how tasks and the pool call this job master: its actor handle, or a GuestRef when
+        #: it runs on a pooled worker host (set by the host)
+        self.self_ref: Any = None
         self.plan: ExecutionPlan = serde.loads(plan_bytes, refs)
         self.self_name = self_name
         #: a detached job's actors outlive the driver; its job master removes itself
@@ -146,8 +149,7 @@ class JobMaster:
     async def start(self) -> None:
         self.started_at = time.time()
         if self._pool is not None:
-            me = ray.get_runtime_context().current_actor
-            self.workers = PooledWorkers(self._pool, self.job_id, me)
+            self.workers = PooledWorkers(self._pool, self.job_id, self._me())
         restore = None
         try:
             if self.checkpointing or self.restore_request is not None:
@@ -248,7 +250,7 @@ class JobMaster:
         """Runs one task per subtask of the current attempt on worker hosts (warm ones from the
         driver's pool, or new actors), wires and starts them."""
         plan = self.plan
-        me = ray.get_runtime_context().current_actor
+        me = self._me()
         specs = task_specs(plan, self.job_id, self.attempt)
         wanted: dict[TaskKey, tuple[dict[str, Any], str]] = {}
         for (cid, i), spec in specs.items():
@@ -355,10 +357,13 @@ class JobMaster:
                 )
                 self.status = JobStatusName.RESTARTING
                 self.attempt += 1
+                if self.coordinator is not None:
+                    # first: tasks of the old attempt may still acknowledge while they are
+                    # being stopped, and their records no longer reach the collect buffer
+                    self.coordinator.reset(self.attempt)
                 await self._release_tasks(_hung_tasks(exc))
                 if self.coordinator is not None:
                     await self.coordinator.settle()  # may release collected records
-                    self.coordinator.reset(self.attempt)
                 self._drop_uncommitted()
                 await asyncio.sleep(delay / 1000.0)
                 if self.status in JobStatusName.TERMINAL:
@@ -434,6 +439,18 @@ class JobMaster:
         self.restored_from.append(0)
         self._enumerator_states = {}
         return None
+
+    def _me(self) -> Any:
+        return self.self_ref or ray.get_runtime_context().current_actor
+
+    async def dispose(self) -> None:
+        """Its worker host is given back (the driver let go of the job): a job still running is
+        canceled, which stops and releases its tasks."""
+        if self.status not in JobStatusName.TERMINAL:
+            await self.cancel()
+        await self._done.wait()
+        for loop in self._loops:
+            loop.cancel()
 
     async def _host_tasks(
         self, specs: dict[TaskKey, Any], wanted: dict[TaskKey, tuple[dict[str, Any], str]]
@@ -546,9 +563,10 @@ class JobMaster:
         for loop in self._loops:
             if loop is not asyncio.current_task():
                 loop.cancel()
+        if self.coordinator is not None:  # before the tasks stop: they may still acknowledge
+            self.coordinator.abort_all("the job ended")
         await self._release_tasks()
         if self.coordinator is not None:
-            self.coordinator.abort_all("the job ended")
             # a checkpoint with every acknowledgement may still be writing: let it finish before
             # its directory goes (it would fail half-written and log a spurious error)
             await self.coordinator.settle()

@@ -27,7 +27,7 @@ from typing import Any
 
 import ray
 
-from raystream.runtime.host import RELEASE_TIMEOUT_S, WorkerHost
+from raystream.runtime.host import RELEASE_TIMEOUT_S, StaleGuestError, WorkerHost
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class WorkerPool:
         self._created = 0
         self._reused = 0
         self._watcher: asyncio.Task | None = None
+        #: hosts that run a job master, by job id (a job listing finds them here)
+        self._job_masters: dict[str, Any] = {}
 
     def _create(self, opts: dict[str, Any], key: str) -> _Host:
         self._created += 1
@@ -85,7 +87,8 @@ class WorkerPool:
     ) -> list[tuple[int, Any]]:
         """One host per entry of ``wanted`` (actor options), lent to ``owner_id``: idle ones
         first, new ones for the rest; then a spare is started for every set of options of which
-        no idle host is left."""
+        no idle host is left. ``owner``: the job master to watch (its hosts are released if it
+        dies), or None."""
         if self._watcher is None:
             self._watcher = asyncio.ensure_future(self._watch())
         lease = self._leases.setdefault(owner_id, _Lease(owner))
@@ -107,6 +110,20 @@ class WorkerPool:
             while len(idle) < self.spares and self._idle_count() < self.max_idle:
                 idle.append(self._create(opts, key))
         return out
+
+    async def acquire_job_master(self, job_id: str, opts: dict[str, Any]) -> tuple[int, Any]:
+        """A host for the job master of ``job_id``, held by the driver's ``JobClient`` (it gives
+        it back when the client is let go)."""
+        ((hid, handle),) = await self.acquire(_job_master_owner(job_id), None, [opts])
+        self._job_masters[job_id] = handle
+        return hid, handle
+
+    async def release_job_master(self, job_id: str, host_id: int) -> None:
+        self._job_masters.pop(job_id, None)
+        await self.release(_job_master_owner(job_id), [(host_id, job_id)])
+
+    async def job_masters(self) -> dict[str, Any]:
+        return dict(self._job_masters)
 
     async def release(
         self, owner_id: str, hosts: list[tuple[int, str]], dead: list[int] | None = None
@@ -166,11 +183,15 @@ class WorkerPool:
                 log.warning("worker pool watcher: %s", exc)
 
     async def _release_orphans(self) -> None:
-        owners = list(self._leases.items())
-        pings = [_awaited(lease.owner.get_status.remote()) for _, lease in owners]
+        owners = [(o, lease) for o, lease in self._leases.items() if lease.owner is not None]
+        pings = [
+            asyncio.wait_for(_awaited(lease.owner.get_status.remote()), RESET_TIMEOUT_S)
+            for _, lease in owners
+        ]
         results = await asyncio.gather(*pings, return_exceptions=True)
         for (owner_id, lease), result in zip(owners, results):
-            if isinstance(result, ray.exceptions.RayActorError):
+            # dead, or a pooled job master that was let go (its host runs another guest now)
+            if isinstance(result, (ray.exceptions.RayActorError, StaleGuestError)):
                 log.warning("worker pool: job master of %s is gone; releasing its hosts", owner_id)
                 self._leases.pop(owner_id, None)
                 await self._reset([(h, None) for h in lease.hosts.values()])
@@ -193,6 +214,10 @@ class WorkerPool:
             "created": self._created,
             "reused": self._reused,
         }
+
+
+def _job_master_owner(job_id: str) -> str:
+    return f"job master of {job_id}"
 
 
 async def _awaited(ref: Any) -> Any:
