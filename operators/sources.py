@@ -207,22 +207,99 @@ class _ListReader(SplitReader):
         return chunk
 
 
-class CollectionSource(Source):
-    """The elements of a Python collection, in order (runs with parallelism 1 by default)."""
+class _ChunkReader(SplitReader):
+    """Reads ``[start, end)`` of a collection kept in the object store as slices ("chunks");
+    a split restored from a job of another parallelism may span several of them."""
 
-    default_parallelism = 1
+    def __init__(
+        self, chunks: list[tuple[int, int, Any]], start: int, end: int, offset: int | None
+    ):
+        self.chunks = chunks
+        self.end = end
+        self.offset = start if offset is None else offset
+        self._chunk: tuple[int, int, list] | None = None
+
+    def read(self, max_records: int) -> list | None:
+        if self.offset >= self.end:
+            return None
+        chunk = self._chunk
+        if chunk is None or not chunk[0] <= self.offset < chunk[1]:
+            chunk = self._chunk = self._fetch(self.offset)
+        start, stop_of_chunk, values = chunk
+        stop = min(self.offset + max_records, self.end, stop_of_chunk)
+        out = values[self.offset - start : stop - start]
+        self.offset = stop
+        return out
+
+    def _fetch(self, index: int) -> tuple[int, int, list]:
+        import ray
+
+        for start, stop, ref in self.chunks:
+            if start <= index < stop:
+                return start, stop, ray.get(ref)
+        raise IndexError(f"collection index {index} is in no chunk")  # splits cover the items
+
+    def close(self) -> None:
+        self._chunk = None
+
+
+class CollectionSource(Source):
+    """The elements of a Python collection, in order within each split.
+
+    A parallel source: the items are cut into one contiguous slice per source subtask. In a job
+    that is not detached, the environment puts every slice into the Ray object store once
+    (:meth:`share`) and the plan carries only the references, so a large collection is neither
+    pickled into the plan nor copied into every task spec. A detached job keeps the items in
+    its plan (objects owned by the driver would die with it).
+
+    It reads in parallel only where that changes no order a single reader (Flink's non-parallel
+    ``fromCollection``) guarantees: unless its parallelism is set, it reads with one subtask when
+    a consumer takes it through a keyed, broadcast, global or custom edge or runs at parallelism
+    1 (see ``graph/plan.py``), so e.g. ``from_collection(xs).key_by(k)`` sees every key's records
+    in collection order, as in Flink.
+    """
+
+    #: the plan builder picks one reader where consumers could observe the collection's order
+    ordered_by_default = True
 
     def __init__(self, items: Sequence[Any]):
-        self.items = list(items)
+        self.items: list | None = list(items)
+        self.size = len(self.items)
+        #: (start, end, ObjectRef of items[start:end]) once shared
+        self._chunks: list[tuple[int, int, Any]] | None = None
+        #: whether the items travel in the plan (detached jobs, plans built without Ray)
+        self._inline = False
 
     def create_splits(self, parallelism: int) -> list[tuple[int, int]]:
         """Index ranges into the items: small enough to record in every checkpoint."""
-        n = len(self.items)
+        n = self.size
         bounds = [n * i // parallelism for i in range(parallelism + 1)]
         return [(bounds[i], bounds[i + 1]) for i in range(parallelism)]
 
+    def share(self, splits: Sequence[tuple[int, int]]) -> None:
+        """Puts each split's slice into the object store (the driver owns the objects)."""
+        import ray
+
+        assert self.items is not None
+        self._chunks = [(s, e, ray.put(self.items[s:e])) for s, e in splits if e > s]
+        self._inline = False
+
+    def keep_inline(self) -> None:
+        self._chunks = None
+        self._inline = True
+
     def open_split(self, split: tuple[int, int], offset: int | None) -> SplitReader:
+        if self._chunks is not None:
+            return _ChunkReader(self._chunks, split[0], split[1], offset)
+        if self.items is None:
+            raise RuntimeError("collection source shipped before its items were placed")
         return _ListReader(self.items, split[0], split[1], offset)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if not self._inline:  # shared, or not placed yet (the plan's pickling check)
+            state["items"] = None
+        return state
 
 
 class _RangeReader(SplitReader):

@@ -45,6 +45,10 @@ class ExecutionConfig:
         task_num_cpus: CPUs each task actor reserves in Ray's scheduler (0 lets a job of any
             parallelism run on a laptop; operators may ask for more with ``set_resources``).
         spread_tasks: place task actors with Ray's SPREAD strategy across nodes.
+        reuse_workers: run tasks on the driver's pool of warm worker actors, which are kept
+            after a job or a restart and reused by the next one (no process start-up per task);
+            False: every deployment creates new actors, named after the job and the subtask.
+            Detached jobs never use the pool.
         runtime_mode: ``RuntimeExecutionMode.STREAMING`` (default), ``BATCH`` (bounded sources
             only: final values, one watermark at the end, no checkpoints) or ``AUTOMATIC``
             (``BATCH`` when every source is bounded); a name string works too
@@ -60,6 +64,7 @@ class ExecutionConfig:
     auto_watermark_interval_ms: int = 200
     task_num_cpus: float = 0.0
     spread_tasks: bool = True
+    reuse_workers: bool = True
     chaining_enabled: bool = True
     idle_poll_interval_ms: int = 5
     #: processing-time clock of every task (None: the system clock); tests inject

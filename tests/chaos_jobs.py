@@ -107,26 +107,64 @@ class Collector:
         return self.values
 
 
-def task_actor_names(job_name: str, contains: str = "") -> list[str]:
+def task_actors(job_name: str) -> dict:
+    """The actors running the current attempt's tasks of the running job(s) ``job_name``, by
+    task name (``raystream:<job>:<id>:<operators>:<i>/<p>[#attempt]``), from the job master."""
     import ray
 
-    return sorted(
-        n
-        for n in ray.util.list_named_actors()
-        if n.startswith(f"raystream:{job_name}:") and contains in n
-    )
+    from raystream.runtime import jobs
+
+    out: dict = {}
+    for job in jobs.scan():
+        if job.info is None or job.info["job_name"] != job_name or job.is_terminal:
+            continue
+        try:
+            out.update(ray.get(job.handle.task_actors.remote(), timeout=60))
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError):
+            continue  # ended or gone since it was listed
+    return out
+
+
+def job_master_actor(client):  # noqa: ANN001, ANN201
+    """The Ray actor that runs a job's job master (a pooled worker host, or its own actor)."""
+    jm = client._jm  # noqa: SLF001 - tests kill it on purpose
+    return getattr(jm, "handle", jm)
+
+
+def worker_released(handle) -> bool:  # noqa: ANN001
+    """Whether the actor that ran a task has let it go: reset (idle in the pool) or gone."""
+    import ray
+
+    try:
+        return bool(ray.get(handle.status.remote(), timeout=30)["idle"])
+    except ray.exceptions.RayActorError:
+        return True
+
+
+def task_actor_names(job_name: str, contains: str = "") -> list[str]:
+    return sorted(n for n in task_actors(job_name) if contains in n)
 
 
 def kill_task(job_name: str, contains: str, attempt: int) -> str:
-    """Kills the first live task actor of ``attempt`` whose name contains ``contains``."""
+    """Kills a live task actor of ``attempt`` whose name contains ``contains`` (waiting for the
+    attempt's tasks to be deployed)."""
     import ray
 
     suffix = "" if attempt == 0 else f"#{attempt}"
-    for name in task_actor_names(job_name, contains):
-        if (attempt == 0 and "#" not in name) or (attempt > 0 and name.endswith(suffix)):
-            ray.kill(ray.get_actor(name))
-            return name
-    raise AssertionError(f"no task actor of {job_name!r} with {contains!r} in attempt {attempt}")
+
+    def victim() -> tuple[str, object] | None:
+        for name, handle in sorted(task_actors(job_name).items()):
+            if contains in name and (
+                (attempt == 0 and "#" not in name) or (attempt > 0 and name.endswith(suffix))
+            ):
+                return name, handle
+        return None
+
+    found = wait_until(
+        victim, what=f"a task actor of {job_name!r} with {contains!r} in attempt {attempt}"
+    )
+    ray.kill(found[1])
+    return found[0]
 
 
 def check_sequences(values: list, n_events: int) -> None:

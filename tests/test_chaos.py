@@ -28,7 +28,7 @@ from raystream import (
 from raystream.checkpointing import HashMapStateBackend, LmdbStateBackend
 from raystream.operators.files import FileSink
 from raystream.operators.windows import TumblingEventTimeWindows
-from tests.chaos_jobs import KEYS, PacedEvents, task_actor_names, wait_until
+from tests.chaos_jobs import KEYS, PacedEvents, task_actors, wait_until
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.timeout(300)]
 
@@ -118,10 +118,13 @@ def run_with_nemesis(tmp_path, backend, mode, seed: int, kills: int = 3) -> tupl
             what=f"a checkpoint in attempt {attempt}",
         )
         suffix = "" if attempt == 0 else f"#{attempt}"
-        live = [
-            n for n in task_actor_names(job) if n.endswith(suffix) and ("#" in n) == bool(suffix)
-        ]
-        ray.kill(ray.get_actor(rng.choice(live)))
+        actors = wait_until(
+            lambda s=suffix: {
+                n: h for n, h in task_actors(job).items() if n.endswith(s) and ("#" in n) == bool(s)
+            },
+            what="the attempt's task actors",
+        )
+        ray.kill(actors[rng.choice(sorted(actors))])
         wait_until(
             lambda a=attempt: (
                 client.get_checkpoint_stats()["attempt"] > a

@@ -26,9 +26,11 @@ from tests.chaos_jobs import (
     PacedEvents,
     SequenceCheck,
     check_sequences,
+    job_master_actor,
     kill_task,
-    task_actor_names,
+    task_actors,
     wait_until,
+    worker_released,
 )
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.timeout(240)]
@@ -318,14 +320,13 @@ def test_losing_the_job_master_ends_the_job_with_a_clear_error(tmp_path):
     stream.add_sink(lambda v: None)
     client = env.execute_async("lost-master")
     wait_until(lambda: completed(client) >= 1, what="a checkpoint")
-    master = next(
-        n for n in ray.util.list_named_actors() if n.startswith("raystream:jobmaster:lost-master:")
-    )
-    ray.kill(ray.get_actor(master))
+    workers = list(task_actors("lost-master").values())
+    assert workers
+    ray.kill(job_master_actor(client))
     with pytest.raises(JobExecutionError, match="job master died"):
         client.wait(60)
-    # the task actors belong to the job master and go with it
-    wait_until(lambda: not task_actor_names("lost-master"), what="the tasks to go")
+    # the tasks stop with their job master: their (pooled) actors are reset, or gone
+    wait_until(lambda: all(worker_released(w) for w in workers), what="the tasks to stop")
 
 
 RULES = MapStateDescriptor("rules")
@@ -381,26 +382,23 @@ def test_burst_of_kills_during_recovery(tmp_path):
     client = col.client
     wait_until(lambda: completed(client) >= 2, what="two checkpoints")
     kill_task("burst", "seq", attempt=0)
-    name = wait_until(
-        lambda: next((x for x in task_actor_names("burst", "events") if x.endswith("#1")), None),
+    handle = wait_until(
+        lambda: next(
+            (h for x, h in task_actors("burst").items() if "events" in x and x.endswith("#1")),
+            None,
+        ),
         what="an actor of the next attempt",
     )
-    try:
-        ray.kill(ray.get_actor(name))  # while the job is being redeployed
-    except ValueError:
-        pass  # already replaced: the kill above then counts as the burst
+    ray.kill(handle)  # while the job is being redeployed (or already replaced: then the kill
+    # above counts as the burst)
     wait_until(lambda: completed(client) >= 4, what="checkpoints after the restarts")
     attempt = client.get_checkpoint_stats()["attempt"]
     suffix = f"#{attempt}" if attempt else ""
-    victims = [
-        a for a in task_actor_names("burst") if a.endswith(suffix) and ("#" in a) == bool(suffix)
+    handles = [  # every task of the current attempt, as close together as we can
+        h
+        for a, h in task_actors("burst").items()
+        if a.endswith(suffix) and ("#" in a) == bool(suffix)
     ]
-    handles = []
-    for actor in victims:  # every task of the current attempt, as close together as we can
-        try:
-            handles.append(ray.get_actor(actor))
-        except ValueError:
-            pass  # the job master already replaced it
     for handle in handles:
         ray.kill(handle)
     values = col.join()

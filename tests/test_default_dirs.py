@@ -15,7 +15,7 @@ import ray
 
 from raystream import StreamExecutionEnvironment
 from raystream.checkpointing import default_dirs
-from tests.chaos_jobs import Collector, wait_until
+from tests.chaos_jobs import Collector, job_master_actor, wait_until
 
 
 def dead_pid() -> int:
@@ -114,7 +114,7 @@ def test_the_default_directory_goes_when_the_job_ends_or_after_its_job_master_di
     orphan = store_dir(col.client)
     owner = default_dirs.read_owner(orphan)
     assert owner is not None and os.path.isdir(orphan)
-    ray.kill(col.client._jm, no_restart=True)
+    ray.kill(job_master_actor(col.client), no_restart=True)
     wait_until(lambda: default_dirs.is_stale(orphan), what="the killed job master to exit")
     with pytest.raises(Exception):  # noqa: B017 - whatever the dead master makes the iterator raise
         col.join()

@@ -96,6 +96,22 @@ def test_keyed_running_reduce_emits_every_intermediate_aggregate():
     assert Counter(got) == Counter(expected)
 
 
+def test_collection_read_in_parallel_slices_folds_every_record_once():
+    env = make_env(3)
+    data = [(f"k{i % 5}", i + 1) for i in range(3000)]
+    stream = env.from_collection(data).map(lambda r: r)  # no keyed edge at the source
+    out = stream.key_by(lambda r: r[0]).reduce(lambda a, b: (a[0], a[1] + b[1]))
+    assert "task 'Collection Source -> Map' x3" in env.get_execution_plan()
+    got = list(out.execute_and_collect())
+    # three source subtasks read contiguous thirds, interleaved at the reduce: per key, the
+    # running sums grow by one record's value each (values are positive), so the first sum and
+    # the steps between sorted sums are exactly the key's values
+    for key in {k for k, _ in data}:
+        sums = sorted(v for k, v in got if k == key)
+        steps = [sums[0]] + [b - a for a, b in zip(sums, sums[1:])]
+        assert Counter(steps) == Counter(v for k, v in data if k == key)
+
+
 class SumReduce(ReduceFunction):
     def reduce(self, a, b):
         return a + b

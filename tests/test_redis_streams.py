@@ -36,7 +36,7 @@ from raystream.connectors.redis import (
 from raystream.operators.sinks import SinkContext
 from raystream.runtime.elements import Batch
 from tests.brokers import free_port
-from tests.chaos_jobs import Collector, task_actor_names, wait_until
+from tests.chaos_jobs import Collector, task_actors, wait_until
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.timeout(240)]
 
@@ -497,19 +497,12 @@ def test_exactly_once_window_job_redis_to_redis_under_task_kills(redis_server, t
         if client.get_job_status().is_globally_terminal_state():
             break
         suffix = "" if attempt == 0 else f"#{attempt}"
-        names = [
-            n for n in task_actor_names(job) if n.endswith(suffix) and ("#" in n) == bool(suffix)
-        ]
+        actors = task_actors(job)
+        names = [n for n in sorted(actors) if n.endswith(suffix) and ("#" in n) == bool(suffix)]
         rng.shuffle(names)
-        for name in names:  # a finished source task may be gone already
-            try:
-                actor = ray.get_actor(name)
-            except ValueError:
-                continue
-            ray.kill(actor)
-            break
-        else:
+        if not names:
             continue
+        ray.kill(actors[names[0]])
         kills += 1
         wait_until(
             lambda a=attempt: (

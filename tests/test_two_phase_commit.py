@@ -525,11 +525,9 @@ def test_file_sink_is_exactly_once_when_a_task_is_killed(tmp_path):
         assert time.monotonic() < deadline, "no checkpoint completed with a committed part"
         time.sleep(0.05)
     (victim,) = [
-        n
-        for n in ray.util.list_named_actors()
-        if client.job_id[:8] in n and "files-sink" in n and n.endswith(":2/2")
+        h for n, h in client.task_actors().items() if "files-sink" in n and n.endswith(":2/2")
     ]
-    ray.kill(ray.get_actor(victim))
+    ray.kill(victim)
     result = client.wait(70)
     assert result.restarts >= 1
     assert committed(out) == expected_events(2 * N)

@@ -24,7 +24,7 @@ from raystream.checkpoint_config import (
 from raystream.config import ExecutionConfig
 from raystream.core.time import Duration
 from raystream.core.watermarks import WatermarkStrategy
-from raystream.errors import GraphError
+from raystream.errors import GraphError, SerializationError
 from raystream.graph.plan import ExecutionPlan, build_plan
 from raystream.graph.transformations import Transformation, with_upstream
 from raystream.operators.sources import (
@@ -35,10 +35,17 @@ from raystream.operators.sources import (
 )
 from raystream.operators.split_source import SplitSource, SplitSourceOperator
 from raystream.runtime import serde
-from raystream.runtime.client import DetachedJobExecutionResult, JobClient, JobExecutionResult
+from raystream.runtime.client import (
+    DetachedJobExecutionResult,
+    JobClient,
+    JobExecutionResult,
+    JobMasterLease,
+)
 from raystream.runtime.deploy import DETACHED_NAMESPACE
+from raystream.runtime.host import GuestRef
 from raystream.runtime.jobmaster import JobMaster
 from raystream.runtime.jobs import job_master_name
+from raystream.runtime.pool import get_pool
 
 #: set by ``raystream run``: the settings a job script's ``execute`` picks up (see cli.py)
 ENV_DETACHED = "RAYSTREAM_DETACHED"
@@ -219,9 +226,9 @@ class StreamExecutionEnvironment:
         # streams defined before an earlier execute() come back through the new nodes' inputs
         return with_upstream(self._transformations)
 
-    def _build(self, job_name: str) -> ExecutionPlan:
+    def _build(self, job_name: str, detached: bool = False) -> ExecutionPlan:
         nodes = self._job_nodes()
-        plan = _with_splits(build_plan(job_name, nodes, self._config), nodes)
+        plan = _with_splits(build_plan(job_name, nodes, self._config), nodes, detached)
         self._transformations = []  # a job is built once, as in Flink
         self._executed.append(job_name)
         return plan
@@ -258,8 +265,8 @@ class StreamExecutionEnvironment:
                 ENV_ALLOW_NON_RESTORED_STATE
             )
         savepoint_path = savepoint_path or self._restore_path
-        plan = self._build(job_name)
-        self._ensure_ray(detached)
+        self._ensure_ray(detached)  # before the plan: sources may put their data in the store
+        plan = self._build(job_name, detached)
         job_id = uuid.uuid4().hex
         name = job_master_name(job_name, job_id)
         plan_bytes, refs = serde.dumps(plan)
@@ -289,15 +296,23 @@ class StreamExecutionEnvironment:
         if detached:
             opts["lifetime"] = "detached"
             opts["namespace"] = DETACHED_NAMESPACE
-        jm = (
-            ray.remote(JobMaster)
-            .options(**opts)
-            .remote(job_id, plan_bytes, refs, name, restore, detached)
-        )
+        args = (plan_bytes, refs, name, restore, detached)
+        lease = None
+        if plan.config.reuse_workers and not detached:
+            # a warm worker of the driver's pool runs the job master (no process start-up);
+            # the client gives it back when it is let go
+            pool = get_pool()
+            opts.pop("name")
+            host_id, host = ray.get(pool.acquire_job_master.remote(job_id, opts))
+            ray.get(host.host_job_master.remote(job_id, *args, pool))
+            jm: Any = GuestRef(host, job_id)
+            lease = JobMasterLease(pool, host_id)
+        else:
+            jm = ray.remote(JobMaster).options(**opts).remote(job_id, *args)
         ray.get(jm.start.remote())  # type: ignore[attr-defined]  # Ray types async methods without .remote
         if detached:
             _record_submitted(job_id, job_name)
-        return JobClient(job_id, job_name, jm)
+        return JobClient(job_id, job_name, jm, lease=lease)
 
     def execute(
         self,
@@ -431,8 +446,11 @@ class _SourceFactory:
         return SourceOperator(name, self.source, self.splits, self.watermark_strategy)
 
 
-def _with_splits(plan: ExecutionPlan, transformations: list[Transformation]) -> ExecutionPlan:
-    """Every source cuts its splits on the driver, from the user's own source object."""
+def _with_splits(
+    plan: ExecutionPlan, transformations: list[Transformation], detached: bool = False
+) -> ExecutionPlan:
+    """Every source cuts its splits on the driver, from the user's own source object; a
+    collection's slices go into the object store (inline in a detached job's plan)."""
     by_id = {t.id: t for t in transformations}
     for chain in plan.chains:
         head = chain.head
@@ -449,5 +467,20 @@ def _with_splits(plan: ExecutionPlan, transformations: list[Transformation]) -> 
             raise GraphError(
                 f"source {head.name!r} cannot create its splits: {type(exc).__name__}: {exc}"
             ) from exc
+        if isinstance(factory.source, CollectionSource):
+            _place_collection(factory.source, factory.splits, head.name, detached)
         head.factory = factory
     return plan
+
+
+def _place_collection(source: CollectionSource, splits: list, name: str, detached: bool) -> None:
+    if detached or not ray.is_initialized():
+        source.keep_inline()
+        return
+    try:
+        source.share(splits)
+    except Exception as exc:
+        raise SerializationError(
+            f"source {name!r}: the collection's items cannot be put into the Ray object store: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc

@@ -27,6 +27,8 @@ from raystream.graph.partitioners import (
     KeyGroupPartitioner,
     Partitioner,
     RebalancePartitioner,
+    RescalePartitioner,
+    ShufflePartitioner,
 )
 from raystream.graph.transformations import Transformation
 
@@ -136,8 +138,11 @@ def build_plan(
         raise GraphError("the job has no operators: add a source and a sink before execute()")
 
     parallelism: dict[int, int] = {}
+    single_readers = _single_reader_sources(physical, config)
     for t in sorted(physical, key=lambda t: t.id):  # producers are always created first
-        if t.parallelism is None and t.inherit_parallelism and t.inputs:
+        if t.id in single_readers:
+            parallelism[t.id] = 1
+        elif t.parallelism is None and t.inherit_parallelism and t.inputs:
             first = _resolve(t.inputs[0][0], t, None, None, 0)[0].src
             parallelism[t.id] = parallelism[first.id]
         else:
@@ -258,6 +263,47 @@ def build_plan(
     sources = [(t.name, t.source) for t in physical if t.kind == "source"]
     apply_runtime_mode(plan_config, sources, job_name)  # STREAMING or BATCH from here on
     return ExecutionPlan(job_name, chains, edge_specs, max_p, plan_config)
+
+
+def _single_reader_sources(physical: list[Transformation], config: ExecutionConfig) -> set[int]:
+    """Sources that read with one subtask although they could read in parallel slices.
+
+    A source that says ``ordered_by_default`` (a collection) reads in parallel only where a single
+    reader (Flink's non-parallel ``fromCollection``) would give no order that slices break: when
+    every consumer takes it through a forward, rebalance, rescale or shuffle edge at a parallelism
+    above 1. A keyed, broadcast, global or custom edge, or a consumer at parallelism 1, sees the
+    collection's order with one reader (per key, for a keyed edge), so it gets one.
+    """
+    candidates = {
+        t.id: t
+        for t in physical
+        if t.kind == "source"
+        and t.parallelism is None
+        and getattr(t.source, "ordered_by_default", False)
+    }
+    if not candidates:
+        return set()
+    single = set()
+    for t in physical:
+        for upstream, input_index in t.inputs:
+            for e in _resolve(upstream, t, None, None, input_index):
+                if e.src.id not in candidates:
+                    continue
+                p = t.parallelism
+                if p is None:
+                    p = config.parallelism
+                order_free = e.partitioner is None or isinstance(
+                    e.partitioner,
+                    (
+                        ForwardPartitioner,
+                        RebalancePartitioner,
+                        RescalePartitioner,
+                        ShufflePartitioner,
+                    ),
+                )
+                if not order_free or p <= 1:
+                    single.add(e.src.id)
+    return single
 
 
 def _parallelism_of(t: Transformation, config: ExecutionConfig) -> int:

@@ -153,6 +153,22 @@ def list_jobs(
     return out
 
 
+@dataclass
+class JobMasterLease:
+    """The pooled worker host a job's job master runs on, held by the client that started the
+    job (as a job master actor lives while a handle to it does)."""
+
+    pool: Any
+    host_id: int
+
+    def release(self, job_id: str) -> None:
+        try:
+            if ray.is_initialized():
+                self.pool.release_job_master.remote(job_id, self.host_id)
+        except Exception:  # noqa: S110 - Ray is shutting down: the pool goes with it
+            pass
+
+
 class JobClient:
     """Returned by ``execute_async`` (or ``JobClient.attach``); all calls go to the job's
     JobMaster actor.
@@ -161,12 +177,27 @@ class JobClient:
     takes); a call that times out raises ``TimeoutError`` and leaves the job as it is.
     """
 
-    def __init__(self, job_id: str, job_name: str, job_master: Any, timeout_s: float | None = None):
+    def __init__(
+        self,
+        job_id: str,
+        job_name: str,
+        job_master: Any,
+        timeout_s: float | None = None,
+        *,
+        lease: JobMasterLease | None = None,
+    ):
         self.job_id = job_id
         self.job_name = job_name
         self._jm = job_master
         self._result: JobExecutionResult | None = None
         self.timeout_s = timeout_s
+        #: the pooled worker running the job master, given back when this client goes away
+        self._lease = lease
+
+    def __del__(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release(self.job_id)
 
     @classmethod
     def attach(
@@ -204,6 +235,12 @@ class JobClient:
                 exc,
             )
             raise err from exc
+
+    def task_actors(self) -> dict[str, Any]:
+        """The Ray actor running each task of the current attempt, by the task's name
+        (``raystream:<job>:<id>:<operators>:<i>/<p>``, ``#<attempt>`` after a restart). Pooled
+        actors (the default) run later jobs' tasks once this job lets them go."""
+        return self._call(self._jm.task_actors.remote())  # type: ignore[no-any-return]
 
     def get_job_status(self) -> JobStatus:
         return JobStatus(self._call(self._jm.get_status.remote()))

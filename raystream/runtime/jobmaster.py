@@ -49,7 +49,9 @@ from raystream.runtime.enumerators import (
     restore_enumerator_states,
 )
 from raystream.runtime.failures import FailureHistory, describe_failure
-from raystream.runtime.task import Task, TaskResult
+from raystream.runtime.host import GuestRef, new_guest_id
+from raystream.runtime.task import TaskResult
+from raystream.runtime.workers import OwnWorkers, PooledWorkers, Workers
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,13 @@ class JobStatusName:
 class TaskHungError(RaystreamError):
     """A task did not answer the job master's ping in time."""
 
+    task_key: TaskKey | None = None
+
+
+def _hung_tasks(exc: BaseException) -> list[TaskKey]:
+    key = getattr(exc, "task_key", None) if isinstance(exc, TaskHungError) else None
+    return [key] if key is not None else []
+
 
 class JobMaster:
     def __init__(
@@ -79,8 +88,12 @@ class JobMaster:
         self_name: str,
         restore: dict[str, Any] | None = None,
         detached: bool = False,
+        pool: Any = None,
     ):
         self.job_id = job_id
+        #: how tasks and the pool call this job master: its actor handle, or a GuestRef when
+        #: it runs on a pooled worker host (set by the host)
+        self.self_ref: Any = None
         self.plan: ExecutionPlan = serde.loads(plan_bytes, refs)
         self.self_name = self_name
         #: a detached job's actors outlive the driver; its job master removes itself
@@ -89,7 +102,13 @@ class JobMaster:
         self._exit_scheduled = False
         self.restore_request = restore  # {"path": savepoint, "allow_non_restored_state": bool}
         self.status = JobStatusName.CREATED
-        self.tasks: dict[TaskKey, Any] = {}
+        self.tasks: dict[TaskKey, GuestRef] = {}
+        #: per task of the current attempt: (worker host id, guest id), and its display name
+        self._hosts: dict[TaskKey, tuple[int, str]] = {}
+        self.task_names: dict[TaskKey, str] = {}
+        #: the driver's pool of warm worker hosts, or new actors of this job's own
+        self._pool = pool
+        self.workers: Workers = OwnWorkers()
         self.results: dict[TaskKey, TaskResult] = {}
         self.error: BaseException | None = None
         self.started_at = 0.0
@@ -129,6 +148,8 @@ class JobMaster:
 
     async def start(self) -> None:
         self.started_at = time.time()
+        if self._pool is not None:
+            self.workers = PooledWorkers(self._pool, self.job_id, self._me())
         restore = None
         try:
             if self.checkpointing or self.restore_request is not None:
@@ -226,18 +247,21 @@ class JobMaster:
         return assignments
 
     async def _deploy(self, restore: dict[TaskKey, dict] | None) -> None:
-        """Creates, wires and starts one actor per subtask for the current attempt."""
+        """Runs one task per subtask of the current attempt on worker hosts (warm ones from the
+        driver's pool, or new actors), wires and starts them."""
         plan = self.plan
-        me = ray.get_runtime_context().current_actor
+        me = self._me()
         specs = task_specs(plan, self.job_id, self.attempt)
-        actor_cls = ray.remote(Task)
-        tasks: dict[TaskKey, Any] = {}
+        wanted: dict[TaskKey, tuple[dict[str, Any], str]] = {}
         for (cid, i), spec in specs.items():
             chain = plan.chain(cid)
             opts = actor_options(plan, chain, len(spec.input_channels), self.detached)
-            opts["name"] = actor_name(plan.job_name, self.job_id, chain, i, self.attempt)
-            spec_bytes, spec_refs = serde.dumps(spec)
-            tasks[(cid, i)] = actor_cls.options(**opts).remote(spec_bytes, spec_refs)
+            wanted[(cid, i)] = (
+                opts,
+                actor_name(plan.job_name, self.job_id, chain, i, self.attempt),
+            )
+        self.task_names = {key: name for key, (_, name) in wanted.items()}
+        tasks = await self._host_tasks(specs, wanted)
         self.tasks = tasks
         self.results = {}
         if self.coordinator is not None:
@@ -333,10 +357,13 @@ class JobMaster:
                 )
                 self.status = JobStatusName.RESTARTING
                 self.attempt += 1
-                self._kill_tasks()
+                if self.coordinator is not None:
+                    # first: tasks of the old attempt may still acknowledge while they are
+                    # being stopped, and their records no longer reach the collect buffer
+                    self.coordinator.reset(self.attempt)
+                await self._release_tasks(_hung_tasks(exc))
                 if self.coordinator is not None:
                     await self.coordinator.settle()  # may release collected records
-                    self.coordinator.reset(self.attempt)
                 self._drop_uncommitted()
                 await asyncio.sleep(delay / 1000.0)
                 if self.status in JobStatusName.TERMINAL:
@@ -413,6 +440,70 @@ class JobMaster:
         self._enumerator_states = {}
         return None
 
+    def _me(self) -> Any:
+        return self.self_ref or ray.get_runtime_context().current_actor
+
+    async def dispose(self) -> None:
+        """Its worker host is given back (the driver let go of the job): a job still running is
+        canceled, which stops and releases its tasks."""
+        if self.status not in JobStatusName.TERMINAL:
+            await self.cancel()
+        await self._done.wait()
+        for loop in self._loops:
+            loop.cancel()
+
+    async def _host_tasks(
+        self, specs: dict[TaskKey, Any], wanted: dict[TaskKey, tuple[dict[str, Any], str]]
+    ) -> dict[TaskKey, GuestRef]:
+        """Creates every task on a host. A pooled host that died while idle is replaced (twice
+        at most); any other error fails the deployment."""
+        payloads = {key: serde.dumps(spec) for key, spec in specs.items()}
+        todo = list(specs)
+        tasks: dict[TaskKey, GuestRef] = {}
+        for round_ in range(3):
+            got = await self.workers.acquire([wanted[key] for key in todo])
+            calls = {}
+            for key, (hid, handle) in zip(todo, got):
+                gid = new_guest_id()
+                self._hosts[key] = (hid, gid)
+                spec_bytes, spec_refs = payloads[key]
+                calls[key] = handle.host_task.remote(gid, spec_bytes, spec_refs)
+                tasks[key] = GuestRef(handle, gid)
+            results = await asyncio.gather(
+                *(_await(c) for c in calls.values()), return_exceptions=True
+            )
+            lost = [
+                k for k, r in zip(calls, results) if isinstance(r, ray.exceptions.RayActorError)
+            ]
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, ray.exceptions.RayActorError):
+                    raise r
+            if not lost or round_ == 2:
+                if lost:
+                    raise results[list(calls).index(lost[0])]  # type: ignore[misc]
+                return tasks
+            gone = [self._hosts.pop(k) for k in lost]
+            await self.workers.release(gone, [hid for hid, _ in gone])
+            todo = lost
+        return tasks
+
+    async def _release_tasks(self, dead: list[TaskKey] | None = None) -> None:
+        """Stops the current attempt's tasks: their hosts go back to the pool (reset) or are
+        stopped; ``dead``: tasks known to be gone or hung."""
+        self._close_enumerators()
+        hosts, self._hosts = self._hosts, {}
+        self.tasks = {}
+        doomed = [hosts[k][0] for k in dead or () if k in hosts]
+        try:
+            await self.workers.release(list(hosts.values()), doomed)
+        except Exception as exc:  # the pool is gone (its driver exits): so are the hosts
+            log.warning("job %s: releasing its workers failed: %s", self.job_id, exc)
+
+    async def task_actors(self) -> dict[str, Any]:
+        """The Ray actor running each task of the current attempt, by the task's display name
+        (operations and tests; a pooled actor runs other jobs' tasks later)."""
+        return {self.task_names[key]: ref.handle for key, ref in self.tasks.items()}
+
     async def _start_enumerators(self, tasks: dict[TaskKey, Any]) -> None:
         """One split enumerator per split source, told which splits the restored readers hold."""
         self._close_enumerators()
@@ -460,14 +551,6 @@ class JobMaster:
             host.close()
         self.enumerators = {}
 
-    def _kill_tasks(self) -> None:
-        self._close_enumerators()
-        for handle in self.tasks.values():
-            try:
-                ray.kill(handle, no_restart=True)
-            except Exception:  # noqa: S110 - already gone
-                pass
-
     async def _fail(self, exc: BaseException) -> None:
         if self.status in JobStatusName.TERMINAL:
             return
@@ -480,9 +563,10 @@ class JobMaster:
         for loop in self._loops:
             if loop is not asyncio.current_task():
                 loop.cancel()
-        self._kill_tasks()
-        if self.coordinator is not None:
+        if self.coordinator is not None:  # before the tasks stop: they may still acknowledge
             self.coordinator.abort_all("the job ended")
+        await self._release_tasks()
+        if self.coordinator is not None:
             # a checkpoint with every acknowledgement may still be writing: let it finish before
             # its directory goes (it would fail half-written and log a spurious error)
             await self.coordinator.settle()
@@ -541,12 +625,12 @@ class JobMaster:
                     await asyncio.wait_for(ping, timeout)
                 except asyncio.TimeoutError:
                     if attempt == self.attempt and self.status == JobStatusName.RUNNING:
-                        await self._failover(
-                            TaskHungError(
-                                f"task {key} of job {self.job_id} did not answer a ping for "
-                                f"{timeout:g} s (heartbeat timeout)"
-                            )
+                        hung = TaskHungError(
+                            f"task {key} of job {self.job_id} did not answer a ping for "
+                            f"{timeout:g} s (heartbeat timeout)"
                         )
+                        hung.task_key = key
+                        await self._failover(hung)
                     break
                 except Exception:  # noqa: S112 - a dead task fails its run call; _watch sees it
                     continue

@@ -1,9 +1,11 @@
 """Internal: the jobs of a Ray cluster, found from any process — joining the cluster, listing
 its job masters and resolving a job name or id to one of them.
 
-Every job master is a named Ray actor, ``raystream:jobmaster:<job name>:<id[:8]>``: a detached
-job's in the ``raystream`` namespace, any other job's in its driver's namespace. Listing asks the
-GCS for the named actors of all namespaces (no dashboard needed) and each job master for its
+A detached job's job master is a named Ray actor, ``raystream:jobmaster:<job name>:<id[:8]>`` in
+the ``raystream`` namespace (so is any job's with ``reuse_workers`` off, in its driver's
+namespace); other jobs' job masters run on workers of their driver's pool, a named actor
+``raystream:pool:<driver job id>`` that lists them. Listing asks the GCS for the named actors of
+all namespaces (no dashboard needed), each pool for its job masters, and each job master for its
 ``describe()``.
 """
 
@@ -103,22 +105,36 @@ class FoundJob:
 
 def scan() -> list[FoundJob]:
     """Every job master of the connected cluster, oldest first."""
+    from raystream.runtime.host import GuestRef
+    from raystream.runtime.pool import POOL_NAME_PREFIX
+
     named = ray.util.list_named_actors(all_namespaces=True)
     found = []
     for entry in named:
         name, namespace = entry["name"], entry["namespace"]
-        if not name.startswith(JOB_MASTER_PREFIX):
+        if not name.startswith((JOB_MASTER_PREFIX, POOL_NAME_PREFIX)):
             continue
         try:
             handle = ray.get_actor(name, namespace=namespace)
         except ValueError:  # gone since it was listed
             continue
-        found.append(FoundJob(name, namespace, handle, None))
+        if name.startswith(JOB_MASTER_PREFIX):
+            found.append(FoundJob(name, namespace, handle, None))
+            continue
+        try:  # a driver's pool: the job masters its workers run
+            hosted = ray.get(handle.job_masters.remote(), timeout=DESCRIBE_TIMEOUT_S)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            continue
+        for job_id, host in hosted.items():
+            ref = GuestRef(host, job_id)
+            found.append(FoundJob(f"{name}/{job_id[:8]}", namespace, ref, None))
     refs = [job.handle.describe.remote() for job in found]
     for job, ref in zip(found, refs):
         try:
             job.info = ray.get(ref, timeout=DESCRIBE_TIMEOUT_S)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            job.info = None
+        except ray.exceptions.RayTaskError:  # a pooled job master let go since it was listed
             job.info = None
     found.sort(key=lambda j: (j.info or {}).get("start_time_ms", 0))
     return found

@@ -125,6 +125,8 @@ class Task:
         self.watermarks = InputWatermarks(spec.input_channels)
         self._factories = [(n, n.factory) for n in spec.chain.nodes]
         self._backends: list[Any] = []
+        #: operators set up and not closed yet
+        self._open_operators: list[StreamOperator] = []
         ckpt = spec.config.checkpoint
         self.checkpointing = ckpt.is_checkpointing_enabled()
         self.barriers = BarrierHandler(self.gate, ckpt.mode is CheckpointingMode.EXACTLY_ONCE)
@@ -214,6 +216,7 @@ class Task:
             )
             op.setup(ctx, main, sides)
         self.operators = [ops[n.id] for n, _ in self._factories]
+        self._open_operators = list(self.operators)
         self.watermarks.head = self.operators[0]
         self._uids = [n.uid for n, _ in self._factories]
         self._async_ops = [op for op in self.operators if op.has_async_work]
@@ -247,10 +250,6 @@ class Task:
             out.update(self.writer.metrics())
         return out
 
-    # one call per data message: with task events on, the GCS keeps a record of each (up to
-    # Ray's task_events_max_num_task_in_gcs, 100k by default), and its memory grew by about
-    # 1 MB/s on a small paced job at parallelism 2
-    @ray.method(enable_task_events=False)
     async def push(self, channel: int, seq: int, message: Any) -> None:
         credit = asyncio.get_running_loop().create_future()
         self.gate.put(channel, seq, message, credit)
@@ -293,6 +292,7 @@ class Task:
             raise err from exc
         finally:
             close_error = self._close(failed)
+            await self._dispose_backends()
         if close_error is not None:
             self.state = "FAILED"
             raise close_error
@@ -312,10 +312,11 @@ class Task:
         )
 
     def _close(self, failed: bool) -> TaskError | None:
-        """Closes operators and backends. After a failure their errors must not mask it; after
-        success the first one fails the task (a close may commit or flush output)."""
+        """Closes the operators. After a failure their errors must not mask it; after success
+        the first one fails the task (a close may commit or flush output)."""
         first: TaskError | None = None
-        for op in self.operators:
+        operators, self._open_operators = self._open_operators, []
+        for op in operators:
             try:
                 op.close()
             except Exception as exc:
@@ -327,12 +328,27 @@ class Task:
                         op.name,
                         self.spec.subtask,
                     )
-        for backend in self._backends:
+        return first
+
+    async def _dispose_backends(self) -> None:
+        """Disposes the keyed state backends once no snapshot reads them any more."""
+        if self._snapshots_in_flight:
+            await asyncio.wait(set(self._snapshots_in_flight))
+        backends, self._backends = self._backends, []
+        for backend in backends:
             try:
                 backend.dispose()
             except Exception:  # noqa: S110 - state of a finished task: nothing to lose
                 pass
-        return first
+
+    async def dispose(self) -> None:
+        """Everything the task holds is let go (its worker host is reused): a run that was
+        cancelled or never started closes its operators, snapshots in flight finish, state
+        backends are disposed."""
+        self.state = "RELEASED"
+        self.gate.fail_pending(TaskError(f"task {self.name!r} was released", self.spec.chain.name))
+        self._close(failed=True)
+        await self._dispose_backends()
 
     async def _after_batch(self) -> None:
         await self.writer.send_ready()  # type: ignore[union-attr]
