@@ -204,6 +204,8 @@ class JobMetricsExporter:
         name (the ``task`` tag)."""
         ended = sample.status in ("FINISHED", "FAILED", "CANCELED")
         op_rates, task_rates = ({}, {}) if ended else rates(self._prev, sample)
+        if self._prev is not None and sample.restarts != self._prev.restarts:
+            self._counters.forget()
         gauges = self._gauges
         gauges.values = {}
         for o in sample.operators:

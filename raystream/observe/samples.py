@@ -235,3 +235,8 @@ class CounterTracker:
         inc = increase(self._last.get(key), value)
         self._last[key] = value
         return inc
+
+    def forget(self) -> None:
+        """Every series starts over (the job restarted: its tasks are new, and one that
+        already counted past its predecessor's last reading would otherwise lose that part)."""
+        self._last.clear()
