@@ -154,6 +154,6 @@ def job_view(
             "failed": checkpoints.get("failed"),
             "in_progress": checkpoints.get("in_progress"),
             "last": checkpoints.get("last_completed"),
-            "history": history[::-1],  # newest first
+            "history": sorted(history, key=lambda c: -c["checkpoint_id"]),  # newest first
         },
     }
