@@ -23,6 +23,8 @@ import logging
 import time
 from typing import Any, Protocol
 
+from ray.util import metrics as ray_metrics
+
 from raystream.observe.samples import (
     CounterTracker,
     JobSample,
@@ -142,14 +144,12 @@ class RayMetricsSink:
     def _metric(self, name: str) -> Any:
         metric = self._made.get(name)
         if metric is None:
-            from ray.util import metrics
-
             if name in COUNTERS:
                 desc, tags = COUNTERS[name]
-                metric = metrics.Counter(name, description=desc, tag_keys=tags)
+                metric = ray_metrics.Counter(name, description=desc, tag_keys=tags)
             else:
                 desc, tags = GAUGES[name]
-                metric = metrics.Gauge(name, description=desc, tag_keys=tags)
+                metric = ray_metrics.Gauge(name, description=desc, tag_keys=tags)
             self._made[name] = metric
         return metric
 
