@@ -268,7 +268,7 @@ async def export_loop(job_master: Any, interval_s: float, sink: Sink | None = No
     ended and its final numbers were recorded. A detached job's job master stays for the
     job's retention time: until shortly before it goes, the job's gauges are recorded again
     every interval (Ray forgets gauges that are not). Reads only what clients read
-    (``metrics``, ``checkpoint_stats``, ``describe``)."""
+    (``describe``, ``metrics``, ``checkpoint_stats``, ``wait``)."""
     try:
         desc = await job_master.describe()
         chains = {t["id"]: t["name"] for t in desc["tasks"]}
@@ -280,7 +280,9 @@ async def export_loop(job_master: Any, interval_s: float, sink: Sink | None = No
             exporter.update(sample, checkpoints, chains)
             if sample.status in ("FINISHED", "FAILED", "CANCELED"):
                 break
-            await asyncio.sleep(interval_s)
+            # the job master's own wait: returns at once when the job ends, so the final
+            # numbers are recorded before a driver that canceled or collected it goes
+            await job_master.wait(interval_s)
         # a job master that is not detached ends with its driver, any time now; stopping
         # before it goes leaves no task pending in a dying event loop
         retention_s = (desc.get("retention_ms") or 0) / 1000.0
