@@ -689,6 +689,23 @@ class KafkaSourceReader(SourceReader):
                     "KafkaSource: committing offsets of checkpoint %d: %s", checkpoint_id, exc
                 )
 
+    def pending_records(self) -> int | None:
+        """The partitions' end offsets (as of the last fetch: the consumer's cache, no broker
+        call) minus the positions read, over the held partitions whose end is known."""
+        from confluent_kafka import TopicPartition
+
+        pending, known = 0, False
+        for split in self.splits.values():
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(split.topic, split.partition), cached=True
+            )
+            if high is None or high < 0:  # nothing fetched from it yet
+                continue
+            end = high if split.stop is None else min(high, split.stop)
+            pending += max(0, end - split.offset)
+            known = True
+        return pending if known else None
+
     def close(self) -> None:
         self.consumer.close()
 

@@ -56,6 +56,11 @@ class Source(ABC):
     def describe(self) -> str:
         return type(self).__name__
 
+    def record_count(self) -> int | None:
+        """How many records the source will produce in all, if it knows in advance (a bounded
+        source over a known collection); None otherwise. Only progress displays use it."""
+        return None
+
 
 class SourceStatus(enum.Enum):
     MORE = "more"
@@ -295,6 +300,9 @@ class CollectionSource(Source):
             raise RuntimeError("collection source shipped before its items were placed")
         return _ListReader(self.items, split[0], split[1], offset)
 
+    def record_count(self) -> int:
+        return self.size
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         if not self._inline:  # shared, or not placed yet (the plan's pickling check)
@@ -351,3 +359,6 @@ class NumberSequenceSource(Source):
 
     def open_split(self, split: tuple[int, int | None], offset: int | None) -> SplitReader:
         return _RangeReader(split[0], split[1], offset)
+
+    def record_count(self) -> int | None:
+        return None if self.end is None else self.end - self.start + 1

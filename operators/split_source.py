@@ -126,6 +126,12 @@ class SourceReader(ABC):
         """A checkpoint holding this reader's snapshot completed (e.g. commit offsets to Kafka for
         monitoring)."""
 
+    def pending_records(self) -> int | None:
+        """Records the splits it holds have beyond what it read (a source's lag, as Flink's
+        ``pendingRecords``), if the reader knows without blocking; None otherwise. Asked when
+        metrics are read, never per record."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -367,6 +373,18 @@ class SplitSourceOperator(SourceOperator):
                 self.finished_ids.add(sid)
             else:
                 self.restored.append(split)
+
+    def metrics(self) -> dict[str, Any]:
+        m = super().metrics()
+        pending = None
+        if self.reader is not None:
+            try:
+                pending = self.reader.pending_records()
+            except Exception:  # noqa: S110 - a gauge is not worth failing the task over
+                pending = None
+        if pending is not None:
+            m["pending_records"] = pending
+        return m
 
     def restored_split_ids(self) -> list[str]:
         ids = [self.split_source.split_id(s) for s in self.restored]

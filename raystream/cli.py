@@ -8,6 +8,7 @@ Flink's ``flink run/list/info/savepoint/stop/cancel``.
     raystream savepoint JOB DIR
     raystream stop JOB --savepoint DIR
     raystream checkpoints JOB [--json]
+    raystream ui [JOB] [--port N] [--host ADDRESS] [--open]
 
 Every command takes ``--address`` as Ray's command line does (default: ``RAY_ADDRESS``, else the
 cluster running on this machine). ``JOB`` is a job id (or a unique prefix of 6+ characters) or a
@@ -20,6 +21,9 @@ is submitted detached and ``execute()`` returns at once), ``RAYSTREAM_SAVEPOINT_
 names its own), ``RAY_ADDRESS`` (``--address``). Exit codes: 0 done, 1 the operation failed
 (unknown job, unreachable cluster, failed savepoint, ...; a message on stderr), 2 bad usage;
 ``run`` exits with the script's own code.
+
+``ui`` serves a live page per job on ``127.0.0.1`` (``raystream.observe.ui``) and prints its
+URL, which holds a secret token; it runs until interrupted (Ctrl-C), then exits with 0.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from raystream.errors import RaystreamError
 
 #: seconds a command waits for a job master's answer (a savepoint: for it to complete)
 DEFAULT_TIMEOUT_S = 120.0
+#: the longest the web page's data request waits for a job master
+UI_CALL_TIMEOUT_S = 15.0
 
 _MIN_TS = -(2**63)
 
@@ -148,6 +154,23 @@ def _parser() -> argparse.ArgumentParser:
     cps.add_argument("job")
     cps.add_argument("--json", action="store_true", help="one JSON document")
     cps.set_defaults(func=_checkpoints)
+
+    ui = sub.add_parser(
+        "ui", parents=[timed], help="serve a live web page of a job (or of every job) on loopback"
+    )
+    ui.add_argument("job", nargs="?", help="open this job's page (default: the list of jobs)")
+    ui.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: only this machine; anything else lets "
+        "whoever reaches it and holds the URL read the jobs' numbers)",
+    )
+    ui.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between samples of a job (default 1)"
+    )
+    ui.add_argument("--open", action="store_true", help="open the page in a web browser")
+    ui.set_defaults(func=_ui)
     return parser
 
 
@@ -301,6 +324,63 @@ def _checkpoints(args: argparse.Namespace) -> int:
     if stats.get("restored_from"):
         print(f"  restored from checkpoints: {stats['restored_from']}")
     _print_checkpoints(stats, "completed" in stats, brief=False)
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import ipaddress
+    import signal
+    import webbrowser
+
+    from raystream.observe.ui import UiServer
+    from raystream.runtime.client import JobClient
+
+    if args.interval <= 0:
+        raise CliError(f"--interval must be positive, got {args.interval:g}")
+    timeout = min(args.timeout, UI_CALL_TIMEOUT_S)
+    _connect(args)
+    job_id = None
+    if args.job:  # an unknown job fails here, before anything listens
+        job_id = JobClient.attach(args.job, timeout_s=timeout).job_id
+
+    def attach(job: str) -> Any:
+        return JobClient.attach(job, timeout_s=timeout)
+
+    def list_all() -> list[dict[str, Any]]:
+        from raystream.runtime import jobs
+
+        return [_summary(j.info) for j in jobs.scan() if j.info is not None]
+
+    try:
+        server = UiServer(attach, list_all, args.host, args.port, args.interval)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    try:
+        loopback = ipaddress.ip_address(server.address[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        print(
+            f"raystream ui: warning: listening on {server.address[0]}, beyond this machine; "
+            "whoever reaches it and holds the URL reads the jobs' numbers",
+            file=sys.stderr,
+        )
+    url = server.url(job_id)
+    print(f"raystream ui: {url}", flush=True)
+    print("raystream ui: serving until interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    if args.open:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
     return 0
 
 

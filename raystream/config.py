@@ -96,6 +96,11 @@ class ExecutionConfig:
     #: (as Flink's ``jobstore.expiration-time``); then it removes itself. The tasks of an ended
     #: job are gone at once. A job that is not detached ends with its driver.
     finished_job_retention_ms: int = 600_000
+    #: how often the job master reads the job's metrics and records them in Ray's metrics
+    #: (``ray.util.metrics``: the nodes' Prometheus endpoints, the Ray dashboard), and once more
+    #: when the job ended; 0 exports nothing. Ray itself sends recorded values to its metrics
+    #: agent every ``metrics_report_interval_ms`` of its own (10 s by default)
+    metrics_interval_ms: int = 5_000
     #: STREAMING, BATCH or AUTOMATIC (``env.set_runtime_mode``); a built plan holds the resolved
     #: mode, STREAMING or BATCH
     runtime_mode: RuntimeExecutionMode = RuntimeExecutionMode.STREAMING

@@ -62,6 +62,8 @@ class RayCluster:
     log_path: str
     #: Ray's token authentication, with a token of this cluster's own
     auth_env: dict[str, str]
+    #: the head's Prometheus endpoint (Ray's metrics agent): http://127.0.0.1:<port>/metrics
+    metrics_port: int = 0
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a process that is to use this cluster (and only it)."""
@@ -83,10 +85,13 @@ class RayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def start_head(num_cpus: int = 2, timeout_s: float = 60.0) -> RayCluster:
-    """Starts a head node and returns once a driver can connect to it."""
+def start_head(
+    num_cpus: int = 2, timeout_s: float = 60.0, extra_env: dict[str, str] | None = None
+) -> RayCluster:
+    """Starts a head node and returns once a driver can connect to it. ``extra_env`` goes to
+    the head's processes (and so to its workers), e.g. ``RAY_<setting>`` of Ray's config."""
     temp_dir = tempfile.mkdtemp(prefix="rsc-", dir="/tmp")  # short: Ray's socket paths are
-    gcs, nm, om, agent_http, agent_grpc, metrics, rt_env = free_ports(7)  # length-capped
+    gcs, nm, om, agent_http, agent_grpc, metrics, rt_env, api = free_ports(8)  # length-capped
     low, high = _free_port_range(40)
     cmd = [
         sys.executable,
@@ -107,6 +112,9 @@ def start_head(num_cpus: int = 2, timeout_s: float = 60.0) -> RayCluster:
         f"--min-worker-port={low}",
         f"--max-worker-port={high}",
         "--include-dashboard=false",
+        # Ray starts its API server anyway (jobs, metrics); not on the default 8265, which
+        # another cluster on the machine may hold
+        f"--dashboard-port={api}",
         f"--num-cpus={num_cpus}",
         f"--temp-dir={temp_dir}",
     ]
@@ -121,11 +129,12 @@ def start_head(num_cpus: int = 2, timeout_s: float = 60.0) -> RayCluster:
     env.update(auth_env)
     # workers inherit the raylet's environment: tests/ and examples/ importable by name there
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra_env or {})
     log_path = os.path.join(temp_dir, "ray-start.log")
     log = open(log_path, "w")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     log.close()
-    cluster = RayCluster(f"127.0.0.1:{gcs}", temp_dir, proc, log_path, auth_env)
+    cluster = RayCluster(f"127.0.0.1:{gcs}", temp_dir, proc, log_path, auth_env, metrics)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -194,3 +194,27 @@ def test_random_interleavings_snapshot_a_consistent_cut(seed):
     assert [cid for cid, _ in taken] == list(range(1, n_checkpoints + 1))
     for cid, before in taken:
         assert before == expected[cid]
+
+
+def test_alignment_time_runs_from_the_first_barrier_to_the_last():
+    async def main() -> tuple[BarrierHandler, InputGate]:
+        now = [10.0]
+        gate = InputGate([(0, "a"), (0, "b")])
+        handler = BarrierHandler(gate, True, clock=lambda: now[0])
+        gate.put(0, 0, b"12345", None)
+        gate.put(0, 1, barrier(1), None)
+        gate.put(1, 0, "a record, not bytes", None)
+        assert handler.on_barrier(0, barrier(1)) is None
+        now[0] = 10.25  # channel b's barrier comes a quarter of a second later
+        assert handler.on_barrier(1, barrier(1)) == barrier(1)
+        while gate.poll() is not None:
+            pass
+        return handler, gate
+
+    handler, gate = asyncio.run(main())
+    assert handler.metrics() == {
+        "alignments": 1,
+        "alignment_ms_last": 250.0,
+        "alignment_ms_sum": 250.0,
+    }
+    assert gate.bytes_taken == 5  # pickled messages count their bytes, once, when taken

@@ -165,6 +165,34 @@ def test_builder_rejects_incomplete_sources():
         KafkaSource.builder().set_bootstrap_servers("x:1").set_topics("t").build()
 
 
+def test_pending_records_is_the_end_offset_minus_what_the_reader_read(kafka_broker):
+    """The source lag metric (``pending_records``), read from the consumer's cache without a
+    broker call; unbounded (no stop offset), so the end comes from the broker's fetches."""
+    from raystream.operators.kafka_source import KafkaPartitionSplit
+    from raystream.operators.split_source import ReaderContext
+
+    topic = new_topic(kafka_broker, 2)
+    produce(kafka_broker, topic, {0: [f"a{i}" for i in range(30)], 1: ["b0", "b1"]})
+    src = source(kafka_broker, topic, bounded=False, stop=None)
+    reader = src.create_reader(ReaderContext("kafka", 0, 1, lambda: 0))
+    try:
+        assert reader.pending_records() is None  # nothing held
+        reader.add_splits([KafkaPartitionSplit(topic, 0, 0), KafkaPartitionSplit(topic, 1, 1)])
+        read = 0
+
+        def after_ten() -> bool:
+            nonlocal read
+            read += sum(len(r.values) for r in reader.poll(10 - read) if r.split_id.endswith("-0"))
+            return read >= 10 and reader.pending_records() is not None
+
+        wait_until(after_ten, 60, "ten records of partition 0 and its end offset")
+        both = reader.pending_records()
+        # partition 1 may or may not have been fetched (and read to its end) by now
+        assert both in (30 - read, 30 - read + 1)
+    finally:
+        reader.close()
+
+
 # -- bounded reads and starting offsets --------------------------------------------------------
 
 

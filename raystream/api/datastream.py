@@ -43,6 +43,7 @@ from raystream.graph.partitioners import (
 )
 from raystream.graph.plan import supports_error_policy
 from raystream.graph.transformations import Transformation
+from raystream.observe.progress import progress_for
 from raystream.operators.keyed import ReduceOperator, aggregation
 from raystream.operators.keyed_functions import (
     KeyedFilterOperator,
@@ -428,7 +429,7 @@ class DataStream:
         )
         from raystream.runtime.client import CollectResultIterator
 
-        it = CollectResultIterator(client)
+        it = CollectResultIterator(client, progress=progress_for(client))
         if limit is None:
             return it
         out = []

@@ -27,6 +27,7 @@ from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError, SerializationError
 from raystream.graph.plan import ExecutionPlan, build_plan
 from raystream.graph.transformations import Transformation, with_upstream
+from raystream.observe.progress import progress_for
 from raystream.operators.sources import (
     CollectionSource,
     NumberSequenceSource,
@@ -333,7 +334,12 @@ class StreamExecutionEnvironment:
         )
         if _env_flag(ENV_DETACHED):
             return DetachedJobExecutionResult(client.job_id, client.job_name)
-        return client.wait()
+        progress = progress_for(client)  # on a terminal only
+        try:
+            return client.wait()
+        finally:
+            if progress is not None:
+                progress.stop()
 
     # -- checkpointing and restarts ----------------------------------------------------------------
 

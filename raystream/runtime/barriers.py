@@ -12,7 +12,9 @@ ignored.
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from raystream.runtime.elements import CheckpointBarrier, CheckpointKind
 
@@ -30,7 +32,9 @@ class Gate(Protocol):
 class BarrierHandler:
     """Tells the task when to take a checkpoint; ``aborted`` lists checkpoints given up."""
 
-    def __init__(self, gate: Gate, exactly_once: bool):
+    def __init__(
+        self, gate: Gate, exactly_once: bool, clock: Callable[[], float] = time.perf_counter
+    ):
         self.gate = gate
         self.exactly_once = exactly_once
         self.current: CheckpointBarrier | None = None  # the checkpoint being aligned
@@ -38,6 +42,11 @@ class BarrierHandler:
         self.last_done = -1  # newest checkpoint taken or given up
         self.aborted: list[int] = []
         self.alignments = 0
+        #: seconds from the first barrier of a checkpoint to the last (``clock`` time)
+        self.clock = clock
+        self._align_started = 0.0
+        self.last_alignment_s = 0.0
+        self.alignment_s_sum = 0.0
 
     def _open_channels(self) -> set[int]:
         return {c for c in range(len(self.gate)) if not self.gate.is_ended(c)}
@@ -54,6 +63,7 @@ class BarrierHandler:
         if self.current is None:
             self.current = barrier
             self.seen = set()
+            self._align_started = self.clock()
         self.seen.add(channel)
         align = self.exactly_once or barrier.kind is CheckpointKind.SAVEPOINT
         if self._complete():
@@ -100,7 +110,18 @@ class BarrierHandler:
         self._release()
         self.last_done = barrier.checkpoint_id
         self.alignments += 1
+        took = max(0.0, self.clock() - self._align_started)
+        self.last_alignment_s = took
+        self.alignment_s_sum += took
         return barrier
+
+    def metrics(self) -> dict[str, Any]:
+        """Alignments done, and how long the last one and all of them took (in ms)."""
+        return {
+            "alignments": self.alignments,
+            "alignment_ms_last": self.last_alignment_s * 1000.0,
+            "alignment_ms_sum": self.alignment_s_sum * 1000.0,
+        }
 
     def _give_up(self) -> None:
         assert self.current is not None

@@ -348,12 +348,19 @@ def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionR
 class CollectResultIterator(Iterator[Any]):
     """Iterates the records of ``execute_and_collect``; closing it cancels an unfinished job."""
 
-    def __init__(self, client: JobClient, poll_s: float = 1.0):
+    def __init__(self, client: JobClient, poll_s: float = 1.0, progress: Any = None):
         self.client = client
         self._buffer: list = []
         self._pos = 0
         self._finished = False
         self._poll_s = poll_s
+        #: the progress line drawn while the records come (``raystream.observe.progress``)
+        self._progress = progress
+
+    def _stop_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
     def __iter__(self) -> CollectResultIterator:
         return self
@@ -361,6 +368,7 @@ class CollectResultIterator(Iterator[Any]):
     def __next__(self) -> Any:
         while self._pos >= len(self._buffer):
             if self._finished:
+                self._stop_progress()
                 self.client.wait()  # raises if the job failed
                 raise StopIteration
             self._buffer, self._finished = self.client._collect_fetch(self._poll_s)
@@ -370,6 +378,7 @@ class CollectResultIterator(Iterator[Any]):
         return value
 
     def close(self) -> None:
+        self._stop_progress()
         if not self._finished:
             try:
                 self.client.cancel()

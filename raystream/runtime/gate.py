@@ -39,6 +39,8 @@ class InputGate:
         self._available: deque[int] = deque()
         self._event = asyncio.Event()
         self.messages_taken = 0
+        #: bytes of the (pickled) messages taken so far: counted per message, not per record
+        self.bytes_taken = 0
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -85,6 +87,8 @@ class InputGate:
         if credit is not None and not credit.done():
             credit.set_result(None)
         self.messages_taken += 1
+        if type(message) is bytes:
+            self.bytes_taken += len(message)
         return idx, message
 
     async def next(self, timeout_s: float | None) -> tuple[int, Any] | None:

@@ -32,6 +32,8 @@ from raystream.api.runtime_mode import is_batch
 from raystream.checkpoint_config import NoRestart, default_restart_strategy
 from raystream.errors import JobExecutionError, RaystreamError, TaskError
 from raystream.graph.plan import ExecutionPlan
+from raystream.observe.graph import plan_graph
+from raystream.observe.ray_export import start_metrics_export
 from raystream.operators.split_source import SplitSource
 from raystream.runtime import serde
 from raystream.runtime.coordinator import (
@@ -109,6 +111,7 @@ class JobMaster:
         #: the driver's pool of warm worker hosts, or new actors of this job's own
         self._pool = pool
         self.workers: Workers = OwnWorkers()
+        self._metrics_export: asyncio.Task | None = None
         self.results: dict[TaskKey, TaskResult] = {}
         self.error: BaseException | None = None
         self.started_at = 0.0
@@ -150,6 +153,9 @@ class JobMaster:
         self.started_at = time.time()
         if self._pool is not None:
             self.workers = PooledWorkers(self._pool, self.job_id, self._me())
+        # Ray metrics (Prometheus): reads only what clients read; records the final counts
+        # once the job ended, then stops
+        self._metrics_export = start_metrics_export(self, self.plan.config)
         restore = None
         try:
             if self.checkpointing or self.restore_request is not None:
@@ -449,8 +455,9 @@ class JobMaster:
         if self.status not in JobStatusName.TERMINAL:
             await self.cancel()
         await self._done.wait()
-        for loop in self._loops:
-            loop.cancel()
+        for loop in [*self._loops, self._metrics_export]:
+            if loop is not None:
+                loop.cancel()
 
     async def _host_tasks(
         self, specs: dict[TaskKey, Any], wanted: dict[TaskKey, tuple[dict[str, Any], str]]
@@ -719,6 +726,7 @@ class JobMaster:
             "end_time_ms": int(self.ended_at * 1000) if self.ended_at else None,
             "retention_ms": self.plan.config.finished_job_retention_ms if self.detached else None,
             "plan": self.plan.describe(),
+            "graph": plan_graph(self.plan),
             "tasks": [
                 {"id": c.id, "name": c.name, "parallelism": c.parallelism} for c in self.plan.chains
             ],
@@ -833,10 +841,13 @@ class JobMaster:
             out["tasks"] = [
                 {
                     "task": f"{r.chain_name} ({r.subtask + 1})",
+                    "chain_id": key[0],
+                    "chain": r.chain_name,
+                    "subtask": r.subtask,
                     "state": "FINISHED",
                     "operators": r.operators,
                 }
-                for r in self.results.values()
+                for key, r in self.results.items()
             ]
             return out
         refs = [h.metrics.remote() for h in self.tasks.values()]

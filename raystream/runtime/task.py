@@ -238,12 +238,17 @@ class Task:
     async def metrics(self) -> dict[str, Any]:
         out = {
             "task": self.name,
+            # what metrics are tagged with (raystream.observe): never the actor
+            "chain_id": self.spec.chain.id,
+            "chain": self.spec.chain.name,
+            "subtask": self.spec.subtask,
             "node": ray.get_runtime_context().get_node_id(),
             "state": self.state,
             "queued_in": self.gate.queued(),
+            "bytes_in": self.gate.bytes_taken,
             "watermark": self.watermarks.last,
             "operators": {op.name: op.metrics() for op in self.operators},
-            "checkpoints": dict(self.checkpoint_stats, alignments=self.barriers.alignments),
+            "checkpoints": dict(self.checkpoint_stats, **self.barriers.metrics()),
             "step_records": None if self.step_sizer is None else self.step_sizer.size,
         }
         if self.writer is not None:
