@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT_S,
         help=f"seconds to wait for the job's answer (default {DEFAULT_TIMEOUT_S:g})",
     )
+    timed.add_argument(
+        "--token",
+        default=None,
+        help="the job's control token, for cancel/savepoint/stop (default: RAYSTREAM_JOB_TOKEN, "
+        "else the one kept when this user submitted the job detached on this machine)",
+    )
     parser = argparse.ArgumentParser(
         prog="raystream", description="Run raystream job scripts and operate running jobs."
     )
@@ -397,7 +403,7 @@ def _attach(args: argparse.Namespace) -> Any:
     from raystream.runtime.client import JobClient
 
     _connect(args)
-    return JobClient.attach(args.job, timeout_s=args.timeout)
+    return JobClient.attach(args.job, timeout_s=args.timeout, token=args.token)
 
 
 def _absolute(path: str) -> str:

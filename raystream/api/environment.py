@@ -44,6 +44,7 @@ from raystream.runtime.client import (
 )
 from raystream.runtime.deploy import DETACHED_NAMESPACE
 from raystream.runtime.host import GuestRef
+from raystream.runtime.job_tokens import new_token, save_token
 from raystream.runtime.jobmaster import JobMaster
 from raystream.runtime.jobs import job_master_name
 from raystream.runtime.pool import get_pool
@@ -298,6 +299,7 @@ class StreamExecutionEnvironment:
             opts["lifetime"] = "detached"
             opts["namespace"] = DETACHED_NAMESPACE
         args = (plan_bytes, refs, name, restore, detached)
+        token = new_token()
         lease = None
         if plan.config.reuse_workers and not detached:
             # a warm worker of the driver's pool runs the job master (no process start-up);
@@ -305,15 +307,16 @@ class StreamExecutionEnvironment:
             pool = get_pool()
             opts.pop("name")
             host_id, host = ray.get(pool.acquire_job_master.remote(job_id, opts))
-            ray.get(host.host_job_master.remote(job_id, *args, pool))
+            ray.get(host.host_job_master.remote(job_id, *args, pool, token))
             jm: Any = GuestRef(host, job_id)
             lease = JobMasterLease(pool, host_id)
         else:
-            jm = ray.remote(JobMaster).options(**opts).remote(job_id, *args)
+            jm = ray.remote(JobMaster).options(**opts).remote(job_id, *args, None, token)
         ray.get(jm.start.remote())  # type: ignore[attr-defined]  # Ray types async methods without .remote
         if detached:
+            save_token(job_id, token)  # for this user's CLI on this machine (0600)
             _record_submitted(job_id, job_name)
-        return JobClient(job_id, job_name, jm, lease=lease)
+        return JobClient(job_id, job_name, jm, lease=lease, token=token)
 
     def execute(
         self,

@@ -14,6 +14,7 @@ import ray
 from raystream.errors import JobExecutionError
 from raystream.runtime import jobs
 from raystream.runtime.channels import loads
+from raystream.runtime.job_tokens import load_token
 from raystream.runtime.jobmaster import JobStatusName, as_job_error
 
 
@@ -185,6 +186,7 @@ class JobClient:
         timeout_s: float | None = None,
         *,
         lease: JobMasterLease | None = None,
+        token: str | None = None,
     ):
         self.job_id = job_id
         self.job_name = job_name
@@ -193,6 +195,9 @@ class JobClient:
         self.timeout_s = timeout_s
         #: the pooled worker running the job master, given back when this client goes away
         self._lease = lease
+        #: the job's control token (runtime/job_tokens.py): needed to take collected records,
+        #: checkpoint, savepoint, stop or cancel
+        self.control_token = token
 
     def __del__(self) -> None:
         lease, self._lease = self._lease, None
@@ -201,17 +206,27 @@ class JobClient:
 
     @classmethod
     def attach(
-        cls, name_or_id: str, address: str | None = None, timeout_s: float | None = None
+        cls,
+        name_or_id: str,
+        address: str | None = None,
+        timeout_s: float | None = None,
+        token: str | None = None,
     ) -> JobClient:
         """A client of a job running on the cluster at ``address`` (as in :func:`list_jobs`),
         from any process: by job id (or a unique prefix, 6 characters at least) or by name (the
         running job of that name; if none runs, the newest that ended). Raises
         ``JobNotFoundError`` if there is no such job, ``ClusterUnreachableError`` if there is no
-        such cluster."""
+        such cluster.
+
+        ``token``: the job's control token, needed to cancel, stop, savepoint or collect (None:
+        ``RAYSTREAM_JOB_TOKEN``, else the one this user's submission of a detached job kept on
+        this machine); status, metrics and waiting need none."""
         jobs.connect(address)
         found = jobs.resolve(str(name_or_id), jobs.scan())
         assert found.info is not None
-        return cls(found.info["job_id"], found.info["job_name"], found.handle, timeout_s)
+        job_id = found.info["job_id"]
+        token = token or load_token(job_id)
+        return cls(job_id, found.info["job_name"], found.handle, timeout_s, token=token)
 
     def get_job_id(self) -> str:
         return self.job_id
@@ -251,7 +266,7 @@ class JobClient:
         return self._call(self._jm.describe.remote())  # type: ignore[no-any-return]
 
     def cancel(self) -> JobStatus:
-        return JobStatus(self._call(self._jm.cancel.remote()))
+        return JobStatus(self._call(self._jm.cancel.remote(self.control_token)))
 
     def metrics(self) -> dict[str, Any]:
         """Live per-task metrics: records in/out per operator, queued input, watermark, ..."""
@@ -274,17 +289,17 @@ class JobClient:
 
     def trigger_checkpoint(self) -> dict[str, Any]:
         """Takes a checkpoint now; returns its id, size and duration once it completed."""
-        return self._call(self._jm.trigger_checkpoint.remote())  # type: ignore[no-any-return]
+        return self._call(self._jm.trigger_checkpoint.remote(self.control_token))  # type: ignore[no-any-return]
 
     def trigger_savepoint(self, path: str) -> str:
         """Writes a savepoint to ``path`` (a local directory or a ``pyarrow.fs`` URI) and
         returns it; the job keeps running."""
-        self._call(self._jm.trigger_savepoint.remote(str(path)))
+        self._call(self._jm.trigger_savepoint.remote(self.control_token, str(path)))
         return str(path)
 
     def stop_with_savepoint(self, path: str) -> str:
         """Writes a savepoint to ``path``, commits its side effects, and stops the job."""
-        self._call(self._jm.stop_with_savepoint.remote(str(path)))
+        self._call(self._jm.stop_with_savepoint.remote(self.control_token, str(path)))
         return str(path)
 
     def wait(self, timeout: float | None = None) -> JobExecutionResult:
@@ -315,7 +330,9 @@ class JobClient:
         return self.wait()
 
     def _collect_fetch(self, max_wait_s: float) -> tuple[list, bool]:
-        payloads, finished = self._call(self._jm.collect_fetch.remote(max_wait_s), max_wait_s)
+        payloads, finished = self._call(
+            self._jm.collect_fetch.remote(self.control_token, max_wait_s), max_wait_s
+        )
         values: list = []
         for payload in payloads:
             values.extend(loads(payload).values)  # type: ignore[union-attr]

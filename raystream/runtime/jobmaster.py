@@ -52,6 +52,7 @@ from raystream.runtime.enumerators import (
 )
 from raystream.runtime.failures import FailureHistory, describe_failure
 from raystream.runtime.host import GuestRef, new_guest_id
+from raystream.runtime.job_tokens import JobControlError, SignedRef, matches, new_token
 from raystream.runtime.task import TaskResult
 from raystream.runtime.workers import OwnWorkers, PooledWorkers, Workers
 
@@ -91,8 +92,14 @@ class JobMaster:
         restore: dict[str, Any] | None = None,
         detached: bool = False,
         pool: Any = None,
+        control_token: str | None = None,
     ):
         self.job_id = job_id
+        #: what control calls must carry (see runtime/job_tokens.py); None: a token of its own
+        #: that no client holds, so nothing outside may control the job
+        self._control_token = control_token or new_token()
+        #: what the job's own tasks sign their calls with
+        self._task_secret = new_token()
         #: how tasks and the pool call this job master: its actor handle, or a GuestRef when
         #: it runs on a pooled worker host (set by the host)
         self.self_ref: Any = None
@@ -273,7 +280,7 @@ class JobMaster:
         if self.coordinator is not None:
             self.coordinator.reset(self.attempt)
             self._first_checkpoint_of_attempt = self.coordinator.next_id
-        services = {"job_master": me}
+        services = {"job_master": SignedRef(me, self._task_secret)}
         setups = []
         for key, spec in specs.items():
             handles = {
@@ -453,7 +460,7 @@ class JobMaster:
         """Its worker host is given back (the driver let go of the job): a job still running is
         canceled, which stops and releases its tasks."""
         if self.status not in JobStatusName.TERMINAL:
-            await self.cancel()
+            await self._cancel()
         await self._done.wait()
         for loop in [*self._loops, self._metrics_export]:
             if loop is not None:
@@ -644,22 +651,48 @@ class JobMaster:
 
     # -- calls from tasks ------------------------------------------------------------------------
 
+    def _check_task(self, secret: str) -> None:
+        if not matches(self._task_secret, secret):
+            raise JobControlError(f"job {self.job_id}: a call that did not come from its tasks")
+
+    def _check_control(self, token: str | None, what: str) -> None:
+        if not matches(self._control_token, token):
+            raise JobControlError(
+                f"job {self.job_id} ({self.plan.job_name!r}) refuses to {what}: the call does not "
+                "carry the job's control token. The client that submitted the job holds it "
+                "(JobClient.control_token); for a detached job, JobClient.attach and the CLI "
+                "find it on the submitting machine; elsewhere pass it (--token, "
+                "RAYSTREAM_JOB_TOKEN)"
+            )
+
     async def acknowledge_checkpoint(
-        self, key: TaskKey, attempt: int, cid: int, refs: list, size: int
+        self, secret: str, key: TaskKey, attempt: int, cid: int, refs: list, size: int
     ) -> None:
+        self._check_task(secret)
         if self.coordinator is not None:
             await self.coordinator.acknowledge(tuple(key), attempt, cid, refs[0], size)  # type: ignore[arg-type]
 
-    async def decline_checkpoint(self, key: TaskKey, attempt: int, cid: int, reason: str) -> None:
+    async def decline_checkpoint(
+        self, secret: str, key: TaskKey, attempt: int, cid: int, reason: str
+    ) -> None:
+        self._check_task(secret)
         if self.coordinator is not None:
             self.coordinator.decline(tuple(key), attempt, cid, reason)  # type: ignore[arg-type]
 
     async def collect_push(
-        self, collect_id: str, subtask: int, attempt: int, seq: int, epoch: int, values: bytes
+        self,
+        secret: str,
+        collect_id: str,
+        subtask: int,
+        attempt: int,
+        seq: int,
+        epoch: int,
+        values: bytes,
     ) -> None:
         """Pushes of one sink subtask may run out of order on this async actor: the sequence
         number puts them back in order. Pushes of an earlier attempt are dropped: the restarted
         job sends those records again."""
+        self._check_task(secret)
         self._pushes_active += 1
         try:
             async with self._collect_changed:
@@ -766,7 +799,11 @@ class JobMaster:
         out["sync_pause_ms_avg"] = sum(t["sync_ms_sum"] for t in per_task) / taken if taken else 0.0
         return out
 
-    async def cancel(self) -> str:
+    async def cancel(self, token: str | None = None) -> str:
+        self._check_control(token, "cancel")
+        return await self._cancel()
+
+    async def _cancel(self) -> str:
         if self.status not in JobStatusName.TERMINAL:
             self.status = JobStatusName.CANCELED
             await self._end()
@@ -783,20 +820,26 @@ class JobMaster:
             out.update(self.coordinator.stats())
         return out
 
-    async def trigger_checkpoint(self) -> dict[str, Any]:
+    async def trigger_checkpoint(self, token: str | None = None) -> dict[str, Any]:
         """Takes a checkpoint now and waits for it (tests and operations)."""
+        self._check_control(token, "take a checkpoint")
         return await self._take(CheckpointKind.CHECKPOINT, None)
 
-    async def trigger_savepoint(self, path: str) -> dict[str, Any]:
+    async def trigger_savepoint(self, token: str | None, path: str) -> dict[str, Any]:
+        self._check_control(token, "take a savepoint")
+        return await self._savepoint(path)
+
+    async def _savepoint(self, path: str) -> dict[str, Any]:
         from raystream.checkpointing.storage import open_savepoint_store
 
         store = await asyncio.to_thread(open_savepoint_store, path, self._state_key)
         return await self._take(CheckpointKind.SAVEPOINT, store)
 
-    async def stop_with_savepoint(self, path: str) -> dict[str, Any]:
+    async def stop_with_savepoint(self, token: str | None, path: str) -> dict[str, Any]:
         """A savepoint, then its side effects committed (as a completed checkpoint), then the
         job is stopped."""
-        stats = await self.trigger_savepoint(path)
+        self._check_control(token, "stop with a savepoint")
+        stats = await self._savepoint(path)
         if self.coordinator is not None:  # its effects are committed next: never go back before
             await asyncio.to_thread(self.coordinator.record_committed, stats["checkpoint_id"])
         notified = [
@@ -858,9 +901,10 @@ class JobMaster:
                 out["tasks"].append({"error": repr(exc)})
         return out
 
-    async def collect_fetch(self, max_wait_s: float) -> tuple[list[bytes], bool]:
+    async def collect_fetch(self, token: str | None, max_wait_s: float) -> tuple[list[bytes], bool]:
         """Buffered records (pickled batches) and whether the job ended (after which nothing
-        more comes)."""
+        more comes). Only the job's own client takes them (they are gone once taken)."""
+        self._check_control(token, "hand out its collected records")
         async with self._collect_changed:
             if not self._collect and not self._done.is_set():
                 try:
@@ -872,9 +916,6 @@ class JobMaster:
                 out.append(self._collect.popleft())
             self._collect_changed.notify_all()
             return out, self._done.is_set() and not self._collect
-
-    async def shutdown(self) -> None:
-        await self.cancel()
 
 
 async def _await(ref: Any) -> Any:
