@@ -64,7 +64,7 @@ class FirstWriteAfterRestart:
                 f.write(f"{time.time()}\n")
 
 
-def recovery_time(backend: str) -> dict:
+def recovery_time(backend: str, reuse_workers: bool = True) -> dict:
     from raystream import SinkFunction
     from tests.chaos_jobs import PacedEvents, wait_until
 
@@ -74,6 +74,7 @@ def recovery_time(backend: str) -> dict:
     marks = tempfile.mktemp(prefix="rs-recovery-")
     env = StreamExecutionEnvironment()
     env.set_parallelism(2)
+    env.get_config().reuse_workers = reuse_workers
     if backend == "lmdb":
         env.set_state_backend(LmdbStateBackend())
     env.enable_checkpointing(1000)
@@ -89,13 +90,9 @@ def recovery_time(backend: str) -> dict:
     job = f"recovery-{backend}"
     client = env.execute_async(job)
     wait_until(lambda: client.get_checkpoint_stats()["completed"] >= 2, what="checkpoints")
-    victim = next(
-        n
-        for n in ray.util.list_named_actors()
-        if n.startswith(f"raystream:{job}:") and "counter" in n.lower()
-    )
+    victim = next(h for n, h in client.task_actors().items() if "counter" in n.lower())
     t_kill = time.time()
-    ray.kill(ray.get_actor(victim))
+    ray.kill(victim)
     wait_until(lambda: os.path.exists(f"{marks}.1"), timeout_s=60, what="output after the restart")
     first = min(float(x) for x in open(f"{marks}.1").read().split())
     stats = client.get_checkpoint_stats()
