@@ -150,7 +150,8 @@ class CountingOutput(Output):
 
 
 class ConvertingOutput(Output):
-    """Applies the output type's conversion (e.g. tuples to ``Row``) to each batch."""
+    """Applies a declared type's conversion to each batch (tuples to ``Row`` at the operator's
+    output; ``FLOAT`` to 32 bits where records leave the chain)."""
 
     __slots__ = ("_op", "_inner", "_convert")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from raystream.api.functions import SinkFunction
+from raystream.api.typed_values import print_formatter
 from raystream.checkpointing.snapshot import OperatorSnapshot
 from raystream.errors import SerializationError
 from raystream.operators.base import OperatorContext, StreamOperator
@@ -139,14 +140,18 @@ class SinkOperator(StreamOperator):
 
 
 class _PrintWriter(SinkWriter):
-    def __init__(self, prefix: str, stream: TextIO | None):
+    def __init__(self, prefix: str, stream: TextIO | None, formatter: Callable[[Any], str] | None):
         self.prefix = prefix
         self.stream = stream
+        self.formatter = formatter
 
     def write(self, batch: Batch) -> None:
         stream = self.stream or sys.stdout
-        prefix = self.prefix
-        stream.write("".join(f"{prefix}{v}\n" for v in batch.values))
+        prefix, fmt = self.prefix, self.formatter
+        if fmt is None:
+            stream.write("".join(f"{prefix}{v}\n" for v in batch.values))
+        else:
+            stream.write("".join(f"{prefix}{fmt(v)}\n" for v in batch.values))
 
     def flush(self) -> None:
         (self.stream or sys.stdout).flush()
@@ -155,11 +160,29 @@ class _PrintWriter(SinkWriter):
 class PrintSink(Sink):
     """Prints every record on its own line, prefixed ``"<subtask+1>> "`` when parallel (as Flink).
 
-    The output appears in the driver's console through Ray's log forwarding."""
+    A record prints as PyFlink prints it: Python's ``str`` without ``type_info``, with a declared
+    type (``DataStream.print()`` passes the stream's) the Java ``toString`` of that type:
+    ``(a,1)`` for ``Types.TUPLE``, ``+I[a,1]`` for ``Types.ROW``, ``true``, ``1.0E10``, ...
+    The output appears in the driver's console through Ray's log forwarding.
 
-    def __init__(self, sink_identifier: str | None = None, stream: TextIO | None = None):
+    >>> import io
+    >>> from raystream.common import Types
+    >>> out = io.StringIO()
+    >>> sink = PrintSink(type_info=Types.TUPLE([Types.STRING(), Types.FLOAT()]), stream=out)
+    >>> sink.create_writer(SinkContext("print", 0, 1)).write(Batch([("hi", 0.1)]))
+    >>> print(out.getvalue(), end="")
+    (hi,0.1)
+    """
+
+    def __init__(
+        self,
+        sink_identifier: str | None = None,
+        stream: TextIO | None = None,
+        type_info: Any = None,
+    ):
         self.sink_identifier = sink_identifier
         self.stream = stream
+        self.formatter = print_formatter(type_info)
 
     def create_writer(self, context: SinkContext) -> SinkWriter:
         parts = []
@@ -168,7 +191,7 @@ class PrintSink(Sink):
         if context.parallelism > 1:
             parts.append(str(context.subtask_index + 1))
         prefix = (":".join(parts) + "> ") if parts else ""
-        return _PrintWriter(prefix, self.stream)
+        return _PrintWriter(prefix, self.stream, self.formatter)
 
 
 # --- SinkFunction (record at a time) ------------------------------------------------------------

@@ -10,7 +10,7 @@ import pickle
 import cloudpickle
 import pytest
 
-from raystream import Duration, Row, RowKind, TypeInformation, Types
+from raystream import Duration, Row, RowKind, TypeInformation, Types, WatermarkStrategy
 from raystream.api.typeinfo import RowConverter, row_converter
 from raystream.core.keys import stable_hash
 from raystream.core.time import to_millis
@@ -123,6 +123,122 @@ def test_row_conversion_names_fields_and_reports_a_wrong_arity():
         conv([(1, "a"), (1, 2, 3)], "operator 'Map'")
     unnamed = row_converter(Types.ROW([Types.INT()]))
     assert unnamed is not None and unnamed([(5,)], "op")[0].f0 == 5
+
+
+# -- declared types: where they travel, how they print, what they convert -------------------------
+
+
+def test_declared_types_travel_with_the_stream():
+    from raystream import OutputTag, StreamExecutionEnvironment, TumblingEventTimeWindows
+    from raystream.connectors import NumberSequenceSource
+
+    pair = Types.TUPLE([Types.STRING(), Types.FLOAT()])
+    env = StreamExecutionEnvironment()
+    typed = env.from_collection([("a", 1.0)], type_info=pair)
+    assert typed.get_type() == pair
+    assert env.from_collection([1]).get_type() == Types.PICKLED_BYTE_ARRAY()
+    numbers = env.from_source(NumberSequenceSource(1, 3), type_info=Types.LONG())
+    assert numbers.get_type() == Types.LONG()
+    keyed = typed.filter(lambda t: True).rebalance().key_by(lambda t: t[0])
+    assert keyed.get_type() == pair  # filter, partitionings and key_by keep it
+    assert keyed.reduce(lambda a, b: a).get_type() == pair
+    assert keyed.sum(1).get_type() == pair
+    assert keyed.map(str, output_type=Types.STRING()).get_type() == Types.STRING()
+    assert keyed.map(str).get_type() == Types.PICKLED_BYTE_ARRAY()
+    assert typed.union(env.from_collection([("b", 2.0)], type_info=pair)).get_type() == pair
+    windows = keyed.window(TumblingEventTimeWindows.of(10))
+    assert windows.reduce(lambda a, b: a).get_type() == pair
+    assert windows.reduce(lambda a, b: a, lambda k, w, xs: xs).get_type() != pair
+    tag = OutputTag("late", Types.LONG())
+    assert typed.map(lambda t: t).get_side_output(tag).get_type() == Types.LONG()
+    assert (
+        typed.assign_timestamps_and_watermarks(
+            WatermarkStrategy.for_monotonous_timestamps()
+        ).get_type()
+        == pair
+    )
+
+
+def test_print_of_an_undeclared_stream_is_str_and_odd_values_do_not_break_a_typed_one():
+    import doctest
+    import io
+
+    from raystream.operators import PrintSink, SinkContext, sinks
+    from raystream.runtime.elements import Batch
+
+    assert doctest.testmod(sinks).failed == 0
+
+    def printed(type_info, values, parallelism=1):
+        out = io.StringIO()
+        sink = PrintSink("id", stream=out, type_info=type_info)
+        sink.create_writer(SinkContext("print", 0, parallelism)).write(Batch(values))
+        return out.getvalue().splitlines()
+
+    assert printed(None, [("a", 1.5), Row(1), None]) == [
+        "id> ('a', 1.5)",
+        "id> <Row(1)>",
+        "id> None",
+    ]
+    pair = Types.TUPLE([Types.STRING(), Types.LIST(Types.DOUBLE())])
+    assert printed(pair, [(None, [1, None]), "not a tuple"], 2) == [
+        "id:1> (null,[1.0, null])",
+        "id:1> not a tuple",
+    ]
+    by_name = Types.MAP(Types.STRING(), Types.BOOLEAN())
+    assert printed(by_name, [{"b": True, None: False}]) == ["id> {null=false, b=true}"]
+    assert printed(Types.ROW([Types.INT()]), [(7,)]) == ["id> +I[7]"]
+    assert str(RowKind.DELETE) == "-D"
+
+
+def test_java_number_strings_are_the_shortest_that_read_back():
+    import random
+    import struct
+
+    from raystream.api.typed_values import java_double_string, java_float_string
+
+    def f32(x: float) -> float:
+        return struct.unpack("f", struct.pack("f", x))[0]
+
+    rng = random.Random(9)
+    for _ in range(3000):
+        x = struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+        if x != x or x in (float("inf"), float("-inf")):
+            continue
+        text = java_double_string(x)
+        assert float(text) == x, (x, text)
+        mantissa = text.split("E")[0].lstrip("-").replace(".", "").strip("0")
+        assert len(mantissa) <= len(repr(abs(x)).split("e")[0].replace(".", "").strip("0"))
+        y = f32(rng.uniform(-1, 1) * 10.0 ** rng.randint(-40, 38))
+        text = java_float_string(y)
+        assert f32(float(text)) == y, (y, text)
+        digits = text.split("E")[0].lstrip("-").replace(".", "").strip("0")
+        if len(digits) > 1:  # one digit fewer never reads back as the same float
+            shorter = f"{y:.{len(digits) - 2}e}"
+            assert f32(float(shorter)) != y, (y, text, shorter)
+    assert [java_double_string(v) for v in (1e-3, 9.99e-4, 1e7, 9999999.9)] == [
+        "0.001", "9.99E-4", "1.0E7", "9999999.9",
+    ]  # fmt: skip
+
+
+def test_crossing_conversion_narrows_float_widens_ints_and_keeps_containers():
+    from raystream.api.typed_values import crossing_converter
+
+    for t in (None, Types.INT(), Types.STRING(), Types.TUPLE([Types.LONG()]),
+              Types.PICKLED_BYTE_ARRAY(), Types.MAP(Types.STRING(), Types.INT())):  # fmt: skip
+        assert crossing_converter(t) is None  # nothing to do: no per-record work
+    floats = crossing_converter(Types.FLOAT())
+    assert floats is not None
+    assert floats([0.1, 2, 1e300]) == [0.10000000149011612, 2.0, float("inf")]
+    assert floats([0.1, None, "x"]) == [0.10000000149011612, None, "x"]
+    doubles = crossing_converter(Types.DOUBLE())
+    assert doubles is not None and doubles([1, 0.1, True]) == [1.0, 0.1, 1.0]
+    row = Types.ROW_NAMED(["v", "xs"], [Types.FLOAT(), Types.LIST(Types.DOUBLE())])
+    nested = crossing_converter(Types.TUPLE([Types.STRING(), row, Types.MAP(Types.STRING(), row)]))
+    assert nested is not None
+    got = nested([("a", Row(0.5, [1, None]), {"k": [0.1, []]}), ["b", None, {}], "odd"])
+    assert got[0] == ("a", Row(v=0.5, xs=[1.0, None]), {"k": [0.10000000149011612, []]})
+    assert got[1:] == [["b", None, {}], "odd"]
+    assert pickle.loads(cloudpickle.dumps(nested))([("c", None, {})]) == [("c", None, {})]
 
 
 # -- Duration ----------------------------------------------------------------------------------------

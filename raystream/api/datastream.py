@@ -25,7 +25,7 @@ from raystream.api.functions import (
     SinkFunction,
     resolve,
 )
-from raystream.api.typeinfo import apply_output_type
+from raystream.api.typeinfo import TypeInformation, Types, apply_output_type
 from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError
 from raystream.graph.partitioners import (
@@ -42,7 +42,7 @@ from raystream.graph.partitioners import (
     Partitioner as _EdgePartitioner,
 )
 from raystream.graph.plan import supports_error_policy
-from raystream.graph.transformations import Transformation
+from raystream.graph.transformations import Transformation, declared_type
 from raystream.observe.progress import progress_for
 from raystream.operators.keyed import ReduceOperator, aggregation
 from raystream.operators.keyed_functions import (
@@ -92,6 +92,12 @@ class DataStream:
 
     def get_name(self) -> str:
         return self._t.name
+
+    def get_type(self) -> TypeInformation:
+        """The declared type of the records (``output_type=``, ``type_info=``, kept by
+        ``filter``, partitionings and ``reduce``), ``Types.PICKLED_BYTE_ARRAY()`` if none."""
+        declared = declared_type(self._t)
+        return Types.PICKLED_BYTE_ARRAY() if declared is None else declared
 
     def uid(self, uid: str) -> DataStream:
         self._physical("uid()").uid = uid
@@ -169,6 +175,11 @@ class DataStream:
         self._env._add(t)
         return t
 
+    def _same_type(self, t: Transformation) -> DataStream:
+        """The stream of ``t``, an operator whose records have this stream's declared type."""
+        t.output_type = declared_type(self._t)
+        return DataStream(self._env, t)
+
     def map(self, func: MapFunction | Callable[[Any], Any], output_type: Any = None) -> DataStream:
         resolve(func, MapFunction, "map", "map")
         t = self._add("Map", functools.partial(MapOperator, fn=func))
@@ -185,9 +196,7 @@ class DataStream:
 
     def filter(self, func: FilterFunction | Callable[[Any], bool]) -> DataStream:
         resolve(func, FilterFunction, "filter", "filter")
-        return DataStream(
-            self._env, self._add("Filter", functools.partial(FilterOperator, fn=func))
-        )
+        return self._same_type(self._add("Filter", functools.partial(FilterOperator, fn=func)))
 
     def process(
         self, func: ProcessFunction | Callable[[Any, Any], Any], output_type: Any = None
@@ -204,7 +213,7 @@ class DataStream:
         if not isinstance(watermark_strategy, WatermarkStrategy):
             raise TypeError(f"expected a WatermarkStrategy, got {watermark_strategy!r}")
         factory = functools.partial(TimestampsAndWatermarksOperator, strategy=watermark_strategy)
-        return DataStream(self._env, self._add("Timestamps/Watermarks", factory))
+        return self._same_type(self._add("Timestamps/Watermarks", factory))
 
     def key_by(
         self, key_selector: KeySelector | Callable[[Any], Any], key_type: Any = None
@@ -271,6 +280,7 @@ class DataStream:
             kind="side_output",
             inputs=[(self._t, 0)],
             tag_id=output_tag.tag_id,
+            output_type=output_tag.type_info,
         )
         return DataStream(self._env, t)
 
@@ -370,13 +380,18 @@ class DataStream:
     # -- sinks -----------------------------------------------------------------------------------
 
     def _add_sink(
-        self, name: str, factory: Callable[[str], Any], inherit: bool = False
+        self,
+        name: str,
+        factory: Callable[[str], Any],
+        inherit: bool = False,
+        converts_input: bool = True,
     ) -> DataStreamSink:
         t = Transformation(
             name=self._env._unique_name(name),
             kind="sink",
             inputs=[(self._t, 0)],
             operator_factory=factory,
+            converts_input=converts_input,
         )
         t.inherit_parallelism = inherit
         self._env._add(t)
@@ -398,8 +413,15 @@ class DataStream:
         return self._add_sink("Sink", functools.partial(SinkFunctionOperator, fn=sink_func))
 
     def print(self, sink_identifier: str | None = None) -> DataStreamSink:
+        """Prints every record: as PyFlink does, Python's ``str`` of a record without a declared
+        type, the Java ``toString`` of a declared one (``(a,1)`` for ``Types.TUPLE``, ``+I[a,1]``
+        for rows; see :mod:`raystream.api.typed_values`)."""
+        sink = PrintSink(sink_identifier, type_info=declared_type(self._t))
         return self._add_sink(
-            "Print", functools.partial(SinkOperator, sink=PrintSink(sink_identifier)), inherit=True
+            "Print",
+            functools.partial(SinkOperator, sink=sink),
+            inherit=True,
+            converts_input=False,
         )
 
     def execute_and_collect(
@@ -484,7 +506,7 @@ class KeyedStream(DataStream):
             return super().filter(func)
         resolve(func, FilterFunction, "filter", "filter")
         factory = functools.partial(KeyedFilterOperator, fn=func, key_selector=self._key_selector)
-        return DataStream(self._env, self._add("Filter", factory, keyed=True))
+        return self._same_type(self._add("Filter", factory, keyed=True))
 
     def reduce(
         self, func: ReduceFunction | Callable[[Any, Any], Any], output_type: Any = None
@@ -492,7 +514,7 @@ class KeyedStream(DataStream):
         resolve(func, ReduceFunction, "reduce", "reduce")
         factory = functools.partial(ReduceOperator, fn=func, key_selector=self._key_selector)
         t = self._add("Reduce", factory, keyed=True)
-        apply_output_type(t, output_type)
+        apply_output_type(t, declared_type(self._t) if output_type is None else output_type)
         return DataStream(self._env, t)
 
     def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
@@ -500,7 +522,7 @@ class KeyedStream(DataStream):
             ReduceOperator, fn=aggregation(kind, field), key_selector=self._key_selector
         )
         label = kind.capitalize().replace("_b", "B") + (f"({field})" if field is not None else "")
-        return DataStream(self._env, self._add(label, factory, keyed=True))
+        return self._same_type(self._add(label, factory, keyed=True))
 
     def sum(self, field: int | str | None = None) -> DataStream:
         return self._aggregate("sum", field)

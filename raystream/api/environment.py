@@ -14,6 +14,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raystream.api.datastream import DataStream
 from raystream.api.runtime_mode import RuntimeExecutionMode
+from raystream.api.typed_values import crossing_converter
 from raystream.api.typeinfo import row_converter
 from raystream.checkpoint_config import (
     CheckpointConfig,
@@ -171,29 +172,40 @@ class StreamExecutionEnvironment:
         source: Source,
         watermark_strategy: WatermarkStrategy | None = None,
         source_name: str = "Source",
+        type_info: Any = None,
     ) -> DataStream:
         """A stream from a :class:`Source`; with a ``WatermarkStrategy`` the source subtasks
         extract timestamps and generate watermarks themselves (preferred over a separate
-        ``assign_timestamps_and_watermarks``)."""
+        ``assign_timestamps_and_watermarks``). ``type_info`` declares the type of the records
+        (as in PyFlink; e.g. how ``print()`` shows them), it does not convert them."""
+        row_converter(type_info)  # a TypeInformation or None
         if not isinstance(source, Source):
             raise TypeError(f"from_source expects a raystream Source, got {type(source).__name__}")
         if watermark_strategy is not None and not isinstance(watermark_strategy, WatermarkStrategy):
             raise TypeError(
                 f"from_source expects a WatermarkStrategy or None, got {watermark_strategy!r}"
             )
-        t = Transformation(name=self._unique_name(source_name), kind="source", source=source)
+        t = Transformation(
+            name=self._unique_name(source_name), kind="source", source=source, output_type=type_info
+        )
         t.operator_factory = _SourceFactory(source, watermark_strategy)
         self._add(t)
         return DataStream(self, t)
 
     def from_collection(self, collection: Iterable[Any], type_info: Any = None) -> DataStream:
-        """A stream of the items; with ``type_info=Types.ROW(...)`` (or ``ROW_NAMED``) tuples
-        become ``Row`` s, converted here on the driver."""
+        """A stream of the items, of type ``type_info`` if given: with ``Types.ROW(...)`` (or
+        ``ROW_NAMED``) tuples become ``Row`` s, and ``FLOAT`` fields are narrowed to 32 bits (as
+        PyFlink's collection source hands them over through Java), here on the driver."""
         items = list(collection)
         converter = row_converter(type_info)
         if converter is not None:
             items = converter(items, "from_collection")
-        return self.from_source(CollectionSource(items), source_name="Collection Source")
+        narrow = crossing_converter(type_info)
+        if narrow is not None:
+            items = narrow(items)
+        return self.from_source(
+            CollectionSource(items), source_name="Collection Source", type_info=type_info
+        )
 
     def from_sequence(self, start: int, end: int | None) -> DataStream:
         """The integers ``start..end`` inclusive, as a parallel source (unbounded if end is None)."""

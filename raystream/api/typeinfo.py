@@ -133,6 +133,11 @@ class ObjectArrayTypeInfo(_ElementTypeInfo):
     pass
 
 
+def element_type_of(type_info: Any) -> TypeInformation | None:
+    """The element type of a ``LIST`` or array type, else None."""
+    return type_info.element_type if isinstance(type_info, _ElementTypeInfo) else None
+
+
 class MapTypeInfo(TypeInformation):
     def __init__(self, key_type: TypeInformation, value_type: TypeInformation):
         self.key_type = key_type
@@ -281,8 +286,12 @@ class OutputTypedFactory:
 
 
 def apply_output_type(transformation: Any, output_type: Any) -> None:
-    """Makes the operator of ``transformation`` produce rows if ``output_type`` is a row type."""
+    """Declares ``output_type`` as the type of ``transformation``'s records (it travels with the
+    stream: see :mod:`raystream.api.typed_values`); a row type makes the operator produce
+    rows."""
     converter = row_converter(output_type)
+    if output_type is not None:
+        transformation.output_type = output_type
     if converter is not None:
         transformation.operator_factory = OutputTypedFactory(
             transformation.operator_factory, converter

@@ -9,6 +9,7 @@ from raystream.api.functions import OutputTag, ReduceFunction, resolve
 from raystream.api.typeinfo import with_output_type
 from raystream.core.time import Duration, to_millis
 from raystream.errors import GraphError
+from raystream.graph.transformations import declared_type
 from raystream.operators.windows.assigners import GlobalWindows, WindowAssigner
 from raystream.operators.windows.evictors import CountEvictor, Evictor
 from raystream.operators.windows.operator import AGGREGATE, APPLY, PROCESS, REDUCE, WindowOperator
@@ -102,13 +103,16 @@ class WindowedStream:
     ) -> DataStream:
         resolve(reduce_function, ReduceFunction, "reduce", "window reduce")
         stream = self._build("Window(Reduce)", REDUCE, reduce_function, window_function)
+        if output_type is None and window_function is None:  # the input's type, as PyFlink
+            output_type = declared_type(self._keyed._t)
         return with_output_type(stream, output_type)
 
     def _field_aggregate(self, kind: str, field: int | str | None) -> DataStream:
         from raystream.operators.keyed import aggregation
 
         label = kind.capitalize().replace("_b", "B")
-        return self._build(f"Window({label})", REDUCE, aggregation(kind, field))
+        stream = self._build(f"Window({label})", REDUCE, aggregation(kind, field))
+        return with_output_type(stream, declared_type(self._keyed._t))
 
     def sum(self, field: int | str | None = None) -> DataStream:
         """Per window: the first record with ``field`` replaced by the sum (as Flink)."""

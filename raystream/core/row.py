@@ -32,6 +32,9 @@ class RowKind(enum.Enum):
     def short_string(self) -> str:
         return ("+I", "-U", "+U", "-D")[self.value]
 
+    def __str__(self) -> str:  # as PyFlink's: "+I", "-U", "+U", "-D"
+        return self.short_string()
+
 
 _INSERT = RowKind.INSERT
 _SLOTS = frozenset(("_values", "_fields", "_row_kind"))

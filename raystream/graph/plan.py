@@ -19,6 +19,7 @@ from typing import Any
 import cloudpickle
 
 from raystream.api.runtime_mode import RuntimeExecutionMode, apply_runtime_mode
+from raystream.api.typed_values import crossing_converter
 from raystream.config import ExecutionConfig
 from raystream.core.keys import default_max_parallelism
 from raystream.errors import GraphError, SerializationError
@@ -41,6 +42,9 @@ class OutputSpec:
     node_id: int | None = None
     input_index: int = 0
     edge_id: int | None = None
+    #: ``convert(values) -> values`` records go through here (a declared ``FLOAT``/``DOUBLE``
+    #: type, :func:`~raystream.api.typed_values.crossing_converter`), or None
+    convert: Any = None
 
 
 @dataclass
@@ -127,6 +131,18 @@ class _PhysEdge:
     partitioner: Partitioner | None
     tag_id: str | None
     input_index: int
+    #: the declared type of a side output's records (the main output's is ``src.output_type``)
+    side_type: Any = None
+
+    def converter(self, chained: bool) -> Any:
+        """What records go through on this edge: their declared type's conversion where they
+        leave a chain, go to a side output or enter a sink that takes converted values (as in
+        PyFlink, where they cross into Java there). Sources hand over converted values."""
+        if self.src.kind == "source":
+            return None
+        if chained and self.tag_id is None and not self.dst.converts_input:
+            return None
+        return crossing_converter(self.side_type if self.tag_id else self.src.output_type)
 
 
 def build_plan(
@@ -236,7 +252,14 @@ def build_plan(
     for e in edges:
         spec = node_specs[e.src.id]
         if chain_ids[e.src.id] == chain_ids[e.dst.id]:
-            spec.outputs.append(OutputSpec(e.tag_id, node_id=e.dst.id, input_index=e.input_index))
+            spec.outputs.append(
+                OutputSpec(
+                    e.tag_id,
+                    node_id=e.dst.id,
+                    input_index=e.input_index,
+                    convert=e.converter(chained=True),
+                )
+            )
             continue
         eid = len(edge_specs)
         edge_specs.append(
@@ -254,7 +277,7 @@ def build_plan(
                 name=f"{e.src.name} -> {e.dst.name}",
             )
         )
-        spec.outputs.append(OutputSpec(e.tag_id, edge_id=eid))
+        spec.outputs.append(OutputSpec(e.tag_id, edge_id=eid, convert=e.converter(chained=False)))
         chains[chain_ids[e.dst.id]].input_edges.append(eid)
 
     for edge in edge_specs:
@@ -332,7 +355,10 @@ def _resolve(
         return _resolve(upstream, consumer, partitioner or t.partitioner, tag_id, input_index)
     if t.kind == "side_output":
         ((upstream, _),) = t.inputs
-        return _resolve(upstream, consumer, partitioner, t.tag_id, input_index)
+        edges = _resolve(upstream, consumer, partitioner, t.tag_id, input_index)
+        for e in edges:
+            e.side_type = t.output_type
+        return edges
     if t.kind == "union":
         out: list[_PhysEdge] = []
         for upstream, _ in t.inputs:

@@ -37,11 +37,25 @@ class Transformation:
     inherit_parallelism: bool = False
     #: ``set_error_policy(...)`` of this operator (None: the job's default)
     error_policy: Any = None
+    #: the declared type of the records this node produces (``output_type=``, ``type_info=``,
+    #: a side output's tag), None when undeclared; see :func:`declared_type`
+    output_type: Any = None
+    #: a sink whose input passes through its declared type first, as values going from
+    #: PyFlink's Python worker to a Java sink do (all sinks but print, which formats the type)
+    converts_input: bool = False
     id: int = field(default_factory=lambda: next(_ids))
 
     @property
     def is_physical(self) -> bool:
         return self.kind in PHYSICAL
+
+
+def declared_type(t: Transformation) -> Any:
+    """The declared type of the stream ``t`` produces: its own, or for a partitioning or union
+    the type of (the first of) its inputs, as in Flink where a union's inputs share one type."""
+    while t.output_type is None and t.kind in ("partition", "union") and t.inputs:
+        t = t.inputs[0][0]
+    return t.output_type
 
 
 def with_upstream(nodes: list[Transformation]) -> list[Transformation]:

@@ -39,6 +39,7 @@ from raystream.errors import ChannelError, RaystreamError, SerializationError, T
 from raystream.graph.plan import ChainSpec, EdgeSpec
 from raystream.operators.base import (
     ChainedOutput,
+    ConvertingOutput,
     DiscardingOutput,
     FanOutput,
     OperatorContext,
@@ -188,6 +189,8 @@ class Task:
                         spec.subtask, len(senders_by_edge[edge.id]), spec.max_parallelism, edge.name
                     )
                     target = EdgeOutput(router, senders_by_edge[edge.id])
+                if o.convert is not None:  # a declared FLOAT/DOUBLE type leaving the chain
+                    target = ConvertingOutput(op, target, o.convert)
                 by_tag.setdefault(o.tag_id, []).append(target)
             main = _combine(by_tag.pop(None, []))
             sides = {tag: _combine(outs) for tag, outs in by_tag.items() if tag is not None}

@@ -6,14 +6,27 @@ from ``pyflink.X``. The expected lines below are PyFlink's output, obtained by r
 program on ``apache-flink==2.3.0`` (Java 17) with ``run_on_pyflink.py`` (which renames the
 imports back); re-run it to re-check them. Lines are compared as multisets where the program's
 parallel order is not defined, in order where it is.
+
+Most programs collect their results; programs that ``print()`` (as PyFlink's examples do) run in a
+driver process of their own on the session's Ray cluster, whose forwarded worker output is read
+back (:func:`run_printing`).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import pathlib
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 
 import pytest
+import ray
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -21,6 +34,76 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 def run(program: str, *args) -> list[str]:
     module = importlib.import_module(f"tests.pyflink_compat.programs.{program}")
     return module.main(*args)
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# a line a worker printed, as Ray's log forwarding shows it on the driver: "(Task pid=1) line",
+# the prefix possibly in colour
+FORWARDED = re.compile(r"^(?:\x1b\[[0-9;]*m)?\([^()]*pid=\d+[^()]*\)(?:\x1b\[0m)? (.*)$")
+
+DRIVER = """
+import importlib, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=True,
+         runtime_env={"env_vars": {"PYTHONPATH": sys.argv[3]}})
+importlib.import_module("tests.pyflink_compat.programs." + sys.argv[2]).main()
+print("### finished", flush=True)
+sys.stdin.read()  # stay connected while the test reads the forwarded lines
+"""
+
+
+def run_printing(program: str, expected_lines: int, timeout_s: float = 300.0) -> list[str]:
+    """Runs ``program``'s ``main()`` in a driver of its own on the session's cluster, with Ray's
+    log forwarding on, and returns the lines its tasks printed (without Ray's prefix): waits
+    for the job to finish and ``expected_lines`` lines to arrive (or the driver to exit)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_DEDUP_LOGS="0")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    gcs = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, gcs, program, str(ROOT)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    printed: list[str] = []
+    other: list[str] = []
+    finished = False
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not (finished and len(printed) >= expected_lines):
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            if line is None:
+                break
+            m = FORWARDED.match(line)
+            if m and "> " in m[1]:
+                printed.append(m[1])
+            else:
+                finished = finished or line == "### finished"
+                other.append(line)
+    except queue.Empty:
+        pass
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert finished, "the program did not finish:\n" + "\n".join(other[-40:])
+    return printed
 
 
 # --- PyFlink 2.3.0's output for each program (run_on_pyflink.py) -------------------------------
@@ -280,6 +363,105 @@ FILE_SINK_SOURCE = [
     "LINE 19",
 ]
 
+WINDOWS_LATE_ALL = [
+    "all sum=18 last=8",
+    "all sum=4 last=12",
+    "all sum=14 last=25",
+    "pair a sum=3",
+    "pair a sum=9",
+    "pair b sum=9",
+    "a Window: TimeWindow(start=0, end=10) count: 4 firing: 1 of 1",
+    "b Window: TimeWindow(start=0, end=10) count: 1 firing: 1 of 1",
+    "a Window: TimeWindow(start=10, end=20) count: 1 firing: 1 of 2",
+    "b Window: TimeWindow(start=20, end=30) count: 2 firing: 1 of 2",
+]
+
+# print_typed prints with sink identifiers, so every line starts with its case's name
+PRINT_TYPED = [
+    "row_at_source> +I[0.10000000149011612,s]",
+    "at_source> 0.10000000149011612",
+    "map_empty> {}",
+    "tuple1> (x)",
+    "tuple_arrays> ([1, 2],[x, y],[true])",
+    "tuple_row> (k,+I[ann, 3])",
+    "tuple_row_null> (k,+I[null, 2.5])",
+    "tuple> (hi,1,30,7)",
+    "list> [1, 2, 3]",
+    "list_empty> []",
+    "list_str> [a, b c]",
+    "list_float> [0.1, 2.0]",
+    "map> {banana=2, date=4, Aa=8, BB=9, apple=1, cherry=3, fig=6, x=7, elderberry=5}",
+    "map_int> {-1=d, 16=e, 17=c, 33=f, 3=b, 100=a}",
+    "map_long> {-1=d, 16=e, 1099511627776=g, 17=c, 33=f, 3=b, 100=a}",
+    "map_grown> {k0=0, k1=1, k2=2, k3=3, k4=4, k5=5, k11=11, k6=6, k10=10, k7=7, k13=13, k8=8, k12=12, k9=9, k15=15, k14=14, k17=17, k16=16, k19=19, k18=18}",
+    "map_unicode> {é=1, a=3, 日本=2}",
+    "list_rows> [+I[1, a], +I[2, b]]",
+    "list_tuples> [(a,1)]",
+    "tuple_tuple> (a,(b,1.5))",
+    "map_list> {a=[1.5]}",
+    "tuple_misc> (true,1.0,2.50,2024-05-06,2024-05-06 07:08:09.123,7)",
+    "row> +I[0.1,s,[0.1],None]",
+    "string> with space",
+    "long> 1099511627776",
+    "bool> false",
+    "short> 300",
+    "bigdec> 1E+3",
+    "date> 2024-01-02",
+    "time> 12:34:56",
+    "timestamp> 2024-01-02 03:04:05.0",
+    "timestamp_ms> 2024-01-02 03:04:05.12",
+    "instant> 2023-11-14T22:13:20.005Z",
+    "instant_nanos> 2023-11-14T22:13:20.123456789Z",
+    "int_as_float> 3.0",
+    "int_as_double> 2.0",
+    "nan> NaN",
+    "minus_inf> -Infinity",
+    "pickled> ('a', 1)",
+    "float> 0.1",
+    "float> 163.3",
+    "float> 100.0",
+    "float> 1.0E10",
+    "float> 1.0E-5",
+    "float> 1.2345678E7",
+    "float> 0.001",
+    "float> 1234567.0",
+    "float> 3.4E38",
+    "float> -0.0",
+    "float> 0.33333334",
+    "double> 0.1",
+    "double> 163.3",
+    "double> 100.0",
+    "double> 1.0E10",
+    "double> 1.0E-5",
+    "double> 1.2345678E7",
+    "double> 0.001",
+    "double> 1234567.0",
+    "double> 1.0E300",
+    "double> 1.0E7",
+    "double> 9999999.0",
+    "double> 9.0E-4",
+    "double> 0.3333333333333333",
+    "row_kind> +U[u,1]",
+    "untyped> ('u', 0.1, True, None)",
+    "chained> 0.1",
+    "rebalanced> 0.10000000149011612",
+    "not_chained> 0.10000000149011612",
+    "row_chained> +I[0.1,s]",
+    "keyed> 0.10000000149011612",
+    "fields> ([0.10000000149011612, 2.0], {'k': 0.10000000149011612}, ('a', 1.0), Row(f0=0.10000000149011612, f1='s'))",
+    "row_rebalanced> +I[0.10000000149011612,s]",
+    "reduce> (a,0.1)",
+    "reduce> (a,0.3)",
+    "filter> (a,0.1)",
+    "reduce_chained> 0.10000000149011612",
+    "reduce_chained> 0.30000000447034836",
+    "union> (u,1)",
+    "union> (v,2)",
+    "side> (s,0.1)",
+    "side_field> ('s', 0.10000000149011612)",
+    "window_reduce> (k,2,0.75)",
+]
+
 
 def assert_same_lines(got: list[str], want: list[str]) -> None:
     assert Counter(got) == Counter(want), (
@@ -360,6 +542,14 @@ def test_sliding_and_session_windows_apply_reduce_process():
     assert_same_lines(run("windows_sliding_session"), WINDOWS_SLIDING_SESSION)
 
 
+def test_window_state_lateness_settings_window_all_and_count_windows():
+    assert_per_key_order(
+        run("windows_late_all"),
+        WINDOWS_LATE_ALL,
+        key=lambda line: tuple(line.split()[:2]) if line.startswith("pair") else line.split()[0],
+    )
+
+
 def test_rows_named_and_positional():
     assert_same_lines(run("rows"), ROWS)
 
@@ -385,3 +575,11 @@ def test_stream_reused_by_a_second_execute():
 
 def test_file_sink_row_format_then_file_source_record_stream_format(tmp_path):
     assert run("file_sink_source", str(tmp_path)) == FILE_SINK_SOURCE
+
+
+def test_print_of_declared_types_and_float_conversion():
+    got = run_printing("print_typed", len(PRINT_TYPED))
+    # one line per case except float, double, reduce (in order) and union (two inputs: any order)
+    assert_per_key_order(
+        got, PRINT_TYPED, key=lambda line: line if line.startswith("union>") else line.split(">")[0]
+    )
