@@ -25,30 +25,44 @@ from raystream.operators.cep.states import NfaStates
 from tests.cep_reference import MAX_TS, NotBelowLast, TypeIn, build, reference
 
 
-def drive(pattern: Pattern, events: list, stamps: list[int] | None = None, round_trip_at: int = -1):
+def drive(
+    pattern: Pattern,
+    events: list,
+    stamps: list[int] | None = None,
+    round_trip_at: int = -1,
+    screened: bool = False,
+):
     """Feeds one key's events as the operator does (time advances before each event, to MAX at
     the end); returns outputs like the reference, and the key's state. ``round_trip_at``: the
-    state is pickled and read back before that event."""
+    state is pickled and read back before that event. ``screened``: as the operator does for a
+    droppable pattern, only the events ``NFA.screen`` keeps go in, with their results."""
     stamps = stamps if stamps is not None else list(range(len(events)))
     nfa = NFA(CompiledPattern(pattern))
     ks = KeyState()
     names = nfa.p.names
     out = []
+    fed = []  # event id -> index in ``events``
+    caches = []
+    for i, (e, t) in enumerate(zip(events, stamps)):
+        kept, _ts, results = nfa.screen([e], [t]) if screened else ([e], [t], [None])
+        if kept:
+            fed.append(i)
+            caches.append(results[0])
 
     def fmt(m):
-        return tuple((node[EID], names[node[STAGE]]) for node in m.events)
+        return tuple((fed[node[EID]], names[node[STAGE]]) for node in m.events)
 
     def advance(t):
         released, timed_out = nfa.advance(ks, t)
         out.extend(("timeout", ts, fmt(m)) for m, ts in timed_out)
         out.extend(("match", t, fmt(m)) for m in released)
 
-    for i, (e, t) in enumerate(zip(events, stamps)):
-        if i == round_trip_at:
+    for n, (i, cache) in enumerate(zip(fed, caches)):
+        if n == round_trip_at:
             ks = pickle.loads(pickle.dumps(ks))
-        advance(t)
-        matches = nfa.process(ks, e, t)
-        out.extend(("match", t, fmt(m)) for m in matches)
+        advance(stamps[i])
+        matches = nfa.process(ks, events[i], stamps[i], cache)
+        out.extend(("match", stamps[i], fmt(m)) for m in matches)
     advance(MAX_TS)
     return out, ks
 
@@ -479,6 +493,9 @@ def test_nfa_matches_brute_force_reference(seed):
         events, stamps = random_events(rng, rng.randint(4, 9))
         expected = reference(spec, events, stamps)
         got = drive(build(spec), events, stamps)[0]
+        if CompiledPattern(build(spec)).droppable:
+            # the operator screens the events of such patterns on arrival: same outputs
+            assert Counter(drive(build(spec), events, stamps, screened=True)[0]) == Counter(got)
         assert Counter(got) == Counter(expected), (
             f"{describe(spec)}\nevents {list(zip(events, stamps))}\n"
             f"missing {list((Counter(expected) - Counter(got)).elements())}\n"
@@ -597,9 +614,12 @@ def test_state_cache_needs_room_for_one_key():
         NfaStates(MemoryTable(), holds_objects=False, capacity=0)
 
 
-def test_a_condition_is_called_only_where_a_partial_match_needs_it():
-    """As in Flink, a stage's condition sees only events some partial match offers it: here no
-    partial match waits for "c" when "x" comes (the one that did timed out)."""
+@pytest.mark.parametrize("screened", [False, True], ids=["fed", "screened"])
+def test_a_condition_is_called_only_where_a_partial_match_needs_it(screened):
+    """As in Flink, a stage's condition fails the job only on events some partial match offers
+    it: here no partial match waits for "c" when "x" comes (the one that did timed out). The
+    pre-checks that call it anyway (the per-key one, the operator's screen on arrival) leave a
+    raising condition to the NFA."""
 
     def c_cond(e):
         if e == "x":
@@ -615,5 +635,8 @@ def test_a_condition_is_called_only_where_a_partial_match_needs_it():
         .where(c_cond)
         .within(5)
     )
-    out = drive(p, ev("a1 b a2 y x"), [0, 1, 3, 4, 6])[0]
+    out = drive(p, ev("a1 b a2 y x"), [0, 1, 3, 4, 6], screened=screened)[0]
     assert out == [("timeout", 5, ((0, "a"), (1, "b"))), ("timeout", 8, ((2, "a"),))]
+    if screened:  # "y" matches no condition: dropped; "x" is kept, its "c" result left open
+        kept, _ts, results = NFA(CompiledPattern(p)).screen(ev("y x"), [4, 6])
+        assert kept == ["x"] and results[0].count(None) == 1

@@ -33,6 +33,7 @@ is one comparison unless the key's oldest partial match is due (``KeyState.earli
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -73,12 +74,18 @@ class ConditionError(Exception):
 
 class Check(NamedTuple):
     """One condition as the NFA evaluates it: ``slot`` indexes the per-event cache of simple
-    conditions (``NO_SLOT`` for iterative ones); ``stage`` and ``kind`` name it in errors."""
+    conditions (``NO_SLOT`` for iterative ones); ``stage`` and ``kind`` name it in errors;
+    ``simple`` calls a simple condition on the event alone (None for iterative ones)."""
 
     cond: Cond
     slot: int
     stage: str
     kind: str
+    simple: Any
+
+
+def _call_simple(cond: Cond, value: Any) -> bool:
+    return cond(value, None)
 
 
 class Guard(NamedTuple):
@@ -109,6 +116,7 @@ class CStage:
 class Targets(NamedTuple):
     targets: tuple[int, ...]
     complete: bool
+    watch: int = 0  # see CompiledPattern (skippable patterns)
 
 
 class CompiledPattern:
@@ -192,30 +200,40 @@ class CompiledPattern:
                 for g in [*(g for s in self.stages for g in s.guards), *self._final_guards()]
             )
         )
-        self._watched: dict[tuple[int, tuple[int, ...]], tuple[Check, ...]] = {}
+        # What a partial match looks at, as a bit mask of condition slots: a partial match
+        # created by a take into stage j with count c has the targets of row c of j, and looks
+        # at most at ``target_table[j][c].watch`` (fewer once targets died); a key's partial
+        # matches at most at the union of those (``KeyState.watch``); starts at ``start_watch``.
+        self.checks: list[Check] = [c for c in self._all_checks() if c.slot != NO_SLOT]
+        self.start_watch = 0
+        for t in self.start_targets.targets:
+            if t != FINAL and self.stages[t].check.slot != NO_SLOT:
+                self.start_watch |= 1 << self.stages[t].check.slot
+        if self.skippable:
+            self.target_table = [
+                [row._replace(watch=self._watch(j, row.targets)) for row in rows]
+                for j, rows in enumerate(self.target_table)
+            ]
+        self._watching: dict[int, tuple[tuple[int, Any], ...]] = {}
+        #: whether an event that matches none of the pattern's conditions can be dropped on
+        #: arrival: skippable, and no ending not_followed_by (whose matches carry the time of
+        #: the event that released them)
+        fg = self.final_guard
+        self.droppable = self.skippable and (fg is None or fg.contiguity is not _NOT_FOLLOWED)
+        self.all_simple = tuple((c.slot, c.simple) for c in self.checks)
+
+    def _all_checks(self) -> list[Check]:
+        out = [s.check for s in self.stages]
+        out += [g.check for s in self.stages for g in s.guards]
+        out += [s.until_check for s in self.stages if s.until_check is not None]
+        return out + [g.check for g in self._final_guards()]
 
     def _final_guards(self) -> list[Guard]:
         return [self.final_guard] if self.final_guard is not None else []
 
-    def watched(self, partials: list[PM]) -> tuple[Check, ...]:
-        """The conditions that decide whether an event changes any of ``partials`` or starts a
-        partial match (of a ``skippable`` pattern), each once."""
-        out: dict[int, Check] = {}
-        for t in self.start_targets.targets:
-            if t != FINAL:
-                chk = self.stages[t].check
-                out[chk.slot] = chk
-        cache = self._watched
-        for pm in partials:
-            key = (pm.stage, pm.targets)
-            checks = cache.get(key)
-            if checks is None:
-                checks = cache[key] = self._watched_by(pm.stage, pm.targets)
-            for chk in checks:
-                out[chk.slot] = chk
-        return tuple(out.values())
-
-    def _watched_by(self, j: int, targets: tuple[int, ...]) -> tuple[Check, ...]:
+    def _watch(self, j: int, targets: tuple[int, ...]) -> int:
+        """The conditions a partial match in stage ``j`` with ``targets`` evaluates on an event
+        (of a ``skippable`` pattern: no freshness-dependent guards), as a slot mask."""
         checks: list[Check] = []
         for t in targets:
             if t == FINAL:
@@ -228,13 +246,34 @@ class CompiledPattern:
             else:
                 checks += [g.check for g in self.passed[j][t]]
             checks.append(st.check)
-        return tuple(checks)
+        mask = 0
+        for c in checks:
+            mask |= 1 << c.slot
+        return mask
+
+    def watch_of(self, partials: list[PM]) -> int:
+        """A slot mask covering what ``partials`` look at (their rows' masks: a superset)."""
+        mask = 0
+        for pm in partials:
+            mask |= self.targets(pm.stage, pm.taken).watch
+        return mask
+
+    def watching(self, watch: int) -> tuple[tuple[int, Any], ...]:
+        """``(slot, simple condition)`` of the conditions in ``watch`` and of the starts."""
+        found = self._watching.get(watch)
+        if found is None:
+            mask = watch | self.start_watch
+            found = self._watching[watch] = tuple(
+                (c.slot, c.simple) for c in self.checks if mask >> c.slot & 1
+            )
+        return found
 
     def _check(self, cond: Cond, stage: str, kind: str) -> Check:
         if cond.iterative:
-            return Check(cond, NO_SLOT, stage, kind)
+            return Check(cond, NO_SLOT, stage, kind, None)
         self.num_slots += 1
-        return Check(cond, self.num_slots - 1, stage, kind)
+        simple = cond.fn if cond.op == "leaf" else functools.partial(_call_simple, cond)
+        return Check(cond, self.num_slots - 1, stage, kind, simple)
 
     def _following(self, j: int) -> Targets:
         """Targets after stage ``j`` is satisfied: later stages up to the first mandatory one."""
@@ -281,17 +320,17 @@ class KeyState:
     Pickled in the flat form of :func:`~raystream.operators.cep.buffer.flatten`: each event and
     node once, however many partial matches share it."""
 
-    __slots__ = ("partials", "next_eid", "earliest", "timer_ts", "watched")
+    __slots__ = ("partials", "next_eid", "earliest", "timer_ts", "watch")
 
     def __init__(self) -> None:
         self.partials: list[PM] = []
         self.next_eid = 0
         self.earliest: int | None = None
         self.timer_ts: int | None = None
-        #: the conditions the partial matches look at (``CompiledPattern.watched``; None: to be
-        #: worked out). Derived, so not serialized; after partial matches were removed it may
-        #: hold more than needed, which costs time, never correctness.
-        self.watched: tuple | None = None
+        #: a slot mask covering the conditions the partial matches look at (a superset after
+        #: partial matches died, which costs time, never correctness; -1: to be worked out).
+        #: Derived, so not serialized.
+        self.watch = 0
 
     def __getstate__(self) -> tuple:
         nodes, events, heads = flatten([p.node for p in self.partials])
@@ -300,7 +339,7 @@ class KeyState:
 
     def __setstate__(self, state: tuple) -> None:
         partials, nodes, events, self.next_eid, self.earliest, self.timer_ts = state
-        self.watched = None
+        self.watch = -1
         built = unflatten(nodes, events)
         self.partials = [PM(p[0], p[1], built[p[2]], *p[3:]) for p in partials]
 
@@ -366,11 +405,42 @@ class NFA:
 
     # -- events -----------------------------------------------------------------------------------
 
-    def process(self, ks: KeyState, event: Any, ts: int) -> list[Match]:
-        """Feeds one event; returns the matches it completes (after the skip strategy)."""
+    def screen(self, events: list, stamps: list) -> tuple[list, list, list]:
+        """Of a ``droppable`` pattern: the events that match one of its conditions (the others
+        change no partial match and start none), their stamps, and each one's condition
+        results by slot, up to the first that holds (for :meth:`process`, which evaluates the
+        rest if it needs them). A condition that raises keeps the event and leaves its result
+        open, so that it raises only if a partial match needs it."""
+        checks = self.p.all_simple
+        blank = self._blank
+        kept: list = []
+        kept_ts: list = []
+        results: list = []
+        for event, ts in zip(events, stamps):
+            cache = blank[:]
+            keep = False
+            for slot, simple in checks:
+                try:
+                    if simple(event):
+                        cache[slot] = keep = True
+                        break  # (the NFA evaluates the others if it needs them)
+                    cache[slot] = False
+                except Exception:
+                    keep = True
+            if keep:
+                kept.append(event)
+                kept_ts.append(ts)
+                results.append(cache)
+        return kept, kept_ts, results
+
+    def process(self, ks: KeyState, event: Any, ts: int, cache: list | None = None) -> list[Match]:
+        """Feeds one event; returns the matches it completes (after the skip strategy).
+        ``cache``: the event's condition results by slot (from :meth:`screen`; None: none
+        known yet)."""
         p = self.p
         ev = self._eval
-        cache = self._blank[:]  # simple condition results for this event, by slot
+        if cache is None:
+            cache = self._blank[:]  # simple condition results for this event, by slot
         eid = ks.next_eid  # (ids count a key's events: the matches' order, skip strategies)
         ks.next_eid = eid + 1
         if p.skippable and ks.partials:
@@ -378,22 +448,26 @@ class NFA:
             # matches none of the conditions the partial matches (and a start) look at, it
             # changes nothing, and the per-partial-match work below is skipped. A condition
             # that raises here is left to the work below, which raises only if it needs it.
-            watched = ks.watched
-            if watched is None:
-                watched = ks.watched = p.watched(ks.partials)
+            watch = ks.watch
+            if watch < 0:
+                watch = ks.watch = p.watch_of(ks.partials)
             try:
-                for chk in watched:
-                    if ev(chk, event, None, cache):
+                for slot, simple in p.watching(watch):
+                    r = cache[slot]
+                    if r is None:
+                        r = cache[slot] = bool(simple(event))
+                    if r:
                         break
                 else:
                     return []
-            except ConditionError:
+            except Exception:
                 pass
         stages = p.stages
         within = p.within_ms
         passed = p.passed
         table = p.target_table
 
+        watch = ks.watch
         new: list[PM] = []
         completed: list[Node] = []  # last nodes of completed matches
         pending_done: list[Node] = []  # ending not_next resolved into a match
@@ -460,6 +534,7 @@ class NFA:
                         new.append(
                             _new_tuple(PM, (t, count, node, start, pm.start_eid, tg.targets, True))
                         )
+                        watch |= tg.watch
                         if earliest is None or start < earliest:
                             earliest = start
                     if contiguity is not Contiguity.ANY:
@@ -493,15 +568,17 @@ class NFA:
                     completed.append(node)
                 if tg.targets:
                     new.append(_new_tuple(PM, (t, 1, node, ts, eid, tg.targets, True)))
+                    watch |= tg.watch
                     if earliest is None or ts < earliest:
                         earliest = ts
         ks.partials = new
         ks.earliest = earliest
-        ks.watched = None
+        ks.watch = (watch if watch >= 0 else -1) if new else 0
         if not completed and not pending_done:
             return []
-        matches = [Match(chain(n)) for n in completed]
-        matches += [Match(chain(n)) for n in pending_done]
+        matches = [_new_tuple(Match, (chain(n),)) for n in completed]
+        if pending_done:
+            matches += [_new_tuple(Match, (chain(n),)) for n in pending_done]
         return self._skip(ks, matches)
 
     # -- time -------------------------------------------------------------------------------------
@@ -522,7 +599,7 @@ class NFA:
         for pm in ks.partials:
             start = pm.start_ts
             if t - start >= within:
-                m = Match(chain(pm.node))
+                m = _new_tuple(Match, (chain(pm.node),))
                 if releases and FINAL in pm.targets:
                     released.append(m)
                 else:
@@ -533,6 +610,8 @@ class NFA:
                     earliest = start
         ks.partials = keep
         ks.earliest = earliest
+        if not keep:
+            ks.watch = 0
         return (self._skip(ks, released) if released else released), timed_out
 
     # -- after-match skip -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 from bisect import bisect_right
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -38,7 +39,7 @@ from raystream.checkpointing.snapshot import OperatorSnapshot
 from raystream.core.keys import KeySelector
 from raystream.core.time import MIN_TS
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
-from raystream.errors import GraphError, RaystreamError, TaskError, record_repr
+from raystream.errors import GraphError, TaskError, record_repr
 from raystream.operators.cep.functions import (
     PatternProcessFunction,
     SelectFunction,
@@ -92,8 +93,9 @@ class CepOperator(UdfOperator):
         self._out: list = []
         self._out_ts: list = []
         # the event-time queue: sorted entries, and the ones that arrived since the last sort
-        self._queue: list[tuple[int, Any, Any]] = []
-        self._arrived: list[tuple[int, Any, Any]] = []
+        self._queue: list[tuple[int, Any, Any, Any]] = []
+        self._arrived: list[tuple[int, Any, Any, Any]] = []
+        self._spare = KeyState()
 
     def open(self) -> None:
         assert self.ctx is not None
@@ -106,7 +108,7 @@ class CepOperator(UdfOperator):
         )
         self.queue_table = backend.table("__cep_queue__")
         for key in backend.keys("__cep_queue__"):  # restored: back into the queue
-            self._arrived.extend((ts, key, event) for ts, event in self.queue_table.get(key))
+            self._arrived.extend((ts, key, event, None) for ts, event in self.queue_table.get(key))
             self.queue_table.remove(key)
         super().open()
 
@@ -123,7 +125,7 @@ class CepOperator(UdfOperator):
     def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
         self.states.flush()
         queued: dict[Any, list] = {}
-        for ts, key, event in self._queue + self._arrived:
+        for ts, key, event, _cache in self._queue + self._arrived:
             entries = queued.get(key)
             if entries is None:
                 queued[key] = [(ts, event)]
@@ -154,52 +156,63 @@ class CepOperator(UdfOperator):
             lowest = min(stamps)
         except TypeError:  # a None among them
             lowest = None
-        if lowest is not None and lowest > self.current_watermark:
-            try:  # the common case: nothing late, no record without a timestamp
-                keys = list(map(self.key_selector, values))
-            except Exception:
-                pass  # the loop below names the record
-            else:
-                self._arrived.extend(zip(stamps, keys, values))
-                return
-        self._process_one_by_one(values, stamps)
+        if lowest is None or lowest <= self.current_watermark:
+            values, stamps = self._on_time(values, stamps)
+        caches: Any
+        if self.nfa.p.droppable:
+            values, stamps, caches = self.nfa.screen(values, stamps)
+        else:
+            caches = repeat(None)
+        self._arrived.extend(zip(stamps, self._keys(values), values, caches))
 
-    def _process_one_by_one(self, values: list, stamps: list) -> None:
+    def _keys(self, values: list) -> list:
         ks = self.key_selector
-        wm = self.current_watermark
-        arrived = self._arrived
-        late: list = []
-        late_ts: list = []
-        v: Any = None
         try:
-            for v, t in zip(values, stamps):
-                if t is None or t == MIN_TS:
-                    raise self._no_timestamp(v)
-                if t <= wm:
-                    late.append(v)
-                    late_ts.append(t)
-                    continue
-                arrived.append((t, ks(v), v))
-        except RaystreamError:
-            raise
+            return list(map(ks, values))
+        except Exception:
+            pass
+        v: Any = None
+        try:  # again, one by one, to name the record
+            for v in values:
+                ks(v)
         except Exception as exc:
             raise self.user_error(exc, v, "record (key selector)") from exc
+        raise AssertionError("the key selector failed on a batch but on none of its records")
+
+    def _on_time(self, values: list, stamps: list) -> tuple[list, list]:
+        """The records that are not late; late ones go to the side output or are counted."""
+        wm = self.current_watermark
+        on_time: list = []
+        on_time_ts: list = []
+        late: list = []
+        late_ts: list = []
+        for v, t in zip(values, stamps):
+            if t is None or t == MIN_TS:
+                raise self._no_timestamp(v)
+            if t <= wm:
+                late.append(v)
+                late_ts.append(t)
+            else:
+                on_time.append(v)
+                on_time_ts.append(t)
         if late:
             if self.late_tag_id is not None:
                 self.side_output(self.late_tag_id).emit(Batch(late, late_ts))
             else:
                 self.late_dropped += len(late)
+        return on_time, on_time_ts
 
     def _process_on_arrival(self, batch: Batch) -> None:
         assert self.ctx is not None
         now = self.ctx.clock.now_ms()
-        ks = self.key_selector
-        for v in batch.values:
-            try:
-                key = ks(v)
-            except Exception as exc:
-                raise self.user_error(exc, v, "record (key selector)") from exc
-            self._run_key(key, [(now, key, v)], now, PROCESSING_TIME)
+        values = batch.values
+        caches: Any
+        if self.nfa.p.droppable:
+            values, _stamps, caches = self.nfa.screen(values, [now] * len(values))
+        else:
+            caches = repeat(None)
+        for key, v, cache in zip(self._keys(values), values, caches):
+            self._run_key(key, [(now, key, v, cache)], now, PROCESSING_TIME)
         self._flush()
 
     def _no_timestamp(self, value: Any) -> TaskError:
@@ -215,7 +228,7 @@ class CepOperator(UdfOperator):
 
     # -- time -------------------------------------------------------------------------------------
 
-    def _take_due(self, watermark: int) -> list[tuple[int, Any, Any]]:
+    def _take_due(self, watermark: int) -> list[tuple[int, Any, Any, Any]]:
         """The queued entries with ``ts <= watermark``, in timestamp order (stable: equal
         timestamps in arrival order), taken off the queue."""
         queue = self._queue
@@ -278,15 +291,19 @@ class CepOperator(UdfOperator):
     # -- one key ----------------------------------------------------------------------------------
 
     def _run_key(self, key: Any, events: list, now: int, domain: int) -> None:
-        """Runs ``events`` (``(ts, key, event)`` in order) through the key's NFA, then moves its
+        """Runs ``events`` (queue entries, in order) through the key's NFA, then moves its
         time to ``now`` (the watermark or the processing time) and keeps its timer right."""
         states = self.states
         ks = states.get(key)
         had_state = ks is not None
         if ks is None:
-            ks = KeyState()
+            # most keys without partial matches start none: a spare state, stored if they do
+            ks = self._spare
+            ks.next_eid = 0
         elif ks.timer_ts is not None and ks.timer_ts <= now:
-            ks.timer_ts = None  # it fired (every timer up to ``now`` was taken)
+            # it fired: every timer up to ``now`` was taken (or, in processing time, is due)
+            self.timers.delete(domain, ks.timer_ts, key, _TIMEOUT)
+            ks.timer_ts = None
         self.backend.set_current_key(key)
         self._ctx._key = key
         nfa = self.nfa
@@ -296,14 +313,14 @@ class CepOperator(UdfOperator):
         within = self.compiled.within_ms
         last = None
         try:
-            for ts, _key, event in events:
+            for ts, _key, event, cache in events:
                 if ts != last:
                     last = ts
                     # (NFA time only matters for partial matches that can time out)
                     earliest = ks.earliest
                     if earliest is not None and within is not None and ts - earliest >= within:
                         self._advance(ks, ts)
-                matches = nfa.process(ks, event, ts)
+                matches = nfa.process(ks, event, ts, cache)
                 if matches:
                     self._emit(matches, ts)
         except ConditionError as exc:
@@ -316,6 +333,8 @@ class CepOperator(UdfOperator):
                 ks.timer_ts = ks.earliest + within  # type: ignore[operator]
                 self.timers.register(domain, ks.timer_ts, key, _TIMEOUT)
             states.put(key, ks)
+            if ks is self._spare:
+                self._spare = KeyState()
         elif had_state:
             if ks.timer_ts is not None:
                 self.timers.delete(domain, ks.timer_ts, key, _TIMEOUT)
