@@ -157,7 +157,7 @@ def state_size(events: list, workload: str, backend: str, disorder: int) -> tupl
         h.process(chunk, [e[1] for e in chunk])
         top = max(top, max(e[1] for e in chunk))
         h.watermark(top - disorder - 1)
-    entries = op.backend.num_entries()
+    entries = op.num_state_entries()
     snap = h.snapshot(1)
     size = sum(len(b) for b in snap.keyed.values())
     h.close()

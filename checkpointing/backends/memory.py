@@ -150,6 +150,8 @@ class _MemorySnapshotView:
 class MemoryKeyedStateBackend(AbstractKeyedStateBackend):
     """Keyed state of one subtask in Python dicts."""
 
+    holds_objects = True
+
     def __init__(
         self,
         max_parallelism: int,

@@ -1,15 +1,14 @@
 """Internal: the compiled pattern and the NFA that runs it over one key's events.
 
 The NFA needs no Ray and no operator: ``process(state, event, ts)`` and ``advance(state, t)`` work
-on a key's :class:`KeyState` and :class:`~raystream.operators.cep.buffer.SharedBuffer` and return
-what to emit. The operator (``operator.py``) decides when to call them (event-time order,
-watermarks, processing time).
+on a key's :class:`KeyState` and return what to emit. The operator (``operator.py``) decides when
+to call them (event-time order, watermarks, processing time).
 
 A partial match (``PM``) is the stage ``j`` its last event was taken into, how many events that
-stage holds (``count``), the buffer node of that event, the start timestamp and event id, and its
-*targets*: the stages its next event may go to (``j`` itself while the loop is not full; later
-stages once ``j`` has enough, passing over optional ones; ``FINAL`` for a pending ending
-negation). An event that arrives is offered to every target:
+stage holds (``taken``), the buffer node of that event (``buffer.py``), the start timestamp and
+event id, and its *targets*: the stages its next event may go to (``j`` itself while the loop is
+not full; later stages once ``j`` has enough, passing over optional ones; ``FINAL`` for a pending
+ending negation). An event that arrives is offered to every target:
 
 - a NOT stage between ``j`` and the target kills the target if the event matches it
   (``not_next``: only the first event after the take; ``not_followed_by``: any event);
@@ -25,14 +24,23 @@ optional stages follow) completes a match; the after-match skip strategy then pr
 §8.2). ``advance(t)`` times out partial matches with ``t - start >= within`` (reported with
 timestamp ``start + within``) and releases those pending on an ending ``not_followed_by`` as
 matches.
+
+Cost per event: every simple condition is evaluated at most once per event (a per-event cache
+indexed by the condition's slot, filled on first use, so a condition no partial match needs is
+not called); a partial match the event leaves unchanged is kept as the same object; ``advance``
+is one comparison unless the key's oldest partial match is due (``KeyState.earliest``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from raystream.operators.cep.buffer import SharedBuffer
+from raystream.operators.cep.buffer import EID, STAGE, Node, chain, flatten, unflatten
+from raystream.operators.cep.buffer import EVENT as _EVENT
+from raystream.operators.cep.buffer import events_of_stage as _events_of_stage
 from raystream.operators.cep.pattern import (
     AfterMatchSkipStrategy,
     Cond,
@@ -44,6 +52,13 @@ from raystream.operators.cep.pattern import (
 )
 
 FINAL = -1  # the target of a pending ending negation
+NO_SLOT = -1  # iterative conditions depend on the partial match: never cached
+
+_STRICT = Contiguity.STRICT
+_RELAXED = Contiguity.RELAXED
+_NOT_NEXT = Contiguity.NOT_NEXT
+_NOT_FOLLOWED = Contiguity.NOT_FOLLOWED
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 
 
 class ConditionError(Exception):
@@ -55,6 +70,29 @@ class ConditionError(Exception):
         self.kind = kind
         self.event = event
         self.cause = cause
+
+
+class Check(NamedTuple):
+    """One condition as the NFA evaluates it: ``slot`` indexes the per-event cache of simple
+    conditions (``NO_SLOT`` for iterative ones); ``stage`` and ``kind`` name it in errors;
+    ``simple`` calls a simple condition on the event alone (None for iterative ones)."""
+
+    cond: Cond
+    slot: int
+    stage: str
+    kind: str
+    simple: Any
+
+
+def _call_simple(cond: Cond, value: Any) -> bool:
+    return cond(value, None)
+
+
+class Guard(NamedTuple):
+    """A NOT stage right before a positive stage (or at the end of the pattern)."""
+
+    contiguity: Contiguity  # NOT_NEXT or NOT_FOLLOWED
+    check: Check
 
 
 @dataclass
@@ -69,13 +107,16 @@ class CStage:
     greedy: bool
     inner: Contiguity
     entry: Contiguity
-    #: NOT stages right before this stage: (kind, condition, name)
-    guards: list[tuple[Contiguity, Cond, str]] = field(default_factory=list)
+    check: Check  # ``cond`` as the NFA evaluates it
+    #: NOT stages right before this stage
+    guards: list[Guard] = field(default_factory=list)
+    until_check: Check | None = None
 
 
 class Targets(NamedTuple):
     targets: tuple[int, ...]
     complete: bool
+    watch: int = 0  # see CompiledPattern (skippable patterns)
 
 
 class CompiledPattern:
@@ -87,20 +128,20 @@ class CompiledPattern:
         self.within_ms = pattern.within_ms
         self.skip: AfterMatchSkipStrategy = pattern.skip_strategy
         self.stages: list[CStage] = []
-        guards: list[tuple[Contiguity, Cond, str]] = []
+        self.num_slots = 0
+        guards: list[Guard] = []
         for s in pattern.stages:
             if s.negative:
                 assert s.contiguity is not None
-                guards.append((s.contiguity, s.condition(), s.name))
+                guards.append(Guard(s.contiguity, self._check(s.condition(), s.name, _COND)))
                 continue
             entry = s.contiguity if s.contiguity is not None else Contiguity.RELAXED
-            if guards and s.contiguity is not None:
-                entry = s.contiguity
+            cond = s.condition()
             self.stages.append(
                 CStage(
                     index=len(self.stages),
                     name=s.name,
-                    cond=s.condition(),
+                    cond=cond,
                     until=s.until,
                     min_count=s.min_count,
                     max_count=s.max_count,
@@ -109,10 +150,14 @@ class CompiledPattern:
                     inner=s.inner,
                     entry=entry,
                     guards=guards,
+                    check=self._check(cond, s.name, _COND),
+                    until_check=(
+                        self._check(s.until, s.name, _UNTIL) if s.until is not None else None
+                    ),
                 )
             )
             guards = []
-        self.final_guard = guards[0] if guards else None
+        self.final_guard: Guard | None = guards[0] if guards else None
         self.names = [s.name for s in self.stages]
         self.skip_stage: int | None = None
         if self.skip.pattern_name is not None:
@@ -123,15 +168,112 @@ class CompiledPattern:
                 )
             self.skip_stage = self.names.index(self.skip.pattern_name)
         self.start_targets = self._following(-1)
-        self._targets: dict[tuple[int, int], Targets] = {}
-        # guards passed when going from stage j to stage t > j
-        self._passed: dict[tuple[int, int], list[tuple[Contiguity, Cond, str]]] = {}
         n = len(self.stages)
-        for j in range(n):
-            for t in range(j + 1, n):
-                self._passed[(j, t)] = [
-                    g for k in range(j + 1, t + 1) for g in self.stages[k].guards
-                ]
+        #: per stage j and count c, its targets: ``target_table[j][min(c, len - 1)]`` (counts
+        #: past a stage's bound share the last row)
+        self.target_table: list[list[Targets]] = []
+        for j, cs in enumerate(self.stages):
+            rows = cs.max_count if cs.max_count is not None else cs.min_count
+            self.target_table.append([self._targets(j, c) for c in range(rows + 1)])
+        #: guards passed when going from stage j to stage t > j: ``passed[j][t]``
+        self.passed: list[list[list[Guard]]] = [
+            [
+                [g for k in range(j + 1, t + 1) for g in self.stages[k].guards] if t > j else []
+                for t in range(n)
+            ]
+            for j in range(n)
+        ]
+        #: whether an event that matches none of the conditions a key's partial matches look at
+        #: leaves them as they are (nothing to take, kill or complete): no strict contiguity,
+        #: no not_next, no greedy loop, no iterative condition (see ``NFA.process``)
+        self.skippable = (
+            all(s.check.slot != NO_SLOT for s in self.stages)
+            and all(s.until_check is None or s.until_check.slot != NO_SLOT for s in self.stages)
+            and all(s.entry is not Contiguity.STRICT for s in self.stages[1:])
+            and not any(
+                s.inner is Contiguity.STRICT and (s.max_count is None or s.max_count > 1)
+                for s in self.stages
+            )
+            and not any(s.greedy for s in self.stages)
+            and all(
+                g.contiguity is Contiguity.NOT_FOLLOWED and g.check.slot != NO_SLOT
+                for g in [*(g for s in self.stages for g in s.guards), *self._final_guards()]
+            )
+        )
+        # What a partial match looks at, as a bit mask of condition slots: a partial match
+        # created by a take into stage j with count c has the targets of row c of j, and looks
+        # at most at ``target_table[j][c].watch`` (fewer once targets died); a key's partial
+        # matches at most at the union of those (``KeyState.watch``); starts at ``start_watch``.
+        self.checks: list[Check] = [c for c in self._all_checks() if c.slot != NO_SLOT]
+        self.start_watch = 0
+        for t in self.start_targets.targets:
+            if t != FINAL and self.stages[t].check.slot != NO_SLOT:
+                self.start_watch |= 1 << self.stages[t].check.slot
+        if self.skippable:
+            self.target_table = [
+                [row._replace(watch=self._watch(j, row.targets)) for row in rows]
+                for j, rows in enumerate(self.target_table)
+            ]
+        self._watching: dict[int, tuple[tuple[int, Any], ...]] = {}
+        #: whether an event that matches none of the pattern's conditions can be dropped on
+        #: arrival: skippable, and no ending not_followed_by (whose matches carry the time of
+        #: the event that released them)
+        fg = self.final_guard
+        self.droppable = self.skippable and (fg is None or fg.contiguity is not _NOT_FOLLOWED)
+        self.all_simple = tuple((c.slot, c.simple) for c in self.checks)
+
+    def _all_checks(self) -> list[Check]:
+        out = [s.check for s in self.stages]
+        out += [g.check for s in self.stages for g in s.guards]
+        out += [s.until_check for s in self.stages if s.until_check is not None]
+        return out + [g.check for g in self._final_guards()]
+
+    def _final_guards(self) -> list[Guard]:
+        return [self.final_guard] if self.final_guard is not None else []
+
+    def _watch(self, j: int, targets: tuple[int, ...]) -> int:
+        """The conditions a partial match in stage ``j`` with ``targets`` evaluates on an event
+        (of a ``skippable`` pattern: no freshness-dependent guards), as a slot mask."""
+        checks: list[Check] = []
+        for t in targets:
+            if t == FINAL:
+                checks.append(self.final_guard.check)  # type: ignore[union-attr]
+                continue
+            st = self.stages[t]
+            if t == j:
+                if st.until_check is not None:
+                    checks.append(st.until_check)
+            else:
+                checks += [g.check for g in self.passed[j][t]]
+            checks.append(st.check)
+        mask = 0
+        for c in checks:
+            mask |= 1 << c.slot
+        return mask
+
+    def watch_of(self, partials: list[PM]) -> int:
+        """A slot mask covering what ``partials`` look at (their rows' masks: a superset)."""
+        mask = 0
+        for pm in partials:
+            mask |= self.targets(pm.stage, pm.taken).watch
+        return mask
+
+    def watching(self, watch: int) -> tuple[tuple[int, Any], ...]:
+        """``(slot, simple condition)`` of the conditions in ``watch`` and of the starts."""
+        found = self._watching.get(watch)
+        if found is None:
+            mask = watch | self.start_watch
+            found = self._watching[watch] = tuple(
+                (c.slot, c.simple) for c in self.checks if mask >> c.slot & 1
+            )
+        return found
+
+    def _check(self, cond: Cond, stage: str, kind: str) -> Check:
+        if cond.iterative:
+            return Check(cond, NO_SLOT, stage, kind, None)
+        self.num_slots += 1
+        simple = cond.fn if cond.op == "leaf" else functools.partial(_call_simple, cond)
+        return Check(cond, self.num_slots - 1, stage, kind, simple)
 
     def _following(self, j: int) -> Targets:
         """Targets after stage ``j`` is satisfied: later stages up to the first mandatory one."""
@@ -144,23 +286,17 @@ class CompiledPattern:
             return Targets((*out, FINAL), False)
         return Targets(tuple(out), True)
 
-    def targets(self, j: int, count: int) -> Targets:
+    def _targets(self, j: int, count: int) -> Targets:
         s = self.stages[j]
-        ckey = (j, count if s.max_count is not None else min(count, s.min_count))
-        cached = self._targets.get(ckey)
-        if cached is not None:
-            return cached
         inner = (j,) if s.max_count is None or count < s.max_count else ()
         if count >= s.min_count:
             after = self._following(j)
-            result = Targets(inner + after.targets, after.complete)
-        else:
-            result = Targets(inner, False)
-        self._targets[ckey] = result
-        return result
+            return Targets(inner + after.targets, after.complete)
+        return Targets(inner, False)
 
-    def passed_guards(self, j: int, t: int) -> list[tuple[Contiguity, Cond, str]]:
-        return self._passed[(j, t)]
+    def targets(self, j: int, count: int) -> Targets:
+        rows = self.target_table[j]
+        return rows[count if count < len(rows) else -1]
 
 
 class PM(NamedTuple):
@@ -168,7 +304,7 @@ class PM(NamedTuple):
 
     stage: int
     taken: int  # events in that stage so far
-    node: int
+    node: Node  # the buffer node of its last event
     start_ts: int
     start_eid: int
     targets: tuple[int, ...]
@@ -176,44 +312,61 @@ class PM(NamedTuple):
 
 
 class KeyState:
-    """What the NFA keeps per key besides the buffer: live partial matches and id counters."""
+    """What the NFA keeps per key: the live partial matches (which hold the buffer's nodes), the
+    next event id, the smallest start timestamp of a partial match (``earliest``; None without
+    partial matches), and the timestamp of the key's pending ``within`` timer (``timer_ts``, kept
+    by the operator).
 
-    __slots__ = ("partials", "next_eid", "next_nid")
+    Pickled in the flat form of :func:`~raystream.operators.cep.buffer.flatten`: each event and
+    node once, however many partial matches share it."""
+
+    __slots__ = ("partials", "next_eid", "earliest", "timer_ts", "watch")
 
     def __init__(self) -> None:
         self.partials: list[PM] = []
         self.next_eid = 0
-        self.next_nid = 0
+        self.earliest: int | None = None
+        self.timer_ts: int | None = None
+        #: a slot mask covering the conditions the partial matches look at (a superset after
+        #: partial matches died, which costs time, never correctness; -1: to be worked out).
+        #: Derived, so not serialized.
+        self.watch = 0
 
     def __getstate__(self) -> tuple:
-        return ([tuple(p) for p in self.partials], self.next_eid, self.next_nid)
+        nodes, events, heads = flatten([p.node for p in self.partials])
+        partials = [(*p[:2], h, *p[3:]) for p, h in zip(self.partials, heads)]
+        return (partials, nodes, events, self.next_eid, self.earliest, self.timer_ts)
 
     def __setstate__(self, state: tuple) -> None:
-        partials, self.next_eid, self.next_nid = state
-        self.partials = [PM(*p) for p in partials]
+        partials, nodes, events, self.next_eid, self.earliest, self.timer_ts = state
+        self.watch = -1
+        built = unflatten(nodes, events)
+        self.partials = [PM(p[0], p[1], built[p[2]], *p[3:]) for p in partials]
 
 
 class Match(NamedTuple):
-    events: list[tuple[int, int, Any, int]]  # (stage, event id, event, ts)
+    events: list[Node]  # the buffer nodes of the match, first event first
 
     def start_eid(self) -> int:
-        return self.events[0][1]
+        return self.events[0][EID]  # type: ignore[no-any-return]
 
 
 class _Ctx:
     """``ctx`` of iterative conditions: the events the partial match has so far."""
 
-    __slots__ = ("buf", "node", "names")
+    __slots__ = ("node", "names")
 
-    def __init__(self, buf: SharedBuffer, node: int | None, names: list[str]):
-        self.buf = buf
+    def __init__(self, node: Node | None, names: list[str]):
         self.node = node
         self.names = names
 
     def get_events_for_pattern(self, name: str) -> list:
         if name not in self.names:
             raise KeyError(f"no stage {name!r} in the pattern (stages: {self.names})")
-        return self.buf.events_of_stage(self.node, self.names.index(name))
+        return _events_of_stage(self.node, self.names.index(name))
+
+
+_NOTHING: tuple = ()
 
 
 class NFA:
@@ -221,165 +374,253 @@ class NFA:
 
     def __init__(self, compiled: CompiledPattern):
         self.p = compiled
+        self._blank: list[bool | None] = [None] * compiled.num_slots
 
     def as_dict(self, match: Match) -> dict[str, list]:
         """The match as Flink gives it: stage name -> events, in pattern order."""
         out: dict[str, list] = {}
         names = self.p.names
-        for stage, _eid, event, _ts in match.events:
-            out.setdefault(names[stage], []).append(event)
+        for node in match.events:
+            name = names[node[STAGE]]
+            events = out.get(name)
+            if events is None:
+                out[name] = [node[_EVENT]]
+            else:
+                events.append(node[_EVENT])
         return out
 
     # -- conditions -------------------------------------------------------------------------------
 
-    def _check(self, cond: Cond, stage: str, kind: str, event: Any, ctx: Any) -> bool:
+    def _eval(self, check: Check, event: Any, node: Node | None, cache: list) -> bool:
+        """Evaluates ``check`` (called on a cache miss; stores simple results in ``cache``)."""
+        cond = check.cond
         try:
-            return cond(event, ctx)
+            if check.slot == NO_SLOT:
+                return bool(cond(event, _Ctx(node, self.p.names)))
+            r = bool(cond.fn(event)) if cond.op == "leaf" else bool(cond(event, None))
         except Exception as exc:
-            raise ConditionError(stage, kind, event, exc) from exc
+            raise ConditionError(check.stage, check.kind, event, exc) from exc
+        cache[check.slot] = r
+        return r
 
     # -- events -----------------------------------------------------------------------------------
 
-    def process(
-        self, ks: KeyState, buf: SharedBuffer, event: Any, ts: int
-    ) -> tuple[list[Match], bool]:
-        """Feeds one event; returns the matches it completes (after the skip strategy) and
-        whether it started a new partial match (the operator then registers a timeout timer)."""
+    def screen(self, events: list, stamps: list) -> tuple[list, list, list]:
+        """Of a ``droppable`` pattern: the events that match one of its conditions (the others
+        change no partial match and start none), their stamps, and each one's condition
+        results by slot, up to the first that holds (for :meth:`process`, which evaluates the
+        rest if it needs them). A condition that raises keeps the event and leaves its result
+        open, so that it raises only if a partial match needs it."""
+        checks = self.p.all_simple
+        blank = self._blank
+        kept: list = []
+        kept_ts: list = []
+        results: list = []
+        for event, ts in zip(events, stamps):
+            cache = blank[:]
+            keep = False
+            for slot, simple in checks:
+                try:
+                    if simple(event):
+                        cache[slot] = keep = True
+                        break  # (the NFA evaluates the others if it needs them)
+                    cache[slot] = False
+                except Exception:
+                    keep = True
+            if keep:
+                kept.append(event)
+                kept_ts.append(ts)
+                results.append(cache)
+        return kept, kept_ts, results
+
+    def process(self, ks: KeyState, event: Any, ts: int, cache: list | None = None) -> list[Match]:
+        """Feeds one event; returns the matches it completes (after the skip strategy).
+        ``cache``: the event's condition results by slot (from :meth:`screen`; None: none
+        known yet)."""
         p = self.p
-        stages = p.stages
-        names = p.names
-        within = p.within_ms
-        eid = ks.next_eid
+        ev = self._eval
+        if cache is None:
+            cache = self._blank[:]  # simple condition results for this event, by slot
+        eid = ks.next_eid  # (ids count a key's events: the matches' order, skip strategies)
         ks.next_eid = eid + 1
-        check = self._check
-        simple: dict[tuple[str, str], bool] = {}  # results of simple conditions for this event
+        if p.skippable and ks.partials:
+            # Most events of a stream concern no partial match of their key: if the event
+            # matches none of the conditions the partial matches (and a start) look at, it
+            # changes nothing, and the per-partial-match work below is skipped. A condition
+            # that raises here is left to the work below, which raises only if it needs it.
+            watch = ks.watch
+            if watch < 0:
+                watch = ks.watch = p.watch_of(ks.partials)
+            try:
+                for slot, simple in p.watching(watch):
+                    r = cache[slot]
+                    if r is None:
+                        r = cache[slot] = bool(simple(event))
+                    if r:
+                        break
+                else:
+                    return []
+            except Exception:
+                pass
+        stages = p.stages
+        within = p.within_ms
+        passed = p.passed
+        table = p.target_table
 
-        def cond_of(kind: str, stage: str, cond: Cond, node: int | None) -> bool:
-            if cond.iterative:
-                return check(cond, stage, kind, event, _Ctx(buf, node, names))
-            k = (kind, stage)
-            r = simple.get(k)
-            if r is None:
-                r = simple[k] = check(cond, stage, kind, event, None)
-            return r
-
+        watch = ks.watch
         new: list[PM] = []
-        completed: list[int] = []  # nodes of completed matches (one reference each)
-        pending_done: list[PM] = []  # PMs whose ending not_next resolved into a match
+        completed: list[Node] = []  # last nodes of completed matches
+        pending_done: list[Node] = []  # ending not_next resolved into a match
+        earliest: int | None = None
 
-        def take(prev: PM | None, t: int) -> None:
-            nid = ks.next_nid
-            ks.next_nid = nid + 1
-            if prev is None:
-                count, start_ts, start_eid, prev_node = 1, ts, eid, None
-            else:
-                count = prev.taken + 1 if t == prev.stage else 1
-                start_ts, start_eid, prev_node = prev.start_ts, prev.start_eid, prev.node
-            buf.add(eid, event, ts, t, prev_node, nid)
-            tg = p.targets(t, count)
-            if tg.complete:
-                buf.retain(nid)
-                completed.append(nid)
-            if tg.targets:
-                buf.retain(nid)
-                new.append(PM(t, count, nid, start_ts, start_eid, tg.targets, True))
-            elif not tg.complete:  # cannot happen: a stage always leads somewhere
-                buf.retain(nid)
-                buf.release(nid)
-
-        started = False
         for pm in ks.partials:
             j = pm.stage
+            fresh = pm.fresh
+            targets = pm.targets
             alive: list[int] = []
-            for t in pm.targets:
+            for t in targets:
                 if t == FINAL:
-                    kind, ncond, nname = p.final_guard  # type: ignore[misc]
-                    if cond_of(_COND, nname, ncond, pm.node):
+                    kind, chk = p.final_guard  # type: ignore[misc]
+                    r = cache[chk.slot] if chk.slot >= 0 else None
+                    if r is None:
+                        r = ev(chk, event, pm.node, cache)
+                    if r:
                         continue  # the forbidden event came: the partial match dies
-                    if kind is Contiguity.NOT_NEXT:
-                        buf.retain(pm.node)  # the next event is not the forbidden one: a match
-                        pending_done.append(pm)
+                    if kind is _NOT_NEXT:
+                        pending_done.append(pm.node)  # the next event is not the forbidden one
                         continue
                     alive.append(t)
                     continue
                 st = stages[t]
                 if t != j:
                     dead = False
-                    for kind, gcond, gname in p.passed_guards(j, t):
-                        if (kind is Contiguity.NOT_FOLLOWED or pm.fresh) and cond_of(
-                            _COND, gname, gcond, pm.node
-                        ):
-                            dead = True
-                            break
-                    if not dead and pm.fresh and stages[j].greedy:
-                        dead = cond_of(_COND, names[j], stages[j].cond, pm.node)
+                    for kind, chk in passed[j][t]:
+                        if kind is _NOT_FOLLOWED or fresh:
+                            r = cache[chk.slot] if chk.slot >= 0 else None
+                            if r is None:
+                                r = ev(chk, event, pm.node, cache)
+                            if r:
+                                dead = True
+                                break
+                    if not dead and fresh and stages[j].greedy:
+                        chk = stages[j].check
+                        r = cache[chk.slot] if chk.slot >= 0 else None
+                        dead = ev(chk, event, pm.node, cache) if r is None else r
                     if dead:
                         continue
                     contiguity = st.entry
                 else:
-                    if st.until is not None and cond_of(_UNTIL, st.name, st.until, pm.node):
-                        continue
+                    until = st.until_check
+                    if until is not None:
+                        r = cache[until.slot] if until.slot >= 0 else None
+                        if r is None:
+                            r = ev(until, event, pm.node, cache)
+                        if r:
+                            continue
                     contiguity = st.inner
-                ok = cond_of(_COND, st.name, st.cond, pm.node) and (
-                    within is None or ts - pm.start_ts < within
-                )
-                if ok:
-                    take(pm, t)
-                if contiguity is Contiguity.STRICT or (contiguity is Contiguity.RELAXED and ok):
+                chk = st.check
+                ok = cache[chk.slot] if chk.slot >= 0 else None
+                if ok is None:
+                    ok = ev(chk, event, pm.node, cache)
+                if ok and (within is None or ts - pm.start_ts < within):
+                    count = pm.taken + 1 if t == j else 1
+                    node: Node = (t, eid, event, ts, pm.node)
+                    rows = table[t]
+                    tg = rows[count if count < len(rows) else -1]
+                    if tg.complete:
+                        completed.append(node)
+                    if tg.targets:
+                        start = pm.start_ts
+                        new.append(
+                            _new_tuple(PM, (t, count, node, start, pm.start_eid, tg.targets, True))
+                        )
+                        watch |= tg.watch
+                        if earliest is None or start < earliest:
+                            earliest = start
+                    if contiguity is not Contiguity.ANY:
+                        continue
+                elif contiguity is _STRICT:
                     continue
                 alive.append(t)
-            if alive:
-                new.append(pm._replace(targets=tuple(alive), fresh=False))
+            if len(alive) == len(targets) and not fresh:
+                new.append(pm)  # unchanged
+            elif alive:
+                new.append(
+                    _new_tuple(
+                        PM, (j, pm.taken, pm.node, pm.start_ts, pm.start_eid, tuple(alive), False)
+                    )
+                )
             else:
-                buf.release(pm.node)
+                continue
+            if earliest is None or pm.start_ts < earliest:
+                earliest = pm.start_ts
         for t in p.start_targets.targets:
-            if t != FINAL and cond_of(_COND, names[t], stages[t].cond, None):
-                take(None, t)
-                started = True
-        matches = [Match(buf.chain(nid)) for nid in completed]
-        for pm in pending_done:
-            matches.append(Match(buf.chain(pm.node)))
-        for nid in completed:
-            buf.release(nid)
-        for pm in pending_done:
-            buf.release(pm.node)
+            if t == FINAL:
+                continue
+            chk = stages[t].check
+            ok = cache[chk.slot] if chk.slot >= 0 else None
+            if ok is None:
+                ok = ev(chk, event, None, cache)
+            if ok:
+                node = (t, eid, event, ts, None)
+                tg = table[t][1]
+                if tg.complete:
+                    completed.append(node)
+                if tg.targets:
+                    new.append(_new_tuple(PM, (t, 1, node, ts, eid, tg.targets, True)))
+                    watch |= tg.watch
+                    if earliest is None or ts < earliest:
+                        earliest = ts
         ks.partials = new
-        return self._skip(ks, buf, matches), started and within is not None
+        ks.earliest = earliest
+        ks.watch = (watch if watch >= 0 else -1) if new else 0
+        if not completed and not pending_done:
+            return []
+        matches = [_new_tuple(Match, (chain(n),)) for n in completed]
+        if pending_done:
+            matches += [_new_tuple(Match, (chain(n),)) for n in pending_done]
+        return self._skip(ks, matches)
 
     # -- time -------------------------------------------------------------------------------------
 
-    def advance(
-        self, ks: KeyState, buf: SharedBuffer, t: int
-    ) -> tuple[list[Match], list[tuple[Match, int]]]:
+    def advance(self, ks: KeyState, t: int) -> tuple[Sequence[Match], Sequence[tuple[Match, int]]]:
         """NFA time moves to ``t``: returns the pending ``not_followed_by`` matches released
         (record timestamp ``t``) and the timed-out partial matches with their timestamps."""
         within = self.p.within_ms
-        if within is None or not ks.partials:
-            return [], []
+        earliest = ks.earliest
+        if within is None or earliest is None or t - earliest < within:
+            return _NOTHING, _NOTHING
+        fg = self.p.final_guard
+        releases = fg is not None and fg.contiguity is _NOT_FOLLOWED
         keep: list[PM] = []
         released: list[Match] = []
         timed_out: list[tuple[Match, int]] = []
+        earliest = None
         for pm in ks.partials:
-            if t - pm.start_ts >= within:
-                m = Match(buf.chain(pm.node))
-                if FINAL in pm.targets and self.p.final_guard[0] is Contiguity.NOT_FOLLOWED:  # type: ignore[index]
+            start = pm.start_ts
+            if t - start >= within:
+                m = _new_tuple(Match, (chain(pm.node),))
+                if releases and FINAL in pm.targets:
                     released.append(m)
                 else:
-                    timed_out.append((m, pm.start_ts + within))
-                buf.release(pm.node)
+                    timed_out.append((m, start + within))
             else:
                 keep.append(pm)
+                if earliest is None or start < earliest:
+                    earliest = start
         ks.partials = keep
-        return (self._skip(ks, buf, released) if released else []), timed_out
+        ks.earliest = earliest
+        if not keep:
+            ks.watch = 0
+        return (self._skip(ks, released) if released else released), timed_out
 
     # -- after-match skip -------------------------------------------------------------------------
 
-    def _skip(self, ks: KeyState, buf: SharedBuffer, matches: list[Match]) -> list[Match]:
-        if not matches:
-            return matches
-        matches.sort(key=lambda m: [e[1] for e in m.events])
+    def _skip(self, ks: KeyState, matches: list[Match]) -> list[Match]:
+        if len(matches) > 1:
+            matches.sort(key=_eids)
         kind = self.p.skip.kind
-        if kind is SkipKind.NO_SKIP:
+        if kind is SkipKind.NO_SKIP or not matches:
             return matches
         below = -1  # prune start ids < below
         out = []
@@ -390,23 +631,25 @@ class NFA:
             below = max(below, self._pruning_bound(m))
         if below > -1:
             kept = []
+            earliest = None
             for pm in ks.partials:
-                if pm.start_eid < below:
-                    buf.release(pm.node)
-                else:
+                if pm.start_eid >= below:
                     kept.append(pm)
+                    if earliest is None or pm.start_ts < earliest:
+                        earliest = pm.start_ts
             ks.partials = kept
+            ks.earliest = earliest
         return out
 
     def _pruning_bound(self, m: Match) -> int:
         """Partial matches that started before the returned event id are discarded."""
         kind = self.p.skip.kind
         if kind is SkipKind.SKIP_TO_NEXT:
-            return m.events[0][1] + 1
+            return m.events[0][EID] + 1  # type: ignore[no-any-return]
         if kind is SkipKind.SKIP_PAST_LAST_EVENT:
-            return m.events[-1][1] + 1
+            return m.events[-1][EID] + 1  # type: ignore[no-any-return]
         stage = self.p.skip_stage
-        ids = [eid for st, eid, _e, _t in m.events if st == stage]
+        ids = [n[EID] for n in m.events if n[STAGE] == stage]
         if not ids:
             if self.p.skip.throw_on_miss:
                 raise SkipToMissingStageError(
@@ -415,7 +658,11 @@ class NFA:
                     f"{self.as_dict(m)!r} (throw_exception_on_miss is set)"
                 )
             return -1
-        return ids[0] if kind is SkipKind.SKIP_TO_FIRST else ids[-1]
+        return ids[0] if kind is SkipKind.SKIP_TO_FIRST else ids[-1]  # type: ignore[no-any-return]
+
+
+def _eids(m: Match) -> list[int]:
+    return [n[EID] for n in m.events]
 
 
 class SkipToMissingStageError(MalformedPatternError):

@@ -115,6 +115,9 @@ class KeyedStateBackend(Protocol):
     max_parallelism: int
     key_groups: range
     current_key: Any
+    #: True when tables keep the Python objects put into them (no copy, no serialization until
+    #: a snapshot): a value changed in place is then already stored
+    holds_objects: bool
 
     def set_current_key(self, key: Any) -> None: ...
 
@@ -228,6 +231,8 @@ class AbstractKeyedStateBackend(ABC):
     Subclasses implement ``_new_table(meta)``, ``_restore_entries(meta, entries)``,
     ``_entry_keys(meta)``, ``snapshot_view()``, ``num_entries()`` and ``dispose()``.
     """
+
+    holds_objects = False
 
     def __init__(
         self,
