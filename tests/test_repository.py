@@ -57,6 +57,12 @@ def test_mapped_packages_load_under_one_name_only():
 
 # An API change must be deliberate: update these lists together with the code.
 PUBLIC_RAYSTREAM = [
+    # async I/O (docs/ml.md)
+    "AsyncDataStream",
+    "AsyncFunction",
+    "AsyncRetryStrategies",
+    "AsyncRetryStrategy",
+    "RetryPredicates",
     # the split-source API (docs/sources.md)
     "Boundedness",
     "DiscoveringSplitEnumerator",
