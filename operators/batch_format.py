@@ -5,7 +5,8 @@ Ray Data's convention: a batch is columns. Dict records become one column per ke
 the first record; a key missing from a later record is None there); any other record becomes
 the single column ``item``. Formats:
 
-- ``"numpy"``: ``dict[str, numpy.ndarray]`` (strings and ragged values as object arrays);
+- ``"numpy"``: ``dict[str, numpy.ndarray]`` (numbers and equally long numeric vectors as
+  numeric arrays; strings, None, mixed and ragged values as object arrays, never coerced);
 - ``"pandas"``: a ``pandas.DataFrame``;
 - ``"pyarrow"``: a ``pyarrow.Table``;
 - ``"rows"``: the records themselves, as a list.
@@ -67,20 +68,24 @@ def rows_to_batch(rows: list, batch_format: str) -> Any:
 
 
 def _to_numpy(values: list) -> Any:
+    """A column as an array: numbers as a numeric array, equally long numeric vectors as a
+    matrix, anything else (strings, None, mixed types, ragged lists) as an object array, so
+    that no value is coerced into another type (numpy would turn ``["a", 1]`` into strings)."""
     import numpy as np
 
-    if values and all(type(v) is str for v in values):
-        out: Any = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
-    try:
-        arr = np.asarray(values)
-    except ValueError:  # ragged
-        arr = None
-    if arr is None or (arr.dtype == object and arr.ndim != 1):
-        arr = np.empty(len(values), dtype=object)
-        arr[:] = values
-    return arr
+    if values and all(isinstance(v, (int, float, np.number, np.bool_)) for v in values):
+        return np.asarray(values)
+    if values and all(isinstance(v, (list, tuple, np.ndarray)) for v in values):
+        try:
+            arr = np.asarray(values)
+        except ValueError:  # ragged
+            arr = None
+        if arr is not None and arr.dtype.kind in "biufc":
+            return arr
+    out: Any = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
 
 
 class BatchOutputError(TypeError):

@@ -45,6 +45,10 @@ def test_other_records_become_the_item_column():
     assert list(batch) == ["item"] and batch["item"].tolist() == ["a", "bb", "ccc"]
     ragged = rows_to_batch([[1, 2], [3]], "numpy")
     assert ragged["item"].dtype == object and ragged["item"][1] == [3]
+    vectors = rows_to_batch([[1.0, 2.0], [3.0, 4.0]], "numpy")["item"]
+    assert vectors.shape == (2, 2) and vectors.dtype.kind == "f"
+    mixed = rows_to_batch(["a", 1, None, ""], "numpy")["item"]  # never coerced to strings
+    assert mixed.dtype == object and mixed.tolist() == ["a", 1, None, ""]
 
 
 def test_outputs_become_rows_one_array_per_row_of_a_matrix():
