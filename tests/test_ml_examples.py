@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from examples import streaming_embeddings
+from raystream import JobExecutionError, UserFunctionError
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.timeout(300)]
 
@@ -39,3 +40,32 @@ def test_streaming_embeddings_alerts_on_watched_topics_and_dead_letters_bad_text
     assert [d.record["text"] for d in sorted(bad, key=lambda d: d.record["id"])] == bad_texts
     assert {d.exception_type for d in bad} == {"ValueError"}
     assert all("non-empty string" in d.message and d.operator == "embed" for d in bad)
+
+
+@pytest.mark.slow  # starts a Serve application (controller and two replicas)
+def test_serve_deployment_enriches_a_stream_through_async_io_and_timeouts_are_handled():
+    from ray import serve
+
+    from examples import serve_enrichment as ex
+
+    ex.start_app()
+    try:
+        payments = ex.sample_payments(300)
+        hang = {"id": 300, "amount": 10, "country": "DE", "merchant": ex.SLOW_MERCHANT}
+        ok, late = ex.enrich([*payments, hang], timeout_ms=2_000)
+        assert sorted(p["id"] for p in ok) == list(range(300))
+        assert all(p["risk"] == ex.risk_score(p) for p in ok)  # the deployment's answers
+        assert all(1 <= p["served_in_batch_of"] <= 16 for p in ok)
+        [letter] = late
+        assert letter.record == hang and letter.operator == "risk-score"
+        assert letter.exception_type == "TimeoutError" and "2000 ms" in letter.message
+
+        # without a policy the job fails, naming the operator, the payment and the cause
+        with pytest.raises(JobExecutionError) as info:
+            ex.enrich([hang], parallelism=1, timeout_ms=300, dead_letters=False)
+        root = info.value.root_cause
+        assert isinstance(root, UserFunctionError)
+        assert root.operator == "risk-score" and ex.SLOW_MERCHANT in root.record
+        assert root.cause_type == "TimeoutError"
+    finally:
+        serve.shutdown()
