@@ -35,7 +35,6 @@ class AsyncEntry:
         "done",
         "timed_out",
         "task",
-        "timer",
         "segment",
     )
 
@@ -47,7 +46,6 @@ class AsyncEntry:
         self.done = False
         self.timed_out = False
         self.task: Any = None  # the asyncio task running the request
-        self.timer: Any = None  # the timeout's handle
         self.segment: _Segment | None = None
 
     def __repr__(self) -> str:

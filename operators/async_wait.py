@@ -73,6 +73,10 @@ class AsyncWaitOperator(UdfOperator):
         #: records (``(value, timestamp)`` tuples) and watermarks (ints) not yet in the queue
         self._backlog: deque[tuple[Any, int | None] | int] = deque()
         self._fatal: AsyncEntry | None = None  # failed under the ``fail`` policy
+        # timeouts: every request has the same timeout, so deadlines grow in admission order;
+        # one loop timer serves them all (a timer per request cost ~5 us of CPU per record)
+        self._deadlines: deque[tuple[float, AsyncEntry]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future | None = None
         self._wait_s: float | None = None
         self.retries = 0
@@ -114,7 +118,7 @@ class AsyncWaitOperator(UdfOperator):
         if not backlog or len(queue) >= self.capacity:
             return
         loop = asyncio.get_running_loop()
-        timeout_s = self.timeout_ms / 1000.0 if self.timeout_ms > 0 else None
+        deadline = loop.time() + self.timeout_ms / 1000.0 if self.timeout_ms > 0 else None
         while backlog and len(queue) < self.capacity:
             item = backlog.popleft()
             if type(item) is int:
@@ -124,8 +128,10 @@ class AsyncWaitOperator(UdfOperator):
             entry = AsyncEntry(value, ts)
             queue.add_record(entry)
             entry.task = loop.create_task(self._request(entry))
-            if timeout_s is not None:
-                entry.timer = loop.call_later(timeout_s, self._on_timeout, entry)
+            if deadline is not None:
+                self._deadlines.append((deadline, entry))
+        if self._timer is None and self._deadlines:
+            self._timer = loop.call_at(self._deadlines[0][0], self._expire)
 
     def input_blocked(self) -> bool:
         return bool(self._backlog)
@@ -149,8 +155,6 @@ class AsyncWaitOperator(UdfOperator):
     ) -> None:
         if entry.done:
             return
-        if entry.timer is not None:
-            entry.timer.cancel()
         entry.results = results
         entry.error = error
         entry.done = True
@@ -194,12 +198,24 @@ class AsyncWaitOperator(UdfOperator):
             "([] to emit nothing)"
         )
 
+    def _expire(self) -> None:
+        """The timer of the oldest deadline fired: time out every request due by now, then
+        wait for the next deadline of a request still running."""
+        self._timer = None
+        deadlines = self._deadlines
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while deadlines and (deadlines[0][1].done or deadlines[0][0] <= now):
+            _, entry = deadlines.popleft()
+            if not entry.done:
+                self._on_timeout(entry)
+        if deadlines:
+            self._timer = loop.call_at(deadlines[0][0], self._expire)
+
     def _on_timeout(self, entry: AsyncEntry) -> None:
-        """The timeout of ``entry`` expired (a loop callback): abandon its request and complete
-        it with the ``timeout`` hook's results or error. Completing here rather than in the
-        request's coroutine also covers a request cancelled before it ever ran."""
-        if entry.done:
-            return
+        """The timeout of ``entry`` expired: abandon its request and complete it with the
+        ``timeout`` hook's results or error. Completing here rather than in the request's
+        coroutine also covers a request cancelled before it ever ran."""
         entry.timed_out = True
         entry.task.cancel()
         self.timeouts += 1
@@ -242,6 +258,9 @@ class AsyncWaitOperator(UdfOperator):
         items = self._queue.pop_ready()
         if not items:
             return
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done:
+            deadlines.popleft()
         values: list = []
         stamps: list = []
         timed = False
@@ -255,6 +274,7 @@ class AsyncWaitOperator(UdfOperator):
                 self.bad_record(item.error, item.value, item.timestamp)
                 continue
             results = item.results
+            item.results = item.value = None  # an entry may wait in _deadlines a while longer
             if results:
                 values.extend(results)
                 ts = item.timestamp
@@ -325,9 +345,10 @@ class AsyncWaitOperator(UdfOperator):
             )
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for entry in self._queue.entries():
-            if entry.timer is not None:
-                entry.timer.cancel()
             if entry.task is not None and not entry.task.done():
                 entry.task.cancel()
         super().close()
