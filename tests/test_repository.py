@@ -204,6 +204,7 @@ PUBLIC_OPERATORS = [
     "FileSource",
     "NumberSequenceSource",
     "PrintSink",
+    "RayDataStream",
     "RayDatasetSink",
     "RayDatasetSource",
     "Sink",

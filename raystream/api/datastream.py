@@ -52,6 +52,7 @@ from raystream.operators.keyed_functions import (
     needs_current_key,
 )
 from raystream.operators.process import KeyedProcessOperator, ProcessOperator
+from raystream.operators.raydata_stream import RayDataStream
 from raystream.operators.sinks import (
     CollectSinkOperator,
     PrintSink,
@@ -456,6 +457,19 @@ class DataStream:
         return self._add_sink(
             "Print", functools.partial(SinkOperator, sink=PrintSink(sink_identifier)), inherit=True
         )
+
+    def to_ray_data_stream(
+        self, capacity_blocks: int = 16, rows_per_block: int = 1024, readers: int = 1
+    ) -> RayDataStream:
+        """Adds a sink whose records a Ray Data pipeline reads while the job runs: start the
+        job (``env.execute_async``), then read ``handoff.dataset()``, a ``ray.data.Dataset``
+        that ends when the job's input ended. Exactly-once with checkpointing (blocks are
+        released when their checkpoint completes); see
+        :mod:`raystream.operators.raydata_stream`."""
+        self._env._ensure_ray()
+        handoff = RayDataStream(capacity_blocks, rows_per_block, readers)
+        self._add_sink("RayDataStream", handoff.operator_factory())
+        return handoff
 
     def execute_and_collect(
         self,
