@@ -3,6 +3,7 @@
 from raystream.operators.file_sink import FileSink
 from raystream.operators.files import FileSource
 from raystream.operators.raydata import RayDatasetSink, RayDatasetSource
+from raystream.operators.raydata_stream import RayDataStream
 from raystream.operators.sinks import PrintSink, Sink, SinkContext, SinkWriter
 from raystream.operators.sources import (
     Boundedness,
@@ -20,6 +21,7 @@ __all__ = [
     "FileSource",
     "NumberSequenceSource",
     "PrintSink",
+    "RayDataStream",
     "RayDatasetSink",
     "RayDatasetSource",
     "Sink",

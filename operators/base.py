@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,10 @@ class OperatorContext:
     keyed_backend: KeyedStateBackend | None = None
     attempt: int = 0
     services: dict[str, Any] = field(default_factory=dict)
+    #: wakes the task's data loop when it waits for input (None outside a task): an operator
+    #: whose asynchronous work finished between two messages (an async I/O result) calls it so
+    #: that the task soon runs ``async_work(flush=True)``
+    wake: Callable[[], None] | None = None
 
 
 class OperatorTime:
@@ -284,6 +289,11 @@ class StreamOperator:
 
     def has_pending(self) -> bool:
         """Whether ``async_work(flush=True)`` would send something."""
+        return False
+
+    def input_blocked(self) -> bool:
+        """True while the operator holds input it cannot start on yet (async I/O at its
+        capacity): the task then takes no more input and keeps awaiting ``async_work``."""
         return False
 
     # -- checkpoints (SEMANTICS §5): called by the task between batches -------------------------

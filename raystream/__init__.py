@@ -19,6 +19,13 @@ Reading guide (the record path, file by file):
   (``runtime/jobs.py``), as the ``raystream`` command line does (``cli.py``).
 """
 
+from raystream.api.async_data_stream import AsyncDataStream
+from raystream.api.async_functions import (
+    AsyncFunction,
+    AsyncRetryStrategies,
+    AsyncRetryStrategy,
+    RetryPredicates,
+)
 from raystream.api.connected import BroadcastConnectedStream, BroadcastStream, ConnectedStreams
 from raystream.api.context import RuntimeContext
 from raystream.api.datastream import DataStream, DataStreamSink, KeyedStream
@@ -151,6 +158,11 @@ from raystream.state.ttl import StateTtlConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncDataStream",
+    "AsyncFunction",
+    "AsyncRetryStrategies",
+    "AsyncRetryStrategy",
+    "RetryPredicates",
     "DeadLetter",
     "ErrorPolicy",
     "BaseBroadcastProcessFunction",

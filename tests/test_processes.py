@@ -60,6 +60,18 @@ def test_multi_node_cluster_gives_the_same_results():
     assert out["count"] == 20000
 
 
+@pytest.mark.slow
+def test_inference_subtasks_run_on_the_gpu_node_and_parsing_on_the_cpu_node():
+    """map_batches(num_gpus=0.5) at parallelism 2: both subtasks share the worker node's one
+    GPU (declared to Ray, no device needed); parsing stays on the node with CPU resources."""
+    out = json.loads(run_script(SCRIPTS / "gpu_placement.py"))
+    assert out["cluster_nodes"] == 2 and out["count"] == 400
+    assert out["lengths"] == sorted(len("word " * (i % 9)) for i in range(400))
+    assert out["model_nodes"] == [out["gpu_node"]]
+    assert len(out["parse_nodes"]) == 1 and out["parse_nodes"] != out["model_nodes"]
+    assert out["gpus"] == ["0"] and out["visible"] == ["0"]  # a half of GPU 0 each
+
+
 def test_readme_example_runs_on_an_embedded_ray():
     out = run_script(ROOT / "examples" / "wordcount.py")
     assert "48 distinct words" in out

@@ -25,6 +25,7 @@ from raystream.api.functions import (
     SinkFunction,
     resolve,
 )
+from raystream.api.map_batches import map_batches_node
 from raystream.api.typeinfo import TypeInformation, Types, apply_output_type
 from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError
@@ -52,6 +53,7 @@ from raystream.operators.keyed_functions import (
     needs_current_key,
 )
 from raystream.operators.process import KeyedProcessOperator, ProcessOperator
+from raystream.operators.raydata_stream import RayDataStream
 from raystream.operators.sinks import (
     CollectSinkOperator,
     PrintSink,
@@ -207,6 +209,61 @@ class DataStream:
         t = self._add("Process", functools.partial(ProcessOperator, fn=func))
         apply_output_type(t, output_type)
         return DataStream(self._env, t)
+
+    def map_batches(
+        self,
+        fn: Any,
+        *,
+        batch_size: int = 1024,
+        batch_format: str = "numpy",
+        max_wait_ms: Any = 100,
+        fn_args: tuple = (),
+        fn_kwargs: dict | None = None,
+        fn_constructor_args: tuple = (),
+        fn_constructor_kwargs: dict | None = None,
+        num_cpus: float | None = None,
+        num_gpus: float | None = None,
+        concurrency: int | None = None,
+        output_type: Any = None,
+    ) -> DataStream:
+        """Runs ``fn`` over batches of records, in Ray Data's convention (e.g. a model).
+
+        ``fn`` is a function of a batch, or a callable class constructed once per subtask with
+        ``fn_constructor_args``/``fn_constructor_kwargs`` (so a model loads once per actor).
+        A batch is ``batch_size`` records, or fewer once the oldest has waited ``max_wait_ms``
+        (None: no bound), before a watermark, and at the end of input. ``batch_format``:
+        ``"numpy"`` (dict of arrays), ``"pandas"``, ``"pyarrow"`` or ``"rows"`` (a list);
+        ``fn`` returns any of these, whose rows become the output records. ``num_cpus``,
+        ``num_gpus`` (fractions too) and ``concurrency`` (parallelism) are shortcuts for
+        ``set_resources`` and ``set_parallelism``. See docs/ml.md::
+
+            class Embed:
+                def __init__(self):
+                    self.model = load_model()
+
+                def __call__(self, batch):
+                    return {"text": batch["item"], "vector": self.model.encode(list(batch["item"]))}
+
+            vectors = texts.map_batches(Embed, batch_size=64, max_wait_ms=50, num_gpus=1)
+        """
+        t = map_batches_node(
+            self,
+            fn,
+            batch_size=batch_size,
+            batch_format=batch_format,
+            max_wait_ms=max_wait_ms,
+            fn_args=fn_args,
+            fn_kwargs=fn_kwargs,
+            fn_constructor_args=fn_constructor_args,
+            fn_constructor_kwargs=fn_constructor_kwargs,
+        )
+        apply_output_type(t, output_type)
+        out = DataStream(self._env, t)
+        if num_cpus is not None or num_gpus is not None:
+            out.set_resources(num_cpus=num_cpus, num_gpus=num_gpus)
+        if concurrency is not None:
+            out.set_parallelism(concurrency)
+        return out
 
     def assign_timestamps_and_watermarks(self, watermark_strategy: WatermarkStrategy) -> DataStream:
         """Extracts event timestamps and generates watermarks here, replacing upstream ones."""
@@ -423,6 +480,19 @@ class DataStream:
             inherit=True,
             converts_input=False,
         )
+
+    def to_ray_data_stream(
+        self, capacity_blocks: int = 16, rows_per_block: int = 1024, readers: int = 1
+    ) -> RayDataStream:
+        """Adds a sink whose records a Ray Data pipeline reads while the job runs: start the
+        job (``env.execute_async``), then read ``handoff.dataset()``, a ``ray.data.Dataset``
+        that ends when the job's input ended. Exactly-once with checkpointing (blocks are
+        released when their checkpoint completes); see
+        :mod:`raystream.operators.raydata_stream`."""
+        self._env._ensure_ray()
+        handoff = RayDataStream(capacity_blocks, rows_per_block, readers)
+        self._add_sink("RayDataStream", handoff.operator_factory())
+        return handoff
 
     def execute_and_collect(
         self,

