@@ -1,5 +1,6 @@
 """The operator library: sources, stateless and keyed operators, process functions, sinks."""
 
+from raystream.operators.columnar.sources import ArrowSource
 from raystream.operators.file_sink import FileSink
 from raystream.operators.files import FileSource
 from raystream.operators.raydata import RayDatasetSink, RayDatasetSource
@@ -14,6 +15,7 @@ from raystream.operators.sources import (
 from raystream.operators.transactional import TwoPhaseCommitSink
 
 __all__ = [
+    "ArrowSource",
     "Boundedness",
     "CollectionSource",
     "FileSink",

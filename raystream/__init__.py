@@ -13,12 +13,15 @@ Reading guide (the record path, file by file):
   (``runtime/gate.py``), which hands out each channel's messages in sequence order.
 - ``runtime/channels.py``: the last operator's output is routed onto channels, batched, and
   pushed to the consumer task with bounded credit (back-pressure).
-- ``runtime/elements.py``: the wire protocol (batches, watermarks, barriers, end of input).
+- ``runtime/elements.py``: the wire protocol (batches of rows or of columns, watermarks,
+  barriers, end of input); ``runtime/columns.py``: columns as Arrow IPC on the wire.
 - ``runtime/client.py``: the driver's ``JobClient`` and the ``execute_and_collect`` iterator;
   ``JobClient.attach`` and ``list_jobs`` reach a cluster's jobs from any process
   (``runtime/jobs.py``), as the ``raystream`` command line does (``cli.py``).
 """
 
+from raystream import agg
+from raystream.api.columnar import ColumnarKeyedStream, ColumnarWindowedStream
 from raystream.api.connected import BroadcastConnectedStream, BroadcastStream, ConnectedStreams
 from raystream.api.context import RuntimeContext
 from raystream.api.datastream import DataStream, DataStreamSink, KeyedStream
@@ -82,6 +85,7 @@ from raystream.errors import (
     TaskError,
     UserFunctionError,
 )
+from raystream.operators.columnar.schema import ColumnError
 from raystream.operators.file_sink import FileSink
 from raystream.operators.files import FileSource
 from raystream.operators.process import TimeDomain
@@ -151,6 +155,10 @@ from raystream.state.ttl import StateTtlConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    "agg",
+    "ColumnError",
+    "ColumnarKeyedStream",
+    "ColumnarWindowedStream",
     "DeadLetter",
     "ErrorPolicy",
     "BaseBroadcastProcessFunction",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import raystream
+import raystream.agg
 import raystream.checkpointing
 import raystream.operators
 
@@ -57,6 +58,10 @@ def test_mapped_packages_load_under_one_name_only():
 
 # An API change must be deliberate: update these lists together with the code.
 PUBLIC_RAYSTREAM = [
+    "agg",
+    "ColumnError",
+    "ColumnarKeyedStream",
+    "ColumnarWindowedStream",
     # the split-source API (docs/sources.md)
     "Boundedness",
     "DiscoveringSplitEnumerator",
@@ -190,6 +195,7 @@ PUBLIC_RAYSTREAM = [
 
 
 PUBLIC_OPERATORS = [
+    "ArrowSource",
     "TwoPhaseCommitSink",
     "Boundedness",
     "CollectionSource",
@@ -218,7 +224,11 @@ PUBLIC_CHECKPOINTING = [
 ]
 
 
+PUBLIC_AGG = ["Aggregate", "count", "first", "last", "max", "mean", "min", "sum"]
+
+
 def test_public_api_is_deliberate():
+    assert sorted(raystream.agg.__all__) == sorted(PUBLIC_AGG)
     assert sorted(raystream.__all__) == sorted(PUBLIC_RAYSTREAM)
     assert sorted(raystream.operators.__all__) == sorted(PUBLIC_OPERATORS)
     assert sorted(raystream.checkpointing.__all__) == sorted(PUBLIC_CHECKPOINTING)

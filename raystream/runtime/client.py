@@ -279,9 +279,11 @@ class JobClient:
 
     def _collect_fetch(self, max_wait_s: float) -> tuple[list, bool]:
         payloads, finished = self._call(self._jm.collect_fetch.remote(max_wait_s), max_wait_s)
+        from raystream.operators.sinks import expand_collected
+
         values: list = []
         for payload in payloads:
-            values.extend(loads(payload).values)  # type: ignore[union-attr]
+            values.extend(expand_collected(loads(payload).values))  # type: ignore[union-attr]
         return values, finished
 
 
