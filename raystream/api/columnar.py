@@ -225,7 +225,7 @@ class ColumnarWindowedStream:
     def __getattr__(self, name: str) -> Any:
         if name in ("reduce", "process", "apply", "sum", "min", "max", "min_by", "max_by"):
             raise GraphError(
-                f"{name}() on a columnar window calls functions per record: use "
+                f"{name}() on a columnar window calls a function per record: use "
                 "aggregate(agg.count(), agg.sum('v'), ...), or call to_rows() before key_by(...)"
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

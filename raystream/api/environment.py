@@ -228,14 +228,25 @@ class StreamExecutionEnvironment:
         chunk_rows: int = 1 << 16,
         source_name: str = "Pandas Source",
     ) -> DataStream:
-        """A columnar stream of a ``pandas.DataFrame`` (its index is dropped; see
-        :meth:`from_arrow`)."""
+        """A columnar stream of a ``pandas.DataFrame`` (its index is dropped; string columns
+        become Arrow ``string``, not ``large_string``; see :meth:`from_arrow`)."""
         import pyarrow as pa
 
         from raystream.operators.columnar.sources import ArrowSource
 
         try:
             table = pa.Table.from_pandas(df, preserve_index=False)
+            # pandas' string columns arrive as large_string: make them plain strings, as the
+            # file readers produce, so that streams of both can be unioned
+            fields = [
+                f.with_type(pa.string())
+                if pa.types.is_large_string(f.type)
+                else f.with_type(pa.binary())
+                if pa.types.is_large_binary(f.type)
+                else f
+                for f in table.schema
+            ]
+            table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
         except (pa.ArrowException, TypeError, ValueError) as exc:
             raise GraphError(f"from_pandas: cannot convert the DataFrame to Arrow: {exc}") from exc
         self._ensure_ray()
