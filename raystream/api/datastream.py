@@ -43,7 +43,7 @@ from raystream.graph.partitioners import (
 )
 from raystream.graph.plan import supports_error_policy
 from raystream.graph.transformations import ANY_SHAPE, COLUMNS, ROWS, Transformation
-from raystream.operators.keyed import ReduceOperator, aggregation
+from raystream.operators.keyed import FieldAggregateOperator, ReduceOperator, aggregation
 from raystream.operators.keyed_functions import (
     KeyedFilterOperator,
     KeyedFlatMapOperator,
@@ -600,8 +600,9 @@ class KeyedStream(DataStream):
         return DataStream(self._env, t)
 
     def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
+        aggregation(kind, field)  # validates the field now
         factory = functools.partial(
-            ReduceOperator, fn=aggregation(kind, field), key_selector=self._key_selector
+            FieldAggregateOperator, kind=kind, field=field, key_selector=self._key_selector
         )
         label = kind.capitalize().replace("_b", "B") + (f"({field})" if field is not None else "")
         return DataStream(self._env, self._add(label, factory, keyed=True))
