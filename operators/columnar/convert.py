@@ -28,7 +28,7 @@ from raystream.operators.columnar.schema import (
 )
 from raystream.runtime.elements import Batch, ColumnBatch
 
-__all__ = ["ToColumnsOperator", "ToRowsOperator", "CastColumnsOperator"]
+__all__ = ["ToColumnsOperator", "ToRowsOperator", "CastColumnsOperator", "ColumnTransformOperator"]
 
 
 class ToRowsOperator(StreamOperator):
@@ -158,3 +158,39 @@ class CastColumnsOperator(StreamOperator):
                 f"operator {self.name!r}: cannot cast the batch: {exc}", self.name
             ) from exc
         self.output.emit(ColumnBatch(cast, batch.timestamps))
+
+
+class ColumnTransformOperator(StreamOperator):
+    """A vectorized ``fn(record_batch) -> record_batch`` over a columnar stream, rows kept in
+    step with their timestamps: ``fn`` may project, compute columns or filter rows (returning
+    a boolean mask column named :data:`KEEP` to drop rows). Internal: the public form of this is
+    ``map_batches``."""
+
+    def __init__(self, name: str, fn: Any):
+        super().__init__(name)
+        self.fn = fn
+
+    def process_batch(self, batch: Any) -> None:
+        try:
+            out = self.fn(batch.values)
+        except Exception as exc:
+            raise self.user_error(exc, None, "a batch of columns") from exc
+        stamps = batch.timestamps
+        if KEEP in out.schema.names:
+            i = out.schema.get_field_index(KEEP)
+            mask = out.column(i)
+            out = out.remove_column(i).filter(mask)
+            if stamps is not None:
+                stamps = stamps[mask.to_numpy(zero_copy_only=False)]
+        elif out.num_rows != batch.values.num_rows:
+            raise ColumnError(
+                f"operator {self.name!r}: the function returned {out.num_rows} rows for "
+                f"{batch.values.num_rows} (filter with a {KEEP!r} mask column)",
+                self.name,
+            )
+        if out.num_rows:
+            self.output.emit(ColumnBatch(out, stamps))
+
+
+#: the column a :class:`ColumnTransformOperator` function returns to keep only some rows
+KEEP = "__keep__"
