@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raystream import agg
+from raystream import StreamExecutionEnvironment, WatermarkStrategy, agg
 from raystream.checkpointing import LmdbStateBackend
 from raystream.checkpointing.snapshot import assign
 from raystream.core.time import MAX_TS
@@ -479,3 +479,59 @@ def test_no_python_per_row_on_the_columnar_path():
     small = _python_calls(make, 2_000)
     large = _python_calls(make, 80_000)
     assert large <= small * 1.05 + 50, (small, large)
+
+
+# --- two-phase aggregation: accumulators folded before the shuffle ------------------------------
+
+
+@pytest.mark.parametrize("size, slide", [(10, 10), (12, 4), (9, 2)])
+def test_pre_aggregated_windows_equal_the_reference_and_count_dropped_records(size, slide):
+    from raystream.operators.columnar.local_aggregate import LocalWindowAggregateOperator
+
+    rng = random.Random(size + slide)
+    for _ in range(5):
+        script = random_script(rng, 30, keys=6, disorder=30, nulls=True)
+        expected, late = reference(script, size, slide, 0)
+        local = OperatorHarness(
+            LocalWindowAggregateOperator("local", ("k",), _assigner(size, slide), AGGS)
+        )
+        merge = ColumnWindowOperator(
+            "w", ("k",), _assigner(size, slide), 0, None, AGGS, merge_partials=True
+        )
+        h = OperatorHarness(merge, keyed=True)
+        for step in script:
+            if step[0] == "wm":
+                h.watermark(step[1])
+                continue
+            rows = _rows(step)
+            before = len(local.column_batches())
+            local.process_columns(
+                pa.RecordBatch.from_pylist(rows, schema=SCHEMA), [r["t"] for r in rows]
+            )
+            for batch in local.column_batches()[before:]:
+                # at most one row per key and window of the batch
+                assert len(batch) <= len(rows) * -(-size // slide)
+                merge.process_batch(batch)
+        h.finish()
+        assert _normalized(h)[0] == expected
+        assert merge.metrics()["num_late_records_dropped"] == len(late)
+        assert late  # the scripts do drop records
+
+
+def test_the_api_pre_aggregates_only_without_lateness_and_late_output():
+    env = StreamExecutionEnvironment()
+    cols = env.from_arrow(
+        pa.table({"k": ["a"], "ts": [1], "v": [1]}),
+        WatermarkStrategy.for_monotonous_timestamps().with_timestamp_column("ts"),
+    )
+    plain = cols.key_by("k").window(TumblingEventTimeWindows(10)).aggregate(agg.count())
+    late = (
+        cols.key_by("k")
+        .window(TumblingEventTimeWindows(10))
+        .allowed_lateness(5)
+        .aggregate(agg.count())
+    )
+    names = [t.name for t in env._transformations]
+    assert names.count("Window(Aggregate)(local)") == 1
+    assert plain._t.inputs[0][0].inputs[0][0].name == "Window(Aggregate)(local)"
+    assert late._t.inputs[0][0].inputs[0][0] is cols._t

@@ -108,11 +108,19 @@ class ColumnAggregator:
         """The accumulators of each group of raw rows (group columns + accumulator columns)."""
         specs: list[tuple[Any, str]] = []
         for a in self.accs:
-            if a.kind == "count_all":
-                specs.append(([], "count_all"))
-            else:
-                specs.append((a.column, a.kind))
+            specs.append(([], "count_all") if a.kind == "count_all" else (a.column, a.kind))
         return self._group(table, specs, [a.name for a in self.accs])
+
+    def partial_with_newest(self, table: pa.Table) -> pa.Table:
+        """:meth:`partial` plus the sum of the column ``__newest`` (see local_aggregate.py),
+        as the last column."""
+        from raystream.operators.columnar.window import NEWEST
+
+        specs: list[tuple[Any, str]] = []
+        for a in self.accs:
+            specs.append(([], "count_all") if a.kind == "count_all" else (a.column, a.kind))
+        specs.append((NEWEST, "sum"))
+        return self._group(table, specs, [a.name for a in self.accs] + [NEWEST])
 
     def merge(self, tables: list[pa.Table]) -> pa.Table:
         """One accumulator row per group of several accumulator tables (in arrival order)."""

@@ -55,6 +55,8 @@ __all__ = ["ColumnWindowOperator"]
 STATE_NAME = "__column_windows__"
 #: the window-start column of accumulator tables (an internal name no user column may take)
 WINDOW_START = "__window_start"
+#: in pre-aggregated input (local_aggregate.py): records whose newest window this row's is
+NEWEST = "__newest"
 
 
 @dataclass
@@ -77,6 +79,7 @@ class ColumnWindowOperator(StreamOperator):
         allowed_lateness_ms: int,
         late_tag_id: str | None,
         aggregates: tuple[Aggregate, ...],
+        merge_partials: bool = False,
     ):
         super().__init__(name)
         if type(assigner) is TumblingEventTimeWindows:
@@ -94,10 +97,17 @@ class ColumnWindowOperator(StreamOperator):
         self.lateness = allowed_lateness_ms
         self.late_tag_id = late_tag_id
         self.aggregates = aggregates
+        if merge_partials and (allowed_lateness_ms or late_tag_id is not None):
+            raise GraphError(
+                f"window {name!r}: pre-aggregated input needs zero allowed lateness and no late "
+                "side output"
+            )
+        #: the input is accumulators of a LocalWindowAggregateOperator, not records
+        self.merge_partials = merge_partials
         self.windows: dict[int, _Window] = {}
         self.late_dropped = 0
         self.agg = ColumnAggregator(aggregates, [*self.key_columns, WINDOW_START], name)
-        self._guard = SchemaGuard(name)
+        self.schema_guard = SchemaGuard(name)
         self._checked_types = False
         self._key_groups: ColumnKeyGroups | None = None
 
@@ -148,6 +158,9 @@ class ColumnWindowOperator(StreamOperator):
         n = len(batch)
         if not n:
             return
+        if self.merge_partials:
+            self._add_partials(batch.values)
+            return
         rb = batch.values
         stamps = batch.timestamps
         if stamps is None:
@@ -157,7 +170,7 @@ class ColumnWindowOperator(StreamOperator):
                 "assign_timestamps_and_watermarks()",
                 self.name,
             )
-        self._guard.check(batch)
+        self.schema_guard.check(batch)
         if not self._checked_types:
             require_columns(rb.schema, self.key_columns, self.name, "key")
             require_columns(rb.schema, self.agg.value_columns, self.name, "aggregated")
@@ -165,7 +178,7 @@ class ColumnWindowOperator(StreamOperator):
             self._checked_types = True
         for c in self.key_columns:
             require_no_nulls(rb.column(c), c, self.name, "key")
-        rows, starts = self._assign(stamps)
+        rows, starts = self.assign_pairs(stamps)
         wm = self.current_watermark
         max_ts = starts + (self.size - 1)
         lateness = self.lateness
@@ -187,7 +200,7 @@ class ColumnWindowOperator(StreamOperator):
             if late.any():
                 self._late(batch, np.flatnonzero(late))
 
-    def _assign(self, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def assign_pairs(self, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, starts)``: every (row, window start) pair, rows in arrival order."""
         last = stamps - np.mod(stamps - self.offset, self.slide)
         n = len(stamps)
@@ -199,7 +212,7 @@ class ColumnWindowOperator(StreamOperator):
         rows, _ = np.nonzero(inside)
         return rows.astype(np.int64), candidates[inside]
 
-    def _input_table(self, rb: pa.RecordBatch, rows: np.ndarray, starts: np.ndarray) -> pa.Table:
+    def pair_table(self, rb: pa.RecordBatch, rows: np.ndarray, starts: np.ndarray) -> pa.Table:
         """Key, window start and aggregated columns of the pairs ``(rows, starts)``."""
         names = list(self.key_columns) + [
             c for c in self.agg.value_columns if c not in self.key_columns
@@ -213,7 +226,24 @@ class ColumnWindowOperator(StreamOperator):
         return pa.Table.from_arrays(arrays, names=names + [WINDOW_START])
 
     def _add_on_time(self, rb: pa.RecordBatch, rows: np.ndarray, starts: np.ndarray) -> None:
-        partial = self.agg.partial(self._input_table(rb, rows, starts))
+        self._add_partial(self.agg.partial(self.pair_table(rb, rows, starts)))
+
+    def _add_partials(self, rb: pa.RecordBatch) -> None:
+        """Pre-aggregated input: accumulators of windows that are not late join their window;
+        those of late windows count their records whose newest window it was as dropped (with
+        zero allowed lateness a record is dropped when its newest window is late)."""
+        starts = rb.column(WINDOW_START).to_numpy()
+        late = starts + (self.size - 1) <= self.current_watermark
+        newest = rb.column(rb.num_columns - 1)
+        if late.any():
+            self.late_dropped += int(newest.to_numpy()[late].sum())
+            rb = rb.filter(pa.array(~late))
+            if not rb.num_rows:
+                return
+        self._add_partial(pa.Table.from_batches([rb.remove_column(rb.num_columns - 1)]))
+
+    def _add_partial(self, partial: pa.Table) -> None:
+        """Accumulators of on-time (key, window) pairs into their windows."""
         for start, part in _by_window(partial):
             w = self.windows.get(start)
             if w is None:
@@ -247,7 +277,7 @@ class ColumnWindowOperator(StreamOperator):
         """Pairs of windows that fired but are within the allowed lateness: each fires its
         key's window at once with the contents up to and including it (SEMANTICS §2.6)."""
         agg = self.agg
-        table = self._input_table(rb, rows, starts)
+        table = self.pair_table(rb, rows, starts)
         codes, _ = distinct_keys(table, agg.group_columns, self._where())
         order = np.argsort(codes, kind="stable")
         table = table.take(pa.array(order, type=pa.int64()))

@@ -219,18 +219,46 @@ class ColumnarWindowedStream:
                 raise GraphError(
                     f"{a!r}: a columnar stream's aggregates take column names, not positions"
                 )
+        keyed = self._keyed
+        local = self._local_aggregate(aggs)
         factory = functools.partial(
             ColumnWindowOperator,
-            key_columns=self._keyed.key_columns,
+            key_columns=keyed.key_columns,
             assigner=self._assigner,
             allowed_lateness_ms=self._lateness,
             late_tag_id=self._late_tag,
             aggregates=aggs,
+            merge_partials=local is not None,
         )
         factory("Window(Aggregate)")  # validate now (e.g. session windows)
-        t = self._keyed._keyed_add("Window(Aggregate)", factory)
+        if local is not None:
+            keyed = key_by_columns(local, keyed.key_columns)
+        t = keyed._keyed_add("Window(Aggregate)", factory)
         if self._late_tag is not None:
             t.side_shapes[self._late_tag] = COLUMNS
+        return DataStream(self._keyed._env, t)
+
+    def _local_aggregate(self, aggs: tuple[Any, ...]) -> DataStream | None:
+        """Two-phase aggregation: with zero allowed lateness and no late side output, the
+        producer folds each batch into per-(key, window) accumulators before the shuffle
+        (``operators/columnar/local_aggregate.py``), chained to it. Not behind a union or a
+        partitioning (it would run as a task of its own)."""
+        upstream = self._keyed._t.inputs[0][0]
+        if self._lateness or self._late_tag is not None or not upstream.is_physical:
+            return None
+        from raystream.operators.columnar.local_aggregate import LocalWindowAggregateOperator
+
+        stream = DataStream(self._keyed._env, upstream)
+        factory = functools.partial(
+            LocalWindowAggregateOperator,
+            key_columns=self._keyed.key_columns,
+            assigner=self._assigner,
+            aggregates=aggs,
+        )
+        factory("Window(Aggregate)(local)")  # validate now
+        t = stream._add("Window(Aggregate)(local)", factory)
+        t.shape = t.accepts = COLUMNS
+        t.inherit_parallelism = True  # the producer's: chained to it
         return DataStream(self._keyed._env, t)
 
     def __getattr__(self, name: str) -> Any:
