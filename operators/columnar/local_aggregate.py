@@ -24,7 +24,6 @@ import pyarrow as pa
 
 from raystream.api.aggregates import Aggregate
 from raystream.operators.base import StreamOperator
-from raystream.operators.columnar.schema import ColumnError, require_columns
 from raystream.operators.columnar.window import NEWEST, WINDOW_START, ColumnWindowOperator
 from raystream.runtime.elements import ColumnBatch
 
@@ -45,7 +44,6 @@ class LocalWindowAggregateOperator(StreamOperator):
         super().__init__(name)
         # the window operator's geometry and accumulators: the two halves must agree
         self.window = ColumnWindowOperator(name, key_columns, assigner, 0, None, aggregates)
-        self._checked = False
 
     def process_batch(self, batch: Any) -> None:
         n = len(batch)
@@ -53,25 +51,11 @@ class LocalWindowAggregateOperator(StreamOperator):
             return
         window = self.window
         rb = batch.values
-        stamps = batch.timestamps
-        if stamps is None:
-            raise ColumnError(
-                f"operator {self.name!r}: event-time windows need timestamps: give the source "
-                "a WatermarkStrategy (e.g. ...with_timestamp_column('ts'))",
-                self.name,
-            )
-        window.schema_guard.check(batch)
-        if not self._checked:
-            require_columns(rb.schema, window.key_columns, self.name, "key")
-            require_columns(rb.schema, window.agg.value_columns, self.name, "aggregated")
-            window.agg.check_types(rb.schema)
-            self._checked = True
+        stamps = window.checked_timestamps(batch, f"operator {self.name!r}")
         rows, starts = window.assign_pairs(stamps)
         table = window.pair_table(rb, rows, starts)
-        if window.slide == window.size:
-            newest = np.ones(len(rows), dtype=np.int64)
-        else:  # a record's newest window is its first pair (starts descend per record)
-            newest = np.ones(len(rows), dtype=np.int64)
+        newest = np.ones(len(rows), dtype=np.int64)
+        if window.slide != window.size:  # a record's newest window is its first pair
             newest[1:] = rows[1:] != rows[:-1]
         table = table.append_column(NEWEST, pa.array(newest))
         partial = window.agg.partial_with_newest(table)

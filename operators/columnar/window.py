@@ -162,22 +162,7 @@ class ColumnWindowOperator(StreamOperator):
             self._add_partials(batch.values)
             return
         rb = batch.values
-        stamps = batch.timestamps
-        if stamps is None:
-            raise ColumnError(
-                f"{self._where()}: event-time windows need timestamps: give the source a "
-                "WatermarkStrategy (e.g. ...with_timestamp_column('ts')) or call "
-                "assign_timestamps_and_watermarks()",
-                self.name,
-            )
-        self.schema_guard.check(batch)
-        if not self._checked_types:
-            require_columns(rb.schema, self.key_columns, self.name, "key")
-            require_columns(rb.schema, self.agg.value_columns, self.name, "aggregated")
-            self.agg.check_types(rb.schema)
-            self._checked_types = True
-        for c in self.key_columns:
-            require_no_nulls(rb.column(c), c, self.name, "key")
+        stamps = self.checked_timestamps(batch, self._where())
         rows, starts = self.assign_pairs(stamps)
         wm = self.current_watermark
         max_ts = starts + (self.size - 1)
@@ -199,6 +184,28 @@ class ColumnWindowOperator(StreamOperator):
             late = ~added & (stamps <= threshold)
             if late.any():
                 self._late(batch, np.flatnonzero(late))
+
+    def checked_timestamps(self, batch: ColumnBatch, where: str) -> np.ndarray:
+        """The timestamps of a batch of records, once the batch passed the checks: timestamps
+        present, the stream's schema, key and aggregated columns there, no null key."""
+        rb = batch.values
+        stamps = batch.timestamps
+        if stamps is None:
+            raise ColumnError(
+                f"{where}: event-time windows need timestamps: give the source a "
+                "WatermarkStrategy (e.g. ...with_timestamp_column('ts')) or call "
+                "assign_timestamps_and_watermarks()",
+                self.name,
+            )
+        self.schema_guard.check(batch)
+        if not self._checked_types:
+            require_columns(rb.schema, self.key_columns, self.name, "key")
+            require_columns(rb.schema, self.agg.value_columns, self.name, "aggregated")
+            self.agg.check_types(rb.schema)
+            self._checked_types = True
+        for c in self.key_columns:
+            require_no_nulls(rb.column(c), c, self.name, "key")
+        return stamps  # type: ignore[no-any-return]
 
     def assign_pairs(self, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, starts)``: every (row, window start) pair, rows in arrival order."""
