@@ -26,7 +26,7 @@ import ray
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from windows import EventSource, make_events, run_job  # noqa: E402 - the sibling benchmark
+from windows import job_options, make_events, run_job  # noqa: E402 - the sibling benchmark
 
 from raystream import (  # noqa: E402
     KeyedProcessFunction,
@@ -119,12 +119,13 @@ def main() -> None:
         f"{platform.python_version()}, Ray {ray.__version__}"
     )
     p = args.parallelism
-    events = make_events(0, args.events, 1000, 3000, seed=7)
+    events = make_events(args.events, 1000, 3000)
     print(f"{args.events:,} events, 1000 keys, 10 s windows, parallelism {p}")
+    options = job_options()
     for backend in args.backend:
-        off = run_job(EventSource.put(events, p, 3000), p, backend)
-        on = run_job(EventSource.put(events, p, 3000), p, backend, args.interval_ms)
-        assert off["counted"] == on["counted"] == args.events, (off, on)
+        off = run_job(options, events, None, p, backend)
+        on = run_job(options, events, None, p, backend, args.interval_ms)
+        assert off["results"] == on["results"] and on["results"][1] == args.events, (off, on)
         c = on["checkpoints"]
         periodic = c["history"][:-1] or c["history"]  # the last one is the job-end checkpoint
         rate_off = args.events / off["total_s"]

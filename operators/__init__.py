@@ -1,5 +1,6 @@
 """The operator library: sources, stateless and keyed operators, process functions, sinks."""
 
+from raystream.operators.columnar.sources import ArrowSource
 from raystream.operators.file_sink import FileSink
 from raystream.operators.files import FileSource
 from raystream.operators.raydata import RayDatasetSink, RayDatasetSource
@@ -15,6 +16,7 @@ from raystream.operators.sources import (
 from raystream.operators.transactional import TwoPhaseCommitSink
 
 __all__ = [
+    "ArrowSource",
     "Boundedness",
     "CollectionSource",
     "FileSink",

@@ -21,7 +21,7 @@ from raystream.core.keys import KeyGroupAssigner
 from raystream.core.time import MAX_TS, MIN_TS
 from raystream.errors import RaystreamError, UserFunctionError, record_repr
 from raystream.operators.bad_records import BadRecordHandler
-from raystream.runtime.elements import Batch
+from raystream.runtime.elements import Batch, ColumnBatch
 
 if TYPE_CHECKING:
     from raystream.api.error_policy import ErrorPolicy
@@ -73,7 +73,7 @@ class OperatorTime:
 class Output:
     """Where an operator's batches go."""
 
-    def emit(self, batch: Batch) -> None:
+    def emit(self, batch: Batch | ColumnBatch) -> None:
         raise TypeError(f"{type(self).__name__} does not accept batches")
 
     def emit_watermark(self, timestamp: int) -> None:
@@ -86,7 +86,7 @@ class Output:
 class DiscardingOutput(Output):
     """Output of an operator nobody consumes (like a Flink operator without downstream)."""
 
-    def emit(self, batch: Batch) -> None:
+    def emit(self, batch: Batch | ColumnBatch) -> None:
         pass
 
     def emit_watermark(self, timestamp: int) -> None:
@@ -100,9 +100,10 @@ class ChainedOutput(Output):
 
     def __init__(self, op: StreamOperator, input_index: int = 0):
         self._op = op
-        self._process = op.process_batch if input_index == 0 else op.process_batch2
+        # takes the shape the plan checked the edge for: rows or columns
+        self._process: Any = op.process_batch if input_index == 0 else op.process_batch2
 
-    def emit(self, batch: Batch) -> None:
+    def emit(self, batch: Batch | ColumnBatch) -> None:
         self._op.records_in += len(batch.values)
         self._process(batch)
 
@@ -119,7 +120,7 @@ class FanOutput(Output):
     def __init__(self, outputs: list[Output]):
         self._outputs = outputs
 
-    def emit(self, batch: Batch) -> None:
+    def emit(self, batch: Batch | ColumnBatch) -> None:
         for out in self._outputs:
             out.emit(batch)
 
@@ -141,7 +142,7 @@ class CountingOutput(Output):
         self._op = op
         self._inner = inner
 
-    def emit(self, batch: Batch) -> None:
+    def emit(self, batch: Batch | ColumnBatch) -> None:
         n = len(batch.values)
         if n:
             self._op.records_out += n
@@ -165,9 +166,10 @@ class ConvertingOutput(Output):
         self._inner = inner
         self._convert = convert
 
-    def emit(self, batch: Batch) -> None:
+    def emit(self, batch: Batch | ColumnBatch) -> None:
         ctx = self._op.ctx
         where = f"operator {self._op.name!r}" + (f", subtask {ctx.subtask_index}" if ctx else "")
+        assert type(batch) is Batch  # output types convert rows; a columnar operator has none
         self._inner.emit(Batch(self._convert(batch.values, where), batch.timestamps))
 
     def emit_watermark(self, timestamp: int) -> None:

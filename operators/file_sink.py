@@ -15,7 +15,9 @@ Every sink subtask writes its own part files into the output directory.
   a job failed after its last completed checkpoint stay behind, hidden.
 
 Records are turned into bytes by one format object per part file (:class:`_PartFile`): JSON
-lines, or CSV / Parquet with the schema inferred from the part's first records.
+lines, or CSV / Parquet with the schema inferred from the part's first records. The batches of
+a columnar stream are written as they are (a part file's schema is its first batch's; a batch
+with another schema fails naming the column).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class FileSink(TwoPhaseCommitSink):
     _formats: tuple[str, ...] = _SINK_FORMATS
     #: part file names are ``{part_prefix}-{subtask}-...-{n}{part_suffix}``
     part_prefix = "part"
+    accepts_columns = True
 
     def __init__(
         self,
@@ -381,7 +384,8 @@ class _PartFile(ABC):
         return self._stream
 
     @abstractmethod
-    def write(self, values: list) -> None: ...
+    def write(self, values: Any) -> None:
+        """A batch's records: a list, or a ``pyarrow.RecordBatch`` of a columnar stream."""
 
     def _finish(self) -> None:  # noqa: B027 - formats without a footer have nothing to do
         """Completes the file (footer, buffered rows) before its stream is closed."""
@@ -403,7 +407,9 @@ class _PartFile(ABC):
 
 
 class _JsonlPart(_PartFile):
-    def write(self, values: list) -> None:
+    def write(self, values: Any) -> None:
+        if isinstance(values, pa.RecordBatch):
+            values = values.to_pylist()
         lines = []
         for v in values:
             try:
@@ -436,8 +442,10 @@ class _TabularPart(_PartFile):
         super().__init__(sink, path, open_stream)
         self.schema: pa.Schema | None = None
 
-    def _table(self, values: list) -> pa.Table:
+    def _table(self, values: Any) -> pa.Table:
         fmt = self.sink.format
+        if isinstance(values, pa.RecordBatch):
+            return self._columns_table(values)
         rows = [_as_row(v, fmt) for v in values]
         if self.schema is None:
             names: dict[str, None] = {}
@@ -491,6 +499,17 @@ class _TabularPart(_PartFile):
                 f"{exc}{hint}"
             ) from exc
 
+    def _columns_table(self, batch: pa.RecordBatch) -> pa.Table:
+        """A batch of a columnar stream as it is; the part file's schema is its first batch's."""
+        if self.schema is not None and not batch.schema.equals(self.schema):
+            from raystream.operators.columnar.schema import schema_difference
+
+            raise SchemaMismatchError(
+                f"FileSink.{self.sink.format}: a batch does not fit the schema of {self.path} "
+                f"({_schema_str(self.schema)}): {schema_difference(self.schema, batch.schema)}"
+            )
+        return pa.Table.from_batches([batch])
+
     def _fits(self, row: dict) -> bool:
         assert self.schema is not None
         try:
@@ -509,7 +528,7 @@ class _CsvPart(_TabularPart):
         super().__init__(sink, path, open_stream)
         self._writer: pacsv.CSVWriter | None = None
 
-    def write(self, values: list) -> None:
+    def write(self, values: Any) -> None:
         table = self._table(values)
         if self._writer is None:
             stream = self.stream()
@@ -527,8 +546,13 @@ class _CsvPart(_TabularPart):
         try:
             self._writer.write_table(table)
         except pa.ArrowException as exc:
+            first = (
+                values.slice(0, 1).to_pylist()[0]
+                if isinstance(values, pa.RecordBatch)
+                else values[0]
+            )
             raise SchemaMismatchError(
-                f"FileSink.csv: cannot write the batch starting with {record_repr(values[0])} to "
+                f"FileSink.csv: cannot write the batch starting with {record_repr(first)} to "
                 f"{self.path}: {exc}"
             ) from exc
 
@@ -550,7 +574,7 @@ class _ParquetPart(_TabularPart):
         self._buffered = 0
         self.row_group_size: int = sink.options["row_group_size"]
 
-    def write(self, values: list) -> None:
+    def write(self, values: Any) -> None:
         table = self._table(values)
         if self._writer is None:
             stream = self.stream()

@@ -7,6 +7,11 @@ is a split; a Parquet file is one split per row group. A split is read in bounde
 position is the number of records already read from it, so a reader can be reopened at any
 offset (the records before it are skipped, not re-emitted).
 
+``columnar=True`` (CSV, JSON lines, Parquet) makes the source columnar: the Arrow record batches
+the readers decode go downstream as they are, never converted to Python rows. Every batch of the
+stream must have the first one's schema (a file whose inferred types differ fails naming the
+column: give CSV ``column_types=``, or convert with ``to_columns(schema)``).
+
 The path and option helpers here are shared with the sink, :class:`FileSink`, which lives in
 :mod:`raystream.operators.file_sink` (and is importable from here too).
 """
@@ -24,10 +29,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from raystream.errors import GraphError, record_repr
 from raystream.operators.sources import Boundedness, Source, SplitReader
+from raystream.runtime.elements import ColumnBatch
 
 __all__ = [
     "FileSource",
@@ -124,6 +131,7 @@ class FileSource(Source):
         encoding: str = "utf-8",
         csv_options: dict[str, dict[str, Any]] | None = None,
         columns: Sequence[str] | None = None,
+        columnar: bool = False,
     ):
         if format not in _SOURCE_FORMATS:
             raise GraphError(
@@ -136,6 +144,13 @@ class FileSource(Source):
         self.encoding = encoding
         self.csv_options = csv_options or {}
         self.columns = list(columns) if columns is not None else None
+        if columnar and format == "lines":
+            raise GraphError(
+                "FileSource.for_lines has no columnar mode (lines are strings); use jsonl, csv or "
+                "parquet, or to_columns() after it"
+            )
+        #: the stream carries Arrow record batches (see the module docstring)
+        self.columnar = bool(columnar)
         try:
             info = self.filesystem.get_file_info(self.fs_path)
         except Exception as exc:
@@ -166,14 +181,25 @@ class FileSource(Source):
 
     @classmethod
     def jsonl(
-        cls, path: Any, *, encoding: str = "utf-8", filesystem: pafs.FileSystem | None = None
+        cls,
+        path: Any,
+        *,
+        encoding: str = "utf-8",
+        filesystem: pafs.FileSystem | None = None,
+        columnar: bool = False,
     ) -> FileSource:
-        """``json.loads`` of every non-empty line; a malformed line fails naming file and line."""
-        return cls(path, "jsonl", filesystem=filesystem, encoding=encoding)
+        """``json.loads`` of every non-empty line; a malformed line fails naming file and line.
+        ``columnar=True``: Arrow's JSON reader decodes the lines into record batches (UTF-8)."""
+        return cls(path, "jsonl", filesystem=filesystem, encoding=encoding, columnar=columnar)
 
     @classmethod
     def csv(
-        cls, path: Any, *, filesystem: pafs.FileSystem | None = None, **read_options: Any
+        cls,
+        path: Any,
+        *,
+        filesystem: pafs.FileSystem | None = None,
+        columnar: bool = False,
+        **read_options: Any,
     ) -> FileSource:
         """Rows as dicts, parsed by ``pyarrow.csv`` (types inferred from the first block).
 
@@ -181,9 +207,16 @@ class FileSource(Source):
         ``skip_rows``, ``block_size``, ``encoding``...), ``ParseOptions`` (``delimiter``,
         ``quote_char``...) or ``ConvertOptions`` (``column_types``, ``null_values``,
         ``include_columns``...); whole option objects may be given as ``read_options=``,
-        ``parse_options=`` and ``convert_options=``.
+        ``parse_options=`` and ``convert_options=``. ``columnar=True``: the record batches as
+        they are decoded.
         """
-        return cls(path, "csv", filesystem=filesystem, csv_options=_split_csv_options(read_options))
+        return cls(
+            path,
+            "csv",
+            filesystem=filesystem,
+            csv_options=_split_csv_options(read_options),
+            columnar=columnar,
+        )
 
     @classmethod
     def parquet(
@@ -192,9 +225,11 @@ class FileSource(Source):
         *,
         columns: Sequence[str] | None = None,
         filesystem: pafs.FileSystem | None = None,
+        columnar: bool = False,
     ) -> FileSource:
-        """Rows as dicts (optionally only ``columns``); one split per row group."""
-        return cls(path, "parquet", filesystem=filesystem, columns=columns)
+        """Rows as dicts (optionally only ``columns``); one split per row group.
+        ``columnar=True``: the row groups' record batches as they are."""
+        return cls(path, "parquet", filesystem=filesystem, columns=columns, columnar=columnar)
 
     # -- Source ----------------------------------------------------------------------------------
 
@@ -235,14 +270,17 @@ class FileSource(Source):
 
     def open_split(self, split: FileSplit, offset: int | None) -> SplitReader:
         offset = int(offset or 0)
+        columnar = self.columnar
+        if split.format == "jsonl" and columnar:
+            return _ArrowReader(split, self._json_batches(split), offset, columnar)
         if split.format in ("lines", "jsonl"):
             return _TextReader(
                 self.filesystem, split, self.encoding, split.format == "jsonl", offset
             )
         if split.format == "csv":
-            return _ArrowReader(split, self._csv_batches(split), offset)
+            return _ArrowReader(split, self._csv_batches(split), offset, columnar)
         if split.format == "parquet":
-            return _ArrowReader(split, self._parquet_batches(split), offset)
+            return _ArrowReader(split, self._parquet_batches(split), offset, columnar)
         raise ValueError(f"FileSource cannot open a split of format {split.format!r}")
 
     # -- arrow batch producers -------------------------------------------------------------------
@@ -260,6 +298,18 @@ class FileSource(Source):
                     convert_options=_make_options(pacsv.ConvertOptions, opts.get("convert")),
                 )
                 yield from reader
+
+        return batches
+
+    def _json_batches(self, split: FileSplit) -> Callable[[], Iterator[pa.RecordBatch]]:
+        def batches() -> Iterator[pa.RecordBatch]:
+            if split.size == 0:
+                return
+            with self.filesystem.open_input_stream(split.path) as stream:
+                if hasattr(pajson, "open_json"):  # streaming (pyarrow >= 19)
+                    yield from pajson.open_json(stream)
+                else:
+                    yield from pajson.read_json(stream).to_batches()
 
         return batches
 
@@ -419,12 +469,18 @@ class _TextReader(SplitReader):
 
 
 class _ArrowReader(SplitReader):
-    """Rows (as dicts) of a stream of Arrow record batches; ``offset`` counts rows returned."""
+    """Rows (as dicts) of a stream of Arrow record batches, or (``columnar``) the batches
+    themselves; ``offset`` counts rows returned."""
 
     def __init__(
-        self, split: FileSplit, batches: Callable[[], Iterator[pa.RecordBatch]], offset: int
+        self,
+        split: FileSplit,
+        batches: Callable[[], Iterator[pa.RecordBatch]],
+        offset: int,
+        columnar: bool = False,
     ):
         self.split = split
+        self.columnar = columnar
         self.offset = 0
         self._batches: Iterator[pa.RecordBatch] | None = None
         self._factory = batches
@@ -471,10 +527,16 @@ class _ArrowReader(SplitReader):
             got += k
         return parts
 
-    def read(self, max_records: int) -> list | None:
+    def read(self, max_records: int) -> list | ColumnBatch | None:
         parts = self._take(max_records)
         if not parts:
             return None
+        if self.columnar:
+            from raystream.runtime.columns import concat_record_batches
+
+            batch = concat_record_batches(parts)
+            self.offset += batch.num_rows
+            return ColumnBatch(batch)
         out: list = []
         for part in parts:
             out.extend(part.to_pylist())

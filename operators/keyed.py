@@ -124,6 +124,76 @@ class ReduceOperator(UdfOperator):
             self.output.emit(Batch(values, stamps))
 
 
+class FieldAggregateOperator(ReduceOperator):
+    """``KeyedStream.sum/min/max/min_by/max_by(field)``: the reduce of :func:`aggregation`,
+    with the common record shapes (tuples by position, dicts by key) folded inline — no
+    function call per record besides the key selector. Other records (lists, ``Row`` s,
+    namedtuples, objects), BATCH mode and error policies take the general reduce; results are
+    the same (a test runs both)."""
+
+    def __init__(self, name: str, kind: str, field: int | str | None, key_selector: KeySelector):
+        super().__init__(name, aggregation(kind, field), key_selector)
+        self.kind = kind
+        self.field = field
+
+    def process_batch(self, batch: Batch) -> None:
+        values = batch.values
+        field = self.field
+        if self._final_only or self.bad_records is not None or not values or field is None:
+            super().process_batch(batch)
+            return
+        shape = tuple if type(field) is int else dict
+        if type(values[0]) is not shape or (shape is tuple and field < 0):  # type: ignore[operator]
+            super().process_batch(batch)
+            return
+        ks = self._key_selector
+        get = self._table.get
+        put = self._table.put
+        kind = self.kind
+        general = self._fn
+        out: list = []
+        append = out.append
+        v = None
+        try:
+            for v in values:
+                k = ks(v)
+                acc = get(k, _MISSING)
+                if acc is _MISSING:
+                    acc = v
+                elif type(v) is not shape or type(acc) is not shape:
+                    acc = general(acc, v)
+                else:
+                    x = v[field]  # type: ignore[index]
+                    cur = acc[field]  # type: ignore[index]
+                    if kind == "sum":
+                        acc = _replaced(acc, field, cur + x)
+                    elif kind == "min":
+                        if x < cur:
+                            acc = _replaced(acc, field, x)
+                    elif kind == "max":
+                        if x > cur:
+                            acc = _replaced(acc, field, x)
+                    elif kind == "min_by":
+                        if x < cur:
+                            acc = v
+                    elif x > cur:  # max_by
+                        acc = v
+                put(k, acc)
+                append(acc)
+        except Exception as exc:
+            raise self.user_error(exc, v) from exc
+        self.output.emit(Batch(out, batch.timestamps))
+
+
+def _replaced(record: Any, field: Any, value: Any) -> Any:
+    """A copy of a tuple or dict record with ``field`` set to ``value``."""
+    if type(record) is tuple:
+        return record[:field] + (value,) + record[field + 1 :]
+    new = dict(record)
+    new[field] = value
+    return new
+
+
 def _with_current_key(fn: Any, ks: KeySelector, backend: Any) -> Callable[[Any, Any], Any]:
     set_key = backend.set_current_key
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from raystream.operators.columnar.schema import table_batch
 from raystream.operators.sinks import Sink, SinkContext, SinkWriter
 from raystream.operators.sources import Source, SplitReader
-from raystream.runtime.elements import Batch
+from raystream.runtime.elements import Batch, ColumnBatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,29 +31,34 @@ class BlockSplit:
 
 
 class _BlockReader(SplitReader):
-    def __init__(self, split: BlockSplit, offset: int | None):
+    def __init__(self, split: BlockSplit, offset: int | None, columnar: bool = False):
         import ray
 
         self.table: pa.Table = ray.get(split.ref)
         self.offset = offset or 0
+        self.columnar = columnar
 
-    def read(self, max_records: int) -> list | None:
+    def read(self, max_records: int) -> list | ColumnBatch | None:
         if self.offset >= self.table.num_rows:
             return None
-        chunk = self.table.slice(self.offset, max_records).to_pylist()
-        self.offset += len(chunk)
-        return chunk
+        part = self.table.slice(self.offset, max_records)
+        self.offset += part.num_rows
+        if self.columnar:  # the block's columns as they are (one record batch per step)
+            return ColumnBatch(table_batch(part))
+        return part.to_pylist()  # type: ignore[no-any-return]
 
 
 class RayDatasetSource(Source):
-    """The rows of a bounded ``ray.data.Dataset`` as dict records."""
+    """The rows of a bounded ``ray.data.Dataset`` as dict records, or (``columnar=True``) its
+    blocks' columns as a columnar stream."""
 
-    def __init__(self, dataset: Any):
+    def __init__(self, dataset: Any, columnar: bool = False):
         if not hasattr(dataset, "to_arrow_refs"):
             raise TypeError(
                 f"RayDatasetSource expects a ray.data.Dataset, got {type(dataset).__name__}"
             )
         self.dataset = dataset
+        self.columnar = columnar
         self._refs: list | None = None
 
     def create_splits(self, parallelism: int) -> list[BlockSplit]:
@@ -61,11 +67,11 @@ class RayDatasetSource(Source):
         return [BlockSplit(i, ref) for i, ref in enumerate(self._refs)]
 
     def open_split(self, split: BlockSplit, offset: int | None) -> SplitReader:
-        return _BlockReader(split, offset)
+        return _BlockReader(split, offset, self.columnar)
 
     def __getstate__(self) -> dict:
         # the splits carry the block refs; the dataset object itself stays on the driver
-        return {"dataset": None, "_refs": self._refs}
+        return {"dataset": None, "_refs": self._refs, "columnar": self.columnar}
 
 
 class _TableWriter(SinkWriter):
@@ -75,6 +81,10 @@ class _TableWriter(SinkWriter):
         self.tables: list[pa.Table] = []
 
     def write(self, batch: Batch) -> None:
+        if type(batch) is ColumnBatch:  # columns go in as they are, after the rows before them
+            self._cut()
+            self.tables.append(pa.Table.from_batches([batch.values]))
+            return
         self.rows.extend(batch.values)
         if len(self.rows) >= self.rows_per_table:
             self._cut()
@@ -110,7 +120,10 @@ class _TableWriter(SinkWriter):
 
 
 class RayDatasetSink(Sink):
-    """Collects records into Arrow tables for ``JobExecutionResult.get_ray_dataset(name)``."""
+    """Collects records into Arrow tables for ``JobExecutionResult.get_ray_dataset(name)``; the
+    batches of a columnar stream are kept as they come."""
+
+    accepts_columns = True
 
     def __init__(self, rows_per_table: int = 65536):
         self.rows_per_table = rows_per_table

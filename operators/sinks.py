@@ -25,7 +25,7 @@ from raystream.errors import SerializationError
 from raystream.operators.base import OperatorContext, StreamOperator
 from raystream.operators.stateless import UdfOperator
 from raystream.runtime.channels import dumps_batch
-from raystream.runtime.elements import Batch
+from raystream.runtime.elements import Batch, ColumnBatch
 
 _WRITER_STATE = "sink-writer-state"
 
@@ -43,7 +43,9 @@ class SinkContext:
 class SinkWriter(ABC):
     @abstractmethod
     def write(self, batch: Batch) -> None:
-        """Writes the records of one batch (``batch.values``; timestamps beside them or None)."""
+        """Writes the records of one batch (``batch.values``; timestamps beside them or None).
+        A sink whose ``accepts_columns`` is set also gets the :class:`ColumnBatch` es of a
+        columnar stream (``batch.values`` a ``pyarrow.RecordBatch``)."""
 
     def flush(self) -> None:  # noqa: B027 - optional hook
         """End of input: make everything written durable/visible."""
@@ -67,6 +69,9 @@ class SinkWriter(ABC):
 
 
 class Sink(ABC):
+    #: the writer takes column batches as they are (a columnar stream may be written to it)
+    accepts_columns: bool = False
+
     @abstractmethod
     def create_writer(self, context: SinkContext) -> SinkWriter: ...
 
@@ -116,7 +121,10 @@ class SinkOperator(StreamOperator):
         try:
             self.writer.write(batch)  # type: ignore[union-attr]
         except Exception as exc:
-            first = batch.values[0] if batch.values else None
+            if type(batch) is ColumnBatch:
+                first = batch.values.slice(0, 1).to_pylist()[0] if len(batch) else None
+            else:
+                first = batch.values[0] if batch.values else None
             raise self.user_error(exc, first, "a batch starting with record") from exc
 
     def process_watermark(self, timestamp: int) -> None:
@@ -148,10 +156,11 @@ class _PrintWriter(SinkWriter):
     def write(self, batch: Batch) -> None:
         stream = self.stream or sys.stdout
         prefix, fmt = self.prefix, self.formatter
+        values = batch.values.to_pylist() if type(batch) is ColumnBatch else batch.values
         if fmt is None:
-            stream.write("".join(f"{prefix}{v}\n" for v in batch.values))
+            stream.write("".join(f"{prefix}{v}\n" for v in values))
         else:
-            stream.write("".join(f"{prefix}{fmt(v)}\n" for v in batch.values))
+            stream.write("".join(f"{prefix}{fmt(v)}\n" for v in values))
 
     def flush(self) -> None:
         (self.stream or sys.stdout).flush()
@@ -159,6 +168,7 @@ class _PrintWriter(SinkWriter):
 
 class PrintSink(Sink):
     """Prints every record on its own line, prefixed ``"<subtask+1>> "`` when parallel (as Flink).
+    Rows of a columnar stream print as dicts.
 
     A record prints as PyFlink prints it: Python's ``str`` without ``type_info``, with a declared
     type (``DataStream.print()`` passes the stream's) the Java ``toString`` of that type:
@@ -173,6 +183,8 @@ class PrintSink(Sink):
     >>> print(out.getvalue(), end="")
     (hi,0.1)
     """
+
+    accepts_columns = True
 
     def __init__(
         self,
@@ -259,6 +271,10 @@ class CollectSinkOperator(StreamOperator):
             raise RuntimeError(f"collect sink {self.name!r} runs without a job master")
 
     def process_batch(self, batch: Batch) -> None:
+        if type(batch) is ColumnBatch:
+            # columns travel to the driver as they are, and become dicts there
+            self._buffer.append(_Columns(batch.values))
+            return
         self._buffer.extend(batch.values)
 
     def process_watermark(self, timestamp: int) -> None:
@@ -319,3 +335,29 @@ class CollectSinkOperator(StreamOperator):
 
     def has_pending(self) -> bool:
         return bool(self._buffer or self._sealed)
+
+
+class _Columns:
+    """A record batch in the collect sink's buffer, in place of its rows: one item of a pushed
+    chunk that the driver's iterator expands into one dict per row."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Any):
+        self.batch = batch
+
+    def __reduce__(self):
+        return (_Columns, (self.batch,))
+
+
+def expand_collected(values: list) -> list:
+    """What the driver yields for a pushed chunk: its records, a record batch's rows as dicts."""
+    if not any(type(v) is _Columns for v in values):
+        return values
+    out: list = []
+    for v in values:
+        if type(v) is _Columns:
+            out.extend(v.batch.to_pylist())
+        else:
+            out.append(v)
+    return out

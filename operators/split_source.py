@@ -48,7 +48,7 @@ from raystream.operators.sources import (
     SplitReader,
 )
 from raystream.operators.watermarks import WatermarkEmitter
-from raystream.runtime.elements import Batch
+from raystream.runtime.elements import Batch, ColumnBatch
 
 __all__ = [
     "DiscoveringSplitEnumerator",
@@ -68,9 +68,10 @@ class SplitRecords:
     """Records of one split read in one ``poll``.
 
     ``values`` is a list of records or a ``pyarrow.RecordBatch`` (one record per row, as a dict,
-    until columnar operators take batches as they are); ``timestamps`` (one per record, in
-    milliseconds) become the records' timestamps, e.g. Kafka's record timestamps. ``finished``:
-    the split has no more records after these (a bounded split reached its end)."""
+    unless the source is columnar — ``SplitSource.columnar`` — when the batch goes downstream as
+    it is); ``timestamps`` (one per record, in milliseconds) become the records' timestamps, e.g.
+    Kafka's record timestamps. ``finished``: the split has no more records after these (a
+    bounded split reached its end)."""
 
     split_id: str
     values: Any
@@ -316,7 +317,7 @@ class _SplitOutput(Output):
         self.op = op
         self.split_id = split_id
 
-    def emit(self, batch: Batch) -> None:
+    def emit(self, batch: Batch | ColumnBatch) -> None:
         self.op.output.emit(batch)
 
     def emit_watermark(self, timestamp: int) -> None:
@@ -487,12 +488,14 @@ class SplitSourceOperator(SourceOperator):
         except Exception as exc:
             raise self.user_error(exc, None, f"reading splits {sorted(self.held)}") from exc
         emitted = 0
+        columnar = self.split_source.columnar
         for part in got:
-            rows = part.rows()
-            if rows:
-                emitted += len(rows)
-                self.records_in += len(rows)
-                batch = Batch(rows, part.timestamps)
+            batch: Batch | ColumnBatch = (
+                self._columns(part) if columnar else Batch(part.rows(), part.timestamps)
+            )
+            if len(batch.values):
+                emitted += len(batch.values)
+                self.records_in += len(batch.values)
                 emitter = self.emitters.get(part.split_id)
                 if emitter is not None:
                     emitter.emit(batch)
@@ -510,6 +513,16 @@ class SplitSourceOperator(SourceOperator):
         if self.no_more and not self.held:
             return SourceStatus.END
         return SourceStatus.NOTHING_NOW
+
+    def _columns(self, part: SplitRecords) -> Any:
+        """A columnar source's records of one split as a :class:`ColumnBatch` with the schema
+        the stream started with."""
+        import numpy as np
+
+        batch = SourceOperator._columns(self, part.values)
+        if part.timestamps is not None:
+            batch.timestamps = np.asarray(part.timestamps, dtype=np.int64)
+        return batch
 
     def on_periodic(self, now_ms: int) -> None:
         for emitter in list(self.emitters.values()):

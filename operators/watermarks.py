@@ -29,7 +29,7 @@ from raystream.core.watermarks import (
 )
 from raystream.errors import UserFunctionError, record_repr
 from raystream.operators.base import StreamOperator
-from raystream.runtime.elements import Batch
+from raystream.runtime.elements import Batch, ColumnBatch
 
 
 class WatermarkEmitter:
@@ -46,6 +46,8 @@ class WatermarkEmitter:
             else strategy.create_generator(op.ctx.clock.now_ms)
         )
         self.invalid_tag = getattr(strategy, "invalid_timestamps_tag", None)
+        #: ``with_timestamp_column``: read vectorized from columnar batches
+        self.timestamp_column: str | None = getattr(strategy, "timestamp_column", None)
         self.out = WatermarkOutput()
         self.emitted = MIN_TS
         self.idle = False
@@ -101,10 +103,15 @@ class WatermarkEmitter:
             ) from exc
         return Batch(values, stamps)
 
-    def emit(self, batch: Batch) -> None:
+    def emit(self, batch: Batch | ColumnBatch) -> None:
         """Stamps ``batch``, feeds the generator and emits the records with the watermarks the
         generator produced: one emitted from ``on_event`` right after its record (the batch is
         cut there), the rest (and idleness) after the batch."""
+        if isinstance(batch, ColumnBatch):
+            from raystream.operators.columnar.timestamps import emit_columns
+
+            emit_columns(self, batch)
+            return
         stamped = self.stamp(batch)
         output = self.op.output
         cuts = self.out.cuts

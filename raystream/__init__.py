@@ -13,12 +13,14 @@ Reading guide (the record path, file by file):
   (``runtime/gate.py``), which hands out each channel's messages in sequence order.
 - ``runtime/channels.py``: the last operator's output is routed onto channels, batched, and
   pushed to the consumer task with bounded credit (back-pressure).
-- ``runtime/elements.py``: the wire protocol (batches, watermarks, barriers, end of input).
+- ``runtime/elements.py``: the wire protocol (batches of rows or of columns, watermarks,
+  barriers, end of input); ``runtime/columns.py``: columns as Arrow IPC on the wire.
 - ``runtime/client.py``: the driver's ``JobClient`` and the ``execute_and_collect`` iterator;
   ``JobClient.attach`` and ``list_jobs`` reach a cluster's jobs from any process
   (``runtime/jobs.py``), as the ``raystream`` command line does (``cli.py``).
 """
 
+from raystream import agg
 from raystream.api.async_data_stream import AsyncDataStream
 from raystream.api.async_functions import (
     AsyncFunction,
@@ -26,6 +28,7 @@ from raystream.api.async_functions import (
     AsyncRetryStrategy,
     RetryPredicates,
 )
+from raystream.api.columnar import ColumnarKeyedStream, ColumnarWindowedStream
 from raystream.api.connected import BroadcastConnectedStream, BroadcastStream, ConnectedStreams
 from raystream.api.context import RuntimeContext
 from raystream.api.datastream import DataStream, DataStreamSink, KeyedStream
@@ -89,6 +92,7 @@ from raystream.errors import (
     TaskError,
     UserFunctionError,
 )
+from raystream.operators.columnar.schema import ColumnError
 from raystream.operators.file_sink import FileSink
 from raystream.operators.files import FileSource
 from raystream.operators.process import TimeDomain
@@ -163,6 +167,10 @@ __all__ = [
     "AsyncRetryStrategies",
     "AsyncRetryStrategy",
     "RetryPredicates",
+    "agg",
+    "ColumnError",
+    "ColumnarKeyedStream",
+    "ColumnarWindowedStream",
     "DeadLetter",
     "ErrorPolicy",
     "BaseBroadcastProcessFunction",

@@ -14,6 +14,10 @@ DEFAULT_BATCH_SIZE = 16384
 DEFAULT_MESSAGE_BYTES = 1 << 20
 #: records a source reads per step (between two checks for checkpoint triggers and pings)
 SOURCE_READ_RECORDS = 8192
+#: rows per columnar channel message and per columnar source step, as a multiple of the row
+#: limits (columnar rows are small and processed without per-row Python; every message costs an
+#: actor call and every step a vectorized pass with fixed overhead)
+COLUMN_BATCH_FACTOR = 4
 DEFAULT_BUFFER_TIMEOUT_MS = 10
 DEFAULT_CHANNEL_CAPACITY = 4
 

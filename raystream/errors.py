@@ -5,8 +5,13 @@
     ├── SerializationError         a function or record that cannot be pickled
     │   └── StateSerializationError  a keyed-state value that cannot be pickled (state/backend.py)
     ├── InvalidKeyError            a key that cannot be placed on a key group
+    │   └── KeyColumnError         a key column missing from a batch or holding nulls
+    │                              (core/column_keys.py)
     ├── TaskError                  something failed inside a running task
-    │   └── UserFunctionError      a user function raised on a record
+    │   ├── UserFunctionError      a user function raised on a record
+    │   └── ColumnError            a batch of a columnar stream an operator cannot take: schema
+    │                              changed, column missing, nulls in a key or timestamp column
+    │                              (operators/columnar/schema.py)
     ├── ChannelError               a gap, duplicate or reordering on a channel
     ├── JobExecutionError          the job ended FAILED or was canceled while awaited
     ├── ClusterUnreachableError    no Ray cluster at the address given (runtime/jobs.py)

@@ -64,8 +64,20 @@ class _Collect:
         self.records: list[tuple[Any, int | None]] = []
         self.watermarks: list[int] = []
         self.statuses: list[bool] = []
+        #: the column batches received, as they came (columnar operators)
+        self.column_batches: list[Any] = []
 
     def emit(self, batch: Any) -> None:
+        from raystream.runtime.elements import ColumnBatch
+
+        if type(batch) is ColumnBatch:  # columns: kept as they came, and as dict records
+            self.column_batches.append(batch)
+            values = batch.values.to_pylist()
+            stamps = batch.timestamps
+            self.records.extend(
+                zip(values, [None] * len(values) if stamps is None else stamps.tolist())
+            )
+            return
         stamps = batch.timestamps or [None] * len(batch.values)
         self.records.extend(zip(batch.values, stamps))
 
@@ -167,6 +179,31 @@ class OperatorHarness:
             Batch(list(values), list(timestamps) if timestamps is not None else None)
         )
         return self
+
+    def process_columns(self, columns: Any, timestamps: Any = None) -> OperatorHarness:
+        """A batch of a columnar stream: a ``pyarrow.RecordBatch`` (or a ``pyarrow.Table`` or a
+        dict of columns) and optionally its event timestamps (a sequence of int ms). Output
+        records of columnar operators read as dicts (column name → value)."""
+        import numpy as np
+        import pyarrow as pa
+
+        from raystream.runtime.elements import ColumnBatch
+
+        if isinstance(columns, dict):
+            columns = pa.RecordBatch.from_pydict(columns)
+        elif isinstance(columns, pa.Table):
+            columns = columns.combine_chunks().to_batches()[0]
+        stamps = None if timestamps is None else np.asarray(timestamps, dtype=np.int64)
+        self.operator.records_in += columns.num_rows
+        self.operator.process_batch(ColumnBatch(columns, stamps))
+        return self
+
+    def column_batches(self, tag: Any = None) -> list[Any]:
+        """The column batches the operator emitted on its main output (or side output ``tag``)."""
+        if tag is None:
+            return self._main.column_batches
+        tag_id = getattr(tag, "tag_id", tag)
+        return self._sides[tag_id].column_batches if tag_id in self._sides else []
 
     def process2(self, values: list, timestamps: list[int] | None = None) -> OperatorHarness:
         from raystream.runtime.elements import Batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import raystream
+import raystream.agg
 import raystream.checkpointing
 import raystream.operators
 
@@ -64,6 +65,10 @@ PUBLIC_RAYSTREAM = [
     "AsyncRetryStrategies",
     "AsyncRetryStrategy",
     "RetryPredicates",
+    "agg",
+    "ColumnError",
+    "ColumnarKeyedStream",
+    "ColumnarWindowedStream",
     # the split-source API (docs/sources.md)
     "Boundedness",
     "DiscoveringSplitEnumerator",
@@ -197,6 +202,7 @@ PUBLIC_RAYSTREAM = [
 
 
 PUBLIC_OPERATORS = [
+    "ArrowSource",
     "TwoPhaseCommitSink",
     "Boundedness",
     "CollectionSource",
@@ -226,7 +232,11 @@ PUBLIC_CHECKPOINTING = [
 ]
 
 
+PUBLIC_AGG = ["Aggregate", "count", "first", "last", "max", "mean", "min", "sum"]
+
+
 def test_public_api_is_deliberate():
+    assert sorted(raystream.agg.__all__) == sorted(PUBLIC_AGG)
     assert sorted(raystream.__all__) == sorted(PUBLIC_RAYSTREAM)
     assert sorted(raystream.operators.__all__) == sorted(PUBLIC_OPERATORS)
     assert sorted(raystream.checkpointing.__all__) == sorted(PUBLIC_CHECKPOINTING)

@@ -41,6 +41,8 @@ def process(op: WindowOperator, values: list, stamps: list) -> None:
     lateness = op.lateness
     size, offset, tumbling, step = _geometry(op)
     fn, create = _functions(op, reduce)
+    # declarative aggregates: each key's records are collected per window, then folded at once
+    collect = op.declarative is not None
     local: dict[int, dict] = {}
     late: list = []
     late_but_allowed: list = []
@@ -60,7 +62,12 @@ def process(op: WindowOperator, values: list, stamps: list) -> None:
                     if per_key is None:
                         per_key = local[start] = {}
                     acc = per_key.get(k, _MISSING)
-                    if reduce:
+                    if collect:
+                        if acc is _MISSING:
+                            per_key[k] = [v]
+                        else:
+                            acc.append(v)
+                    elif reduce:
                         per_key[k] = v if acc is _MISSING else fn(acc, v)
                     else:
                         per_key[k] = fn(v, create() if acc is _MISSING else acc)
@@ -74,6 +81,9 @@ def process(op: WindowOperator, values: list, stamps: list) -> None:
                 start -= step
             if not added and t + lateness <= wm:
                 late.append((v, t))
+        if collect:
+            accumulate = op.declarative.accumulate  # type: ignore[union-attr]
+            local = {s: {k: accumulate(g) for k, g in per.items()} for s, per in local.items()}
         _fold(op, local, reduce)
     except Exception as exc:
         raise op.user_error(exc, v) from exc
@@ -118,7 +128,18 @@ def _tumbling(op: WindowOperator, values: list, stamps: list, reduce: bool) -> N
         for start, run in by_window.items():
             per_key: dict = {}
             get = per_key.get
-            if reduce:
+            if op.declarative is not None:
+                # a run of each key's records, folded at once (no call per record)
+                for v in run:
+                    k = ks(v)
+                    group = get(k)
+                    if group is None:
+                        per_key[k] = [v]
+                    else:
+                        group.append(v)
+                accumulate = op.declarative.accumulate
+                per_key = {k: accumulate(group) for k, group in per_key.items()}
+            elif reduce:
                 fn = op._reduce
                 for v in run:
                     k = ks(v)
@@ -246,6 +267,7 @@ def fire_timers(op: WindowOperator, upto: int) -> None:
     lateness = op.lateness
     reduce = op.kind == REDUCE
     result: Any = None if reduce else op.function.get_result  # None if unused
+    declarative = op.declarative
     out = op._out
     out_ts = op._out_ts
     for t, bucket in op.timers.take_due(EVENT_TIME, upto):
@@ -254,7 +276,10 @@ def fire_timers(op: WindowOperator, upto: int) -> None:
             if t == max_ts:
                 acc = get((key, w), _MISSING)
                 if acc is not _MISSING:
-                    out.append(acc if reduce else result(acc))
+                    if declarative is not None:
+                        out.append(declarative.window_result(key, w, acc))
+                    else:
+                        out.append(acc if reduce else result(acc))
                     out_ts.append(max_ts)
             if t == (max_ts + lateness if max_ts + lateness < MAX_TS else MAX_TS):
                 contents.remove((key, w))

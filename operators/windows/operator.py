@@ -24,6 +24,7 @@ from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError, UserFunctionError
 from raystream.operators.base import close_function, open_function
 from raystream.operators.process import route_side_outputs
+from raystream.operators.row_aggregates import RowAggregate
 from raystream.operators.stateless import UdfOperator
 from raystream.operators.windows import fast_path
 from raystream.operators.windows.assigners import (
@@ -88,6 +89,9 @@ class WindowOperator(UdfOperator):
                 f"window {name!r}: session windows need an AggregateFunction with merge()"
             )
         self.buffered = evictor is not None or kind in (PROCESS, APPLY)
+        #: declarative aggregates (``raystream.agg``): results carry the key and the window,
+        #: and the fast path folds whole runs of a key's records
+        self.declarative = function if isinstance(function, RowAggregate) else None
         self.timers = TimerService()
         self.late_dropped = 0
         self._out: list = []
@@ -436,6 +440,8 @@ class WindowOperator(UdfOperator):
                 state_window = w if not self.merging else self._merging_set(key).get(w, w)
                 if len(kept) != len(contents):
                     self._put_contents((key, state_window), kept)
+        elif self.declarative is not None:
+            results = [self.declarative.window_result(key, w, contents)]
         else:
             value = contents if self.kind == REDUCE else self.function.get_result(contents)
             results = self._with_window_function(key, w, [value])
@@ -453,6 +459,8 @@ class WindowOperator(UdfOperator):
             return []
         if self.kind == REDUCE:
             value = functools.reduce(self._reduce, values)
+        elif self.declarative is not None:
+            return [self.declarative.window_result(key, w, self.declarative.accumulate(values))]
         else:
             acc = self.function.create_accumulator()
             for v in values:

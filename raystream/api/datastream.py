@@ -43,9 +43,15 @@ from raystream.graph.partitioners import (
     Partitioner as _EdgePartitioner,
 )
 from raystream.graph.plan import supports_error_policy
-from raystream.graph.transformations import Transformation, declared_type
+from raystream.graph.transformations import (
+    ANY_SHAPE,
+    COLUMNS,
+    ROWS,
+    Transformation,
+    declared_type,
+)
 from raystream.observe.progress import progress_for
-from raystream.operators.keyed import ReduceOperator, aggregation
+from raystream.operators.keyed import FieldAggregateOperator, ReduceOperator, aggregation
 from raystream.operators.keyed_functions import (
     KeyedFilterOperator,
     KeyedFlatMapOperator,
@@ -72,11 +78,30 @@ if TYPE_CHECKING:
 
 
 class DataStream:
-    """A stream of records; every transformation returns a new stream."""
+    """A stream of records; every transformation returns a new stream.
+
+    A stream carries rows (Python records) or columns (Arrow record batches, e.g. from
+    ``env.from_arrow``); :attr:`is_columnar` says which. Operators that call a function per
+    record take rows; ``to_rows()`` and ``to_columns()`` convert (see ``docs/columnar.md``).
+    """
 
     def __init__(self, env: StreamExecutionEnvironment, transformation: Transformation):
         self._env = env
         self._t = transformation
+
+    @property
+    def is_columnar(self) -> bool:
+        """Whether the stream carries Arrow record batches rather than Python records."""
+        return self._t.shape == COLUMNS
+
+    def _rows_only(self, what: str) -> None:
+        """Refuses a per-record operation on a columnar stream, when the graph is built."""
+        if self._t.shape == COLUMNS:
+            raise GraphError(
+                f"{what} calls a function per record, but this stream carries columns (Arrow "
+                "record batches): convert it with to_rows() first (records become dicts), or "
+                "stay columnar (key_by('col'), window(...).aggregate(agg...))"
+            )
 
     # -- properties of the operator that produces this stream ----------------------------------
 
@@ -182,7 +207,22 @@ class DataStream:
         t.output_type = declared_type(self._t)
         return DataStream(self._env, t)
 
+    def to_rows(self) -> DataStream:
+        """A columnar stream as a stream of dicts (column name → value), timestamps kept."""
+        from raystream.api.columnar import to_rows
+
+        return to_rows(self)
+
+    def to_columns(self, schema: Any = None) -> DataStream:
+        """A row stream as a columnar one: dict-like records (dicts, named Rows, namedtuples,
+        dataclasses) by field name, or with a ``pyarrow.Schema`` also tuples by position. On a
+        columnar stream (with a schema): every batch cast to ``schema``."""
+        from raystream.api.columnar import to_columns
+
+        return to_columns(self, schema)
+
     def map(self, func: MapFunction | Callable[[Any], Any], output_type: Any = None) -> DataStream:
+        self._rows_only("map()")
         resolve(func, MapFunction, "map", "map")
         t = self._add("Map", functools.partial(MapOperator, fn=func))
         apply_output_type(t, output_type)
@@ -191,18 +231,21 @@ class DataStream:
     def flat_map(
         self, func: FlatMapFunction | Callable[[Any], Any], output_type: Any = None
     ) -> DataStream:
+        self._rows_only("flat_map()")
         resolve(func, FlatMapFunction, "flat_map", "flat_map")
         t = self._add("FlatMap", functools.partial(FlatMapOperator, fn=func))
         apply_output_type(t, output_type)
         return DataStream(self._env, t)
 
     def filter(self, func: FilterFunction | Callable[[Any], bool]) -> DataStream:
+        self._rows_only("filter()")
         resolve(func, FilterFunction, "filter", "filter")
         return self._same_type(self._add("Filter", functools.partial(FilterOperator, fn=func)))
 
     def process(
         self, func: ProcessFunction | Callable[[Any, Any], Any], output_type: Any = None
     ) -> DataStream:
+        self._rows_only("process()")
         if isinstance(func, KeyedProcessFunction):
             raise GraphError("a KeyedProcessFunction needs a keyed stream: call key_by() first")
         _check_callable(func, ProcessFunction, "process")
@@ -269,12 +312,46 @@ class DataStream:
         """Extracts event timestamps and generates watermarks here, replacing upstream ones."""
         if not isinstance(watermark_strategy, WatermarkStrategy):
             raise TypeError(f"expected a WatermarkStrategy, got {watermark_strategy!r}")
+        columnar = self.is_columnar
+        if (
+            columnar
+            and watermark_strategy.timestamp_column is None
+            and (watermark_strategy.timestamp_assigner is not None)
+        ):
+            raise GraphError(
+                "a timestamp assigner function cannot read a columnar stream: use "
+                "WatermarkStrategy...with_timestamp_column(name)"
+            )
         factory = functools.partial(TimestampsAndWatermarksOperator, strategy=watermark_strategy)
-        return self._same_type(self._add("Timestamps/Watermarks", factory))
+        t = self._add("Timestamps/Watermarks", factory)
+        if columnar:
+            t.shape = t.accepts = COLUMNS
+            if watermark_strategy.invalid_timestamps_tag is not None:
+                t.side_shapes[watermark_strategy.invalid_timestamps_tag] = COLUMNS
+        return self._same_type(t)
 
     def key_by(
-        self, key_selector: KeySelector | Callable[[Any], Any], key_type: Any = None
+        self,
+        key_selector: KeySelector | Callable[[Any], Any] | str,
+        *args: Any,
+        key_type: Any = None,
     ) -> KeyedStream:
+        """Partitions the stream by key: a :class:`KeySelector` or function of the record, or
+        one or more column names — ``key_by("k")``, ``key_by("a", "b")`` — whose values (a
+        tuple for several) are the key: columns of a columnar stream, fields (dict keys,
+        ``Row`` fields or attributes) of a row stream. A key has the same key group whichever
+        shape of stream carries it. (``key_by(selector, key_type)``, PyFlink's form, is
+        accepted; the type is metadata.)"""
+        if isinstance(key_selector, str):
+            from raystream.api.columnar import key_by_columns
+
+            return key_by_columns(self, (key_selector, *args))
+        if self.is_columnar:
+            raise GraphError(
+                "key_by with a function reads records one by one, but this stream carries "
+                "columns: key it by column name, key_by('col') or key_by('a', 'b'), or call "
+                "to_rows() first"
+            )
         ks = resolve(key_selector, KeySelector, "get_key", "key_by")
         part = Transformation(
             name="KeyBy",
@@ -288,23 +365,27 @@ class DataStream:
         """Window join: ``join(other).where(k1).equal_to(k2).window(assigner).apply(fn)``."""
         from raystream.api.joins import JoinedStreams
 
+        self._rows_only("join()")
         return JoinedStreams(self, other)
 
     def co_group(self, other: DataStream) -> Any:
         """``co_group(other).where(k1).equal_to(k2).window(assigner).apply(fn)``."""
         from raystream.api.joins import CoGroupedStreams
 
+        self._rows_only("co_group()")
         return CoGroupedStreams(self, other)
 
     def window_all(self, window_assigner: Any) -> AllWindowedStream:
         """Windows over the whole (non-keyed) stream, evaluated at parallelism 1."""
         from raystream.api.windowing import AllWindowedStream
 
+        self._rows_only("window_all()")
         return AllWindowedStream(self._global_keyed(), window_assigner, parallelism=1)
 
     def count_window_all(self, size: int, slide: int | None = None) -> AllWindowedStream:
         from raystream.api.windowing import AllWindowedStream, count_window
 
+        self._rows_only("count_window_all()")
         ws = count_window(self._global_keyed(), size, slide)
         all_ws = AllWindowedStream(ws._keyed, ws._assigner, parallelism=1)
         all_ws._trigger, all_ws._evictor = ws._trigger, ws._evictor
@@ -324,8 +405,16 @@ class DataStream:
         for s in streams:
             if s._env is not self._env:
                 raise GraphError("union() of streams from different environments")
+            if s._t.shape != self._t.shape:
+                raise GraphError(
+                    f"union() of a stream of {self._t.shape} and one of {s._t.shape}: convert "
+                    "one of them with to_rows() or to_columns() first"
+                )
         t = Transformation(
-            name="Union", kind="union", inputs=[(self._t, 0)] + [(s._t, 0) for s in streams]
+            name="Union",
+            kind="union",
+            inputs=[(self._t, 0)] + [(s._t, 0) for s in streams],
+            shape=self._t.shape,
         )
         return DataStream(self._env, t)
 
@@ -338,6 +427,7 @@ class DataStream:
             inputs=[(self._t, 0)],
             tag_id=output_tag.tag_id,
             output_type=output_tag.type_info,
+            shape=self._t.side_shapes.get(output_tag.tag_id, ROWS),
         )
         return DataStream(self._env, t)
 
@@ -384,6 +474,7 @@ class DataStream:
             kind="partition",
             inputs=[(self._t, 0)],
             partitioner=partitioner,
+            shape=self._t.shape,
         )
         return DataStream(self._env, t)
 
@@ -394,6 +485,7 @@ class DataStream:
         return self._partition(RebalancePartitioner())
 
     def shuffle(self) -> DataStream:
+        self._rows_only("shuffle()")
         return self._partition(ShufflePartitioner())
 
     def broadcast(self, *broadcast_state_descriptors: Any) -> Any:
@@ -401,6 +493,7 @@ class DataStream:
         ``MapStateDescriptor`` s: a broadcast stream for ``connect`` with broadcast state."""
         if not broadcast_state_descriptors:
             return self._partition(BroadcastPartitioner())
+        self._rows_only("broadcast(descriptors)")
         from raystream.api.connected import BroadcastStream
 
         return BroadcastStream(self, broadcast_state_descriptors)
@@ -412,6 +505,8 @@ class DataStream:
             BroadcastStream,
             ConnectedStreams,
         )
+
+        self._rows_only("connect()")
 
         if isinstance(other, BroadcastStream):
             return BroadcastConnectedStream(self, other)
@@ -430,6 +525,7 @@ class DataStream:
         partitioner: Partitioner | Callable[[Any, int], int],
         key_selector: KeySelector | Callable[[Any], Any],
     ) -> DataStream:
+        self._rows_only("partition_custom()")
         part = resolve(partitioner, Partitioner, "partition", "partition_custom")
         ks = resolve(key_selector, KeySelector, "get_key", "partition_custom")
         return self._partition(CustomPartitioner(part, ks))
@@ -442,6 +538,7 @@ class DataStream:
         factory: Callable[[str], Any],
         inherit: bool = False,
         converts_input: bool = True,
+        accepts: str = ROWS,
     ) -> DataStreamSink:
         t = Transformation(
             name=self._env._unique_name(name),
@@ -449,6 +546,7 @@ class DataStream:
             inputs=[(self._t, 0)],
             operator_factory=factory,
             converts_input=converts_input,
+            accepts=accepts,
         )
         t.inherit_parallelism = inherit
         self._env._add(t)
@@ -457,14 +555,20 @@ class DataStream:
     def sink_to(self, sink: Sink) -> DataStreamSink:
         if not isinstance(sink, Sink):
             raise TypeError(f"sink_to expects a raystream Sink, got {type(sink).__name__}")
+        if self.is_columnar and not sink.accepts_columns:
+            raise GraphError(
+                f"sink {sink.describe()} writes records, but this stream carries columns: call "
+                "to_rows() first (FileSink, RayDatasetSink and print() write columns as they are)"
+            )
         factory: Callable[[str], SinkOperator]
         if isinstance(sink, TwoPhaseCommitSink):
             factory = functools.partial(TwoPhaseCommitSinkOperator, sink=sink)
         else:
             factory = functools.partial(SinkOperator, sink=sink)
-        return self._add_sink(sink.describe(), factory)
+        return self._add_sink(sink.describe(), factory, accepts=self._t.shape)
 
     def add_sink(self, sink_func: SinkFunction | Callable[[Any], None]) -> DataStreamSink:
+        self._rows_only("add_sink()")
         if not (isinstance(sink_func, SinkFunction) or callable(sink_func)):
             raise TypeError(f"add_sink expects a SinkFunction or a callable, got {sink_func!r}")
         return self._add_sink("Sink", functools.partial(SinkFunctionOperator, fn=sink_func))
@@ -479,6 +583,7 @@ class DataStream:
             functools.partial(SinkOperator, sink=sink),
             inherit=True,
             converts_input=False,
+            accepts=ANY_SHAPE,
         )
 
     def to_ray_data_stream(
@@ -512,7 +617,10 @@ class DataStream:
             )
         collect_id = uuid.uuid4().hex
         self._add_sink(
-            "Collect", functools.partial(CollectSinkOperator, collect_id=collect_id), inherit=True
+            "Collect",
+            functools.partial(CollectSinkOperator, collect_id=collect_id),
+            inherit=True,
+            accepts=ANY_SHAPE,
         )
         client = self._env.execute_async(
             job_execution_name or "collect",
@@ -544,6 +652,8 @@ class KeyedStream(DataStream):
     ):
         super().__init__(env, transformation)
         self._key_selector = key_selector
+        #: ``key_by("a", ...)``: the key fields (they name the key in declarative results)
+        self._key_fields: tuple[str, ...] | None = None
 
     def get_key_selector(self) -> Callable[[Any], Any]:
         return self._key_selector
@@ -588,8 +698,9 @@ class KeyedStream(DataStream):
         return DataStream(self._env, t)
 
     def _aggregate(self, kind: str, field: int | str | None) -> DataStream:
+        aggregation(kind, field)  # validates the field now
         factory = functools.partial(
-            ReduceOperator, fn=aggregation(kind, field), key_selector=self._key_selector
+            FieldAggregateOperator, kind=kind, field=field, key_selector=self._key_selector
         )
         label = kind.capitalize().replace("_b", "B") + (f"({field})" if field is not None else "")
         return self._same_type(self._add(label, factory, keyed=True))

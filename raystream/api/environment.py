@@ -27,7 +27,7 @@ from raystream.core.time import Duration
 from raystream.core.watermarks import WatermarkStrategy
 from raystream.errors import GraphError, SerializationError
 from raystream.graph.plan import ExecutionPlan, build_plan
-from raystream.graph.transformations import Transformation, with_upstream
+from raystream.graph.transformations import COLUMNS, Transformation, with_upstream
 from raystream.observe.progress import progress_for
 from raystream.operators.sources import (
     CollectionSource,
@@ -189,6 +189,20 @@ class StreamExecutionEnvironment:
             name=self._unique_name(source_name), kind="source", source=source, output_type=type_info
         )
         t.operator_factory = _SourceFactory(source, watermark_strategy)
+        if getattr(source, "columnar", False):
+            t.shape = COLUMNS
+            if watermark_strategy is not None:
+                if (
+                    watermark_strategy.timestamp_column is None
+                    and watermark_strategy.timestamp_assigner is not None
+                ):
+                    raise GraphError(
+                        f"source {source_name!r} emits columns: take timestamps from a column "
+                        "with WatermarkStrategy...with_timestamp_column(name), not a timestamp "
+                        "assigner function"
+                    )
+                if watermark_strategy.invalid_timestamps_tag is not None:
+                    t.side_shapes[watermark_strategy.invalid_timestamps_tag] = COLUMNS
         self._add(t)
         return DataStream(self, t)
 
@@ -207,6 +221,60 @@ class StreamExecutionEnvironment:
             CollectionSource(items), source_name="Collection Source", type_info=type_info
         )
 
+    def from_arrow(
+        self,
+        data: Any,
+        watermark_strategy: WatermarkStrategy | None = None,
+        *,
+        chunk_rows: int = 1 << 16,
+        source_name: str = "Arrow Source",
+    ) -> DataStream:
+        """A columnar stream of a ``pyarrow.Table``, a ``pyarrow.RecordBatch`` or a list of them
+        (one schema). The data is put into the Ray object store once, now (Ray is started if it
+        is not running), in chunks of ``chunk_rows`` rows; source subtask ``i`` of ``p`` reads
+        chunks ``i, i + p, ...``. Event time: ``watermark_strategy`` with
+        ``with_timestamp_column(name)``."""
+        from raystream.operators.columnar.sources import ArrowSource
+
+        self._ensure_ray()
+        return self.from_source(
+            ArrowSource(data, chunk_rows, "from_arrow"), watermark_strategy, source_name
+        )
+
+    def from_pandas(
+        self,
+        df: Any,
+        watermark_strategy: WatermarkStrategy | None = None,
+        *,
+        chunk_rows: int = 1 << 16,
+        source_name: str = "Pandas Source",
+    ) -> DataStream:
+        """A columnar stream of a ``pandas.DataFrame`` (its index is dropped; string columns
+        become Arrow ``string``, not ``large_string``; see :meth:`from_arrow`)."""
+        import pyarrow as pa
+
+        from raystream.operators.columnar.sources import ArrowSource
+
+        try:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            # pandas' string columns arrive as large_string: make them plain strings, as the
+            # file readers produce, so that streams of both can be unioned
+            fields = [
+                f.with_type(pa.string())
+                if pa.types.is_large_string(f.type)
+                else f.with_type(pa.binary())
+                if pa.types.is_large_binary(f.type)
+                else f
+                for f in table.schema
+            ]
+            table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise GraphError(f"from_pandas: cannot convert the DataFrame to Arrow: {exc}") from exc
+        self._ensure_ray()
+        return self.from_source(
+            ArrowSource(table, chunk_rows, "from_pandas"), watermark_strategy, source_name
+        )
+
     def from_sequence(self, start: int, end: int | None) -> DataStream:
         """The integers ``start..end`` inclusive, as a parallel source (unbounded if end is None)."""
         return self.from_source(NumberSequenceSource(start, end), source_name="Sequence Source")
@@ -218,11 +286,20 @@ class StreamExecutionEnvironment:
             FileSource.for_lines(file_path, encoding=charset_name), source_name="Text File"
         )
 
-    def from_ray_dataset(self, dataset: Any) -> DataStream:
-        """The rows of a ``ray.data.Dataset`` (dicts), one split per block."""
+    def from_ray_dataset(
+        self,
+        dataset: Any,
+        watermark_strategy: WatermarkStrategy | None = None,
+        *,
+        columnar: bool = False,
+    ) -> DataStream:
+        """The rows of a ``ray.data.Dataset`` (dicts), one split per block; ``columnar=True``:
+        a columnar stream of the blocks' Arrow record batches."""
         from raystream.operators.raydata import RayDatasetSource
 
-        return self.from_source(RayDatasetSource(dataset), source_name="Ray Dataset")
+        return self.from_source(
+            RayDatasetSource(dataset, columnar=columnar), watermark_strategy, "Ray Dataset"
+        )
 
     # -- execution -------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
+from raystream.api.aggregates import checked, is_declarative
 from raystream.api.functions import OutputTag, ReduceFunction, resolve
 from raystream.api.typeinfo import with_output_type
 from raystream.core.time import Duration, to_millis
@@ -136,13 +137,30 @@ class WindowedStream:
         window_function: Any = None,
         accumulator_type: Any = None,
         output_type: Any = None,
+        *more_aggregates: Any,
     ) -> DataStream:
-        """``accumulator_type`` is metadata (accumulators are Python objects)."""
+        """An ``AggregateFunction`` (optionally with a window function), or declarative
+        aggregates: ``aggregate(agg.count(), agg.sum("v"), ...)`` — one ``Row`` per key and
+        window with the key (``key``, or the fields of ``key_by("a", ...)``),
+        ``window_start``, ``window_end`` and one field per aggregate, computed without a call
+        per record (see ``raystream.agg``). ``accumulator_type`` is metadata (accumulators
+        are Python objects)."""
+        given = (aggregate_function, window_function, accumulator_type, output_type)
+        if is_declarative(given):
+            return self._declarative(tuple(a for a in (*given, *more_aggregates) if a is not None))
         for method in ("create_accumulator", "add", "get_result"):
             if not callable(getattr(aggregate_function, method, None)):
                 raise TypeError(f"aggregate() needs an AggregateFunction with {method}()")
         stream = self._build("Window(Aggregate)", AGGREGATE, aggregate_function, window_function)
         return with_output_type(stream, output_type)
+
+    def _declarative(self, aggregates: tuple[Any, ...]) -> DataStream:
+        from raystream.operators.row_aggregates import RowAggregate
+
+        fields = getattr(self._keyed, "_key_fields", None)
+        names = list(fields) if fields else ["key"]
+        aggs = checked(aggregates, [*names, "window_start", "window_end"], "aggregate()")
+        return self._build("Window(Aggregate)", AGGREGATE, RowAggregate(aggs, fields))
 
     def process(self, process_window_function: Any, output_type: Any = None) -> DataStream:
         if not (

@@ -78,6 +78,13 @@ class WatermarkGenerator(ABC):
             on_event(e, t, output)
         output.index = None  # left set when on_event raises: the error names that record
 
+    def on_column_events(self, batch: Any, timestamps: Any, output: WatermarkOutput) -> None:
+        """A batch of a columnar stream: ``batch`` is a ``pyarrow.RecordBatch``, ``timestamps``
+        an int64 numpy array. The built-in generators override it with a vectorized pass; this
+        default hands the rows to :meth:`on_events` (one dict per row: a generator of its own on
+        a columnar stream pays a Python conversion per record)."""
+        self.on_events(batch.to_pylist(), timestamps.tolist(), output)
+
 
 class BoundedOutOfOrdernessWatermarks(WatermarkGenerator):
     """Emits ``max_ts − bound − 1`` periodically (nothing before the first event)."""
@@ -98,6 +105,12 @@ class BoundedOutOfOrdernessWatermarks(WatermarkGenerator):
             if self.max_ts is None or m > self.max_ts:
                 self.max_ts = m
 
+    def on_column_events(self, batch: Any, timestamps: Any, output: WatermarkOutput) -> None:
+        if len(timestamps):
+            m = int(timestamps.max())
+            if self.max_ts is None or m > self.max_ts:
+                self.max_ts = m
+
     def on_periodic_emit(self, output: WatermarkOutput) -> None:
         if self.max_ts is not None:
             output.emit_watermark(max(MIN_TS, self.max_ts - self.bound_ms - 1))
@@ -108,6 +121,9 @@ class NoWatermarksGenerator(WatermarkGenerator):
         pass
 
     def on_events(self, events: list, timestamps: list[int], output: WatermarkOutput) -> None:
+        pass
+
+    def on_column_events(self, batch: Any, timestamps: Any, output: WatermarkOutput) -> None:
         pass
 
     def on_periodic_emit(self, output: WatermarkOutput) -> None:
@@ -139,6 +155,14 @@ class IdlenessWatermarks(WatermarkGenerator):
                 self.is_idle = False
                 output.mark_active()
         self.inner.on_events(events, timestamps, output)
+
+    def on_column_events(self, batch: Any, timestamps: Any, output: WatermarkOutput) -> None:
+        if len(timestamps):
+            self.events_since_check += len(timestamps)
+            if self.is_idle:
+                self.is_idle = False
+                output.mark_active()
+        self.inner.on_column_events(batch, timestamps, output)
 
     def on_periodic_emit(self, output: WatermarkOutput) -> None:
         if self.events_since_check:
@@ -199,11 +223,14 @@ class WatermarkStrategy:
         timestamp_assigner: Any = None,
         idle_timeout_ms: int | None = None,
         invalid_timestamps_tag: str | None = None,
+        timestamp_column: str | None = None,
     ):
         self._generator_factory = generator_factory
         self._timestamp_assigner = timestamp_assigner
         self._idle_timeout_ms = idle_timeout_ms
         self.invalid_timestamps_tag = invalid_timestamps_tag
+        #: the column (or field) timestamps come from (``with_timestamp_column``)
+        self.timestamp_column = timestamp_column
 
     def _copy(self, **changes: Any) -> WatermarkStrategy:
         args = {
@@ -211,6 +238,7 @@ class WatermarkStrategy:
             "timestamp_assigner": self._timestamp_assigner,
             "idle_timeout_ms": self._idle_timeout_ms,
             "invalid_timestamps_tag": self.invalid_timestamps_tag,
+            "timestamp_column": self.timestamp_column,
         }
         args.update(changes)
         return WatermarkStrategy(**args)
@@ -242,19 +270,35 @@ class WatermarkStrategy:
         timestamp is ``MIN_TS`` (Java's ``Long.MIN_VALUE``) for a record without one. The shape
         is decided here, once, not per record."""
         if isinstance(timestamp_assigner, TimestampAssigner):
-            return self._copy(timestamp_assigner=timestamp_assigner)
+            return self._copy(timestamp_assigner=timestamp_assigner, timestamp_column=None)
         extract = getattr(timestamp_assigner, "extract_timestamp", None)
         if callable(extract) and not isinstance(timestamp_assigner, type):
             # PyFlink's shape without our base class
-            return self._copy(timestamp_assigner=_TwoArgumentAssigner(extract))
+            return self._copy(
+                timestamp_assigner=_TwoArgumentAssigner(extract), timestamp_column=None
+            )
         if not callable(timestamp_assigner) or isinstance(timestamp_assigner, type):
             raise TypeError(
                 "with_timestamp_assigner expects a TimestampAssigner or a callable(value) or "
                 f"callable(value, record_timestamp) returning int ms, got {timestamp_assigner!r}"
             )
         if _takes_record_timestamp(timestamp_assigner):
-            return self._copy(timestamp_assigner=_TwoArgumentAssigner(timestamp_assigner))
-        return self._copy(timestamp_assigner=timestamp_assigner)
+            return self._copy(
+                timestamp_assigner=_TwoArgumentAssigner(timestamp_assigner), timestamp_column=None
+            )
+        return self._copy(timestamp_assigner=timestamp_assigner, timestamp_column=None)
+
+    def with_timestamp_column(self, column: str) -> WatermarkStrategy:
+        """Event timestamps from the column ``column``: int milliseconds, a float (truncated to
+        whole milliseconds) or an Arrow ``timestamp`` (converted to milliseconds). On a columnar
+        stream it is read vectorized, and the built-in generators take the batch's maximum in
+        one pass; on a row stream it reads ``record[column]`` (dicts, ``Row`` s) or the
+        attribute of that name. A null or invalid timestamp fails the job naming the operator
+        and the column, or goes to ``with_invalid_timestamps_to(tag)``. Replaces a timestamp
+        assigner."""
+        if not isinstance(column, str) or not column:
+            raise TypeError(f"with_timestamp_column expects a column name, got {column!r}")
+        return self._copy(timestamp_assigner=_FieldTimestamp(column), timestamp_column=column)
 
     def with_idleness(self, idle_timeout: Duration) -> WatermarkStrategy:
         timeout = to_millis(idle_timeout, "idle timeout")
@@ -302,6 +346,25 @@ class WatermarkStrategy:
         needed, so the runtime can call it without a wrapper)."""
         a = self._timestamp_assigner
         return None if a is None or isinstance(a, TimestampAssigner) else a
+
+
+class _FieldTimestamp:
+    """The timestamp assigner of ``with_timestamp_column`` on a row stream: the record's field
+    (``record[name]``) or attribute of that name."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            return value[self.name]
+        except (TypeError, KeyError, IndexError):
+            try:
+                return getattr(value, self.name)
+            except AttributeError:
+                raise KeyError(
+                    f"record has no field or attribute {self.name!r} (the timestamp column)"
+                ) from None
 
 
 class _BoundedFactory:

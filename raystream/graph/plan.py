@@ -23,6 +23,7 @@ from raystream.api.typed_values import crossing_converter
 from raystream.config import ExecutionConfig
 from raystream.core.keys import default_max_parallelism
 from raystream.errors import GraphError, SerializationError
+from raystream.graph.column_partitioners import for_columns
 from raystream.graph.partitioners import (
     ForwardPartitioner,
     KeyGroupPartitioner,
@@ -31,7 +32,7 @@ from raystream.graph.partitioners import (
     RescalePartitioner,
     ShufflePartitioner,
 )
-from raystream.graph.transformations import Transformation
+from raystream.graph.transformations import ANY_SHAPE, COLUMNS, Transformation, output_shape
 
 
 @dataclass
@@ -185,7 +186,9 @@ def build_plan(
         p_up, p_down = parallelism[e.src.id], parallelism[e.dst.id]
         if e.partitioner is None:
             e.partitioner = ForwardPartitioner() if p_up == p_down else RebalancePartitioner()
-        elif e.partitioner.is_forward and p_up != p_down:
+        if _check_shapes(e) == COLUMNS:
+            e.partitioner = for_columns(e.partitioner, f"{e.src.name} -> {e.dst.name}")
+        if e.partitioner.is_forward and p_up != p_down:
             raise GraphError(
                 f"forward edge {e.src.name!r} -> {e.dst.name!r} needs equal parallelism, got "
                 f"{p_up} and {p_down}; use rebalance() or rescale() instead"
@@ -327,6 +330,19 @@ def _single_reader_sources(physical: list[Transformation], config: ExecutionConf
                 if not order_free or p <= 1:
                     single.add(e.src.id)
     return single
+
+
+def _check_shapes(e: _PhysEdge) -> str:
+    """The shape the edge carries; refuses a consumer that does not take it."""
+    shape = output_shape(e.src, e.tag_id)
+    if e.dst.accepts not in (shape, ANY_SHAPE):
+        what = f"side output {e.tag_id!r} of {e.src.name!r}" if e.tag_id else repr(e.src.name)
+        hint = "to_rows()" if shape == COLUMNS else "to_columns()"
+        raise GraphError(
+            f"operator {e.dst.name!r} takes {e.dst.accepts}, but {what} emits {shape}: "
+            f"convert the stream with {hint} first"
+        )
+    return shape
 
 
 def _parallelism_of(t: Transformation, config: ExecutionConfig) -> int:

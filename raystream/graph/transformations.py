@@ -3,6 +3,11 @@
 Physical nodes (sources, operators, sinks) carry an operator factory. Virtual nodes only shape
 the edges of their consumers: a partitioning (``rebalance()``, ``key_by``), a side-output
 selection, or a union of several streams.
+
+Every stream has a shape: ``rows`` (Python records) or ``columns`` (Arrow record batches). A
+node says what it emits (``shape``, ``side_shapes`` for side outputs that are not rows) and what
+it takes (``accepts``); the plan refuses an edge whose shapes do not match (see
+``DataStream.to_rows`` / ``to_columns``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ from raystream.graph.partitioners import Partitioner
 _ids = itertools.count(1)
 
 PHYSICAL = ("source", "operator", "sink")
+
+ROWS = "rows"
+COLUMNS = "columns"
+#: ``accepts`` of a node that takes either shape (the collect sink, print)
+ANY_SHAPE = "any"
 
 
 @dataclass(eq=False)
@@ -43,6 +53,12 @@ class Transformation:
     #: a sink whose input passes through its declared type first, as values going from
     #: PyFlink's Python worker to a Java sink do (all sinks but print, which formats the type)
     converts_input: bool = False
+    #: what the main output carries: ``ROWS`` or ``COLUMNS`` (virtual nodes: what they pass on)
+    shape: str = ROWS
+    #: side outputs (by tag id) that carry columns; every other side output carries rows
+    side_shapes: dict[str, str] = field(default_factory=dict)
+    #: what the node takes on its inputs: ``ROWS``, ``COLUMNS`` or ``ANY_SHAPE``
+    accepts: str = ROWS
     id: int = field(default_factory=lambda: next(_ids))
 
     @property
@@ -56,6 +72,13 @@ def declared_type(t: Transformation) -> Any:
     while t.output_type is None and t.kind in ("partition", "union") and t.inputs:
         t = t.inputs[0][0]
     return t.output_type
+
+
+def output_shape(t: Transformation, tag_id: str | None = None) -> str:
+    """The shape of what ``t`` emits on its main output (``tag_id`` None) or a side output."""
+    if tag_id is None:
+        return t.shape
+    return t.side_shapes.get(tag_id, ROWS)
 
 
 def with_upstream(nodes: list[Transformation]) -> list[Transformation]:

@@ -16,6 +16,11 @@ while the consumer has not yet taken the channel's previous message, the buffer 
 (and is checked again one timeout later): sending it now would only queue it behind that message.
 A consumer that keeps up takes each message at once, and then the timeout applies as set.
 
+Columnar streams (:class:`ColumnBatch`) are buffered as Arrow record batches and sealed the
+same way — at most ``column_batch_size`` rows per message, or about ``message_bytes`` — and each
+message travels as one Arrow IPC stream (:mod:`raystream.runtime.columns`): a ``pyarrow.Buffer``
+argument, which Ray moves through the object store without copying it into Python objects.
+
 Sealed messages go out as
 ``consumer.push(channel, seq, message)`` actor calls. Small batches separated only by
 watermarks (a punctuated generator cuts batches where it emits) go out together as one bundle
@@ -34,11 +39,13 @@ from typing import Any
 
 import cloudpickle
 
+from raystream.config import COLUMN_BATCH_FACTOR
 from raystream.core.time import MIN_TS
 from raystream.errors import SerializationError, record_repr
 from raystream.graph.partitioners import Router
 from raystream.operators.base import Output
-from raystream.runtime.elements import Batch, Watermark, WatermarkStatus
+from raystream.runtime import columns
+from raystream.runtime.elements import Batch, ColumnBatch, Watermark, WatermarkStatus
 
 
 class ChannelSender:
@@ -53,17 +60,22 @@ class ChannelSender:
         monotonic: Callable[[], float],
         name: str,
         message_bytes: int = 1 << 20,
+        column_batch_size: int | None = None,
     ):
         self._push = push  # e.g. consumer_handle.push.remote
         self.channel_index = channel_index
         self.capacity = capacity
         self.batch_size = batch_size
+        self.column_batch_size = column_batch_size or batch_size * COLUMN_BATCH_FACTOR
         self.message_bytes = message_bytes
         self._answer: Any = None  # completion of the latest push (a future)
         self._monotonic = monotonic
         self.name = name
         self.values: list = []
         self.timestamps: list | None = None
+        #: buffered parts of a columnar stream, and their rows
+        self.columns: list[ColumnBatch] = []
+        self.column_rows = 0
         self.first_added_at = 0.0
         self.queue: deque = deque()  # sealed messages not yet pushed
         self.in_flight: deque = deque()  # refs of pushes not yet answered
@@ -92,13 +104,24 @@ class ChannelSender:
             self.timestamps.extend(timestamps)
         mine.extend(values)
 
+    def add_columns(self, part: ColumnBatch) -> None:
+        """Buffers the rows of a columnar stream (a channel carries one shape only)."""
+        n = len(part)
+        if not n:
+            return
+        if not self.columns:
+            self.first_added_at = self._monotonic()
+        self.columns.append(part)
+        self.column_rows += n
+
     def limit(self) -> int:
         """Records per message: ``batch_size``, or fewer for large records (about
         ``message_bytes`` by the bytes per record seen so far; one record at least)."""
+        cap = self.column_batch_size if self.columns else self.batch_size
         if not self._seen_bytes:
-            return self.batch_size
+            return cap
         by_bytes = self.message_bytes * self._seen_records // self._seen_bytes
-        return max(1, min(self.batch_size, by_bytes))
+        return max(1, min(cap, by_bytes))
 
     def consumer_busy(self) -> bool:
         """The consumer has not yet taken the latest message pushed on this channel."""
@@ -106,6 +129,8 @@ class ChannelSender:
         return answer is not None and not answer.done()
 
     def seal(self) -> None:
+        if self.columns:
+            self._seal_columns(whole_only=False)
         values = self.values
         if not values:
             return
@@ -122,6 +147,9 @@ class ChannelSender:
 
     def seal_full(self) -> None:
         """Seals whole batches only, keeping a partial remainder buffered."""
+        if self.columns:
+            self._seal_columns(whole_only=True)
+            return
         values = self.values
         size = self.limit()
         if len(values) < size:
@@ -137,6 +165,22 @@ class ChannelSender:
         # the remainder keeps the original deadline: flushing it early is fine, late is not
         self.values = values[cut:]
         self.timestamps = stamps[cut:] if stamps is not None and cut < len(values) else None
+
+    def _seal_columns(self, whole_only: bool) -> None:
+        """Cuts the buffered columns into messages of ``limit()`` rows; ``whole_only`` keeps a
+        partial remainder buffered (with its original deadline)."""
+        size = self.limit()
+        total = self.column_rows
+        if whole_only and total < size:
+            return
+        merged = columns.concat(self.columns)
+        cut = total - total % size if whole_only else total
+        for start in range(0, cut, size):
+            self.queue.append(merged.slice(start, min(cut, start + size)))
+        if cut < total:
+            self.columns, self.column_rows = [merged.slice(cut, total)], total - cut
+        else:
+            self.columns, self.column_rows = [], 0
 
     def add_control(self, message: Any) -> None:
         self.seal()
@@ -157,7 +201,18 @@ class ChannelSender:
                     await in_flight.popleft()
                 self.blocked_s += self._monotonic() - t0
             message = queue.popleft()
-            if type(message) is Batch:
+            if type(message) is ColumnBatch:
+                payload = columns.encode(message, self.name)
+                n_records = len(message)
+                self._seen_bytes += payload.size
+                self._seen_records += n_records
+                if payload.size > 2 * self.message_bytes and n_records > 1:
+                    self._requeue(message, payload.size, n_records)
+                    continue
+                self.records_sent += n_records
+                self.batches_sent += 1
+                self.bytes_sent += payload.size
+            elif type(message) is Batch:
                 if queue and type(queue[0]) in _BUNDLED:
                     message = self._bundle(message)
                 # pickled here rather than by Ray: one flat bytes argument is the cheapest
@@ -193,7 +248,7 @@ class ChannelSender:
             self._answer = future() if future is not None else ref
             self.seq += 1
 
-    def _requeue(self, message: Batch | list, size: int, n_records: int) -> None:
+    def _requeue(self, message: Batch | ColumnBatch | list, size: int, n_records: int) -> None:
         """Puts ``message`` back at the head of the queue in pieces of about
         ``message_bytes`` (a single record larger than that travels alone), order kept."""
         self.resplit += 1
@@ -201,6 +256,13 @@ class ChannelSender:
         parts = message if isinstance(message, list) else [message]
         pieces: list = []
         for part in parts:
+            if type(part) is ColumnBatch:
+                rows = len(part)
+                pieces.extend(
+                    part.slice(start, min(rows, start + per_message))
+                    for start in range(0, rows, per_message)
+                )
+                continue
             if type(part) is not Batch:
                 pieces.append(part)
                 continue
@@ -248,7 +310,7 @@ class ChannelSender:
             await self.in_flight.popleft()
 
     def has_buffered(self) -> bool:
-        return bool(self.values)
+        return bool(self.values or self.columns)
 
 
 #: control messages a bundle may carry between its batches
@@ -271,9 +333,16 @@ def dumps_batch(batch: Batch, channel_name: str) -> bytes:
     return _dumps(batch, channel_name)
 
 
-def loads(payload: bytes) -> Batch | list:
-    """A :class:`Batch`, or a bundle: a list of batches and watermarks, in channel order."""
+def loads(payload: Any) -> Batch | ColumnBatch | list:
+    """A :class:`Batch`, a :class:`ColumnBatch` (an Arrow IPC payload), or a bundle: a list of
+    batches and watermarks, in channel order."""
+    if type(payload) is columns.PAYLOAD_TYPE:
+        return columns.decode(payload)
     return pickle.loads(payload)  # type: ignore[no-any-return]
+
+
+#: the types a data message has when it reaches the consumer (anything else is a control message)
+PAYLOAD_TYPES = (bytes, columns.PAYLOAD_TYPE)
 
 
 def _serialization_error(exc: Exception, message: Batch | list, name: str) -> Exception:
@@ -297,8 +366,9 @@ class EdgeOutput(Output):
         self.router = router
         self.senders = senders
 
-    def emit(self, batch: Batch) -> None:
-        self.router.route(batch, self.senders)
+    def emit(self, batch: Batch | ColumnBatch) -> None:
+        # the plan gave a columnar edge a column router (graph/column_partitioners.py)
+        self.router.route(batch, self.senders)  # type: ignore[arg-type]
 
     def emit_watermark(self, timestamp: int) -> None:
         wm = Watermark(timestamp)
@@ -338,7 +408,7 @@ class Writer:
         module docstring): then the buffer keeps filling until the next timeout."""
         now = self._monotonic()
         for s in self.senders:
-            if s.values:
+            if s.values or s.columns:
                 if not only_expired:
                     s.seal()
                 elif now - s.first_added_at >= self.buffer_timeout_s:
@@ -351,7 +421,7 @@ class Writer:
 
     def next_deadline(self) -> float | None:
         """Monotonic time at which the oldest buffered record must be sent (None: nothing)."""
-        pending = [s.first_added_at for s in self.senders if s.values]
+        pending = [s.first_added_at for s in self.senders if s.values or s.columns]
         if not pending:
             return None
         return min(pending) + self.buffer_timeout_s

@@ -46,6 +46,9 @@ class JobExecutionResult:
     checkpoints: dict[str, Any] | None = None
     #: the failures the job recovered from, oldest first (see ``JobClient.get_failure_history``)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: the longest time a task of the last attempt ran (from its ``run`` to its end): the job's
+    #: processing time without deploying its actors
+    task_run_s: float = 0.0
 
     def get_job_id(self) -> str:
         return self.job_id
@@ -333,9 +336,11 @@ class JobClient:
         payloads, finished = self._call(
             self._jm.collect_fetch.remote(self.control_token, max_wait_s), max_wait_s
         )
+        from raystream.operators.sinks import expand_collected
+
         values: list = []
         for payload in payloads:
-            values.extend(loads(payload).values)  # type: ignore[union-attr]
+            values.extend(expand_collected(loads(payload).values))  # type: ignore[union-attr]
         return values, finished
 
 
@@ -359,6 +364,7 @@ def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionR
         restarts=raw.get("restarts", 0),
         checkpoints=raw.get("checkpoints"),
         failures=list(raw.get("failures") or []),
+        task_run_s=max((tr.duration_s for tr in raw["tasks"]), default=0.0),
     )
 
 

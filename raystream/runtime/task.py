@@ -32,7 +32,7 @@ from raystream.checkpointing.snapshot import (
     assemble,
     freeze,
 )
-from raystream.config import SOURCE_READ_RECORDS, ExecutionConfig
+from raystream.config import COLUMN_BATCH_FACTOR, SOURCE_READ_RECORDS, ExecutionConfig
 from raystream.core.keys import key_group_range
 from raystream.core.time import SystemClock
 from raystream.errors import ChannelError, RaystreamError, SerializationError, TaskError
@@ -51,12 +51,19 @@ from raystream.operators.sources import SourceOperator, SourceStatus
 from raystream.operators.split_source import SplitSourceOperator
 from raystream.runtime import serde
 from raystream.runtime.barriers import BarrierHandler
-from raystream.runtime.channels import ChannelSender, EdgeOutput, Writer, loads
+from raystream.runtime.channels import (
+    PAYLOAD_TYPES,
+    ChannelSender,
+    EdgeOutput,
+    Writer,
+    loads,
+)
 from raystream.runtime.elements import (
     END_OF_INPUT,
     Batch,
     CheckpointBarrier,
     CheckpointKind,
+    ColumnBatch,
     EndOfInput,
     Watermark,
     WatermarkStatus,
@@ -432,7 +439,7 @@ class Task:
 
     async def _run_source(self, source: SourceOperator) -> None:
         cfg = self.spec.config
-        sizer = StepSizer(min(cfg.batch_size, SOURCE_READ_RECORDS))
+        sizer = StepSizer(source.read_limit(min(cfg.batch_size, SOURCE_READ_RECORDS)))
         self.step_sizer = sizer
         idle_s = cfg.idle_poll_interval_ms / 1000.0
         self._init_time()
@@ -462,7 +469,9 @@ class Task:
         head = self.operators[0]
         process = (head.process_batch, head.process_batch2)
         inputs = [inp for inp, _ in self.spec.input_channels]
-        sizer = StepSizer(max(self.spec.config.batch_size, 1))
+        # columnar messages hold up to COLUMN_BATCH_FACTOR × batch_size rows (channels.py);
+        # row batches never exceed batch_size, so the larger bound changes nothing for them
+        sizer = StepSizer(max(self.spec.config.batch_size, 1) * COLUMN_BATCH_FACTOR)
         self.step_sizer = sizer
         perf = time.perf_counter
         self._init_time()
@@ -479,7 +488,7 @@ class Task:
                     continue
             channel, message = got
             kind = type(message)
-            if kind is bytes:
+            if kind in PAYLOAD_TYPES:  # pickled rows, or Arrow IPC columns
                 message = loads(message)
                 kind = type(message)
             if kind is list:  # a bundle: small batches and the watermarks between them
@@ -492,7 +501,7 @@ class Task:
                         self.watermarks.on_watermark(channel, part.timestamp)
                     else:
                         self.watermarks.on_status(channel, part.idle)
-            elif kind is Batch:
+            elif kind is Batch or kind is ColumnBatch:
                 n = len(message.values)
                 head.records_in += n
                 if n <= sizer.size:
@@ -533,17 +542,18 @@ class Task:
                 await asyncio.sleep(0)  # let control calls in
                 last_yield = perf()
 
-    async def _process_in_slices(self, process: Any, batch: Batch, sizer: StepSizer) -> None:
+    async def _process_in_slices(
+        self, process: Any, batch: Batch | ColumnBatch, sizer: StepSizer
+    ) -> None:
         """Pushes ``batch`` through the chain in slices of about ``STEP_TARGET_S`` each and
         yields to control calls between them. Barriers and watermarks are messages of their own,
         so none can fall inside a batch; a slice boundary is like one between two batches."""
-        values, timestamps = batch.values, batch.timestamps
         perf = time.perf_counter
-        n = len(values)
+        n = len(batch.values)
         start = 0
         while start < n:
             stop = min(n, start + sizer.size)
-            part = Batch(values[start:stop], None if timestamps is None else timestamps[start:stop])
+            part = batch.slice(start, stop)
             t0 = perf()
             process(part)
             sizer.observe(stop - start, perf() - t0)
