@@ -269,7 +269,9 @@ def _running_extreme(
     ranks = pc.rank(values, sort_keys=order, tiebreaker="dense")  # nulls last (masked below)
     rank = ranks.to_numpy(zero_copy_only=False).astype(np.int64)
     rank = np.where(valid, rank, np.iinfo(np.int64).max)
-    index_of_rank: np.ndarray = np.full(int(rank[valid].max()) + 1 if valid.any() else 1, -1, dtype=np.int64)
+    index_of_rank: np.ndarray = np.full(
+        int(rank[valid].max()) + 1 if valid.any() else 1, -1, dtype=np.int64
+    )
     rows = np.flatnonzero(valid)
     index_of_rank[rank[rows][::-1]] = rows[::-1]  # the first row with each rank
     out: np.ndarray = np.full(n, -1, dtype=np.int64)
