@@ -38,7 +38,7 @@ def run(program: str, *args) -> list[str]:
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-# a line a worker printed, as Ray's log forwarding shows it on the driver: "(Task pid=1) line",
+# a line a worker printed, as Ray's log forwarding shows it on the driver: "(WorkerHost pid=1) line",
 # the prefix possibly in colour
 FORWARDED = re.compile(r"^(?:\x1b\[[0-9;]*m)?\([^()]*pid=\d+[^()]*\)(?:\x1b\[0m)? (.*)$")
 
