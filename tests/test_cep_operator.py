@@ -184,6 +184,36 @@ def test_event_time_operator_matches_reference(kind, seed, tmp_path):
         h.close()
 
 
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+def test_one_within_timer_per_key_with_partial_matches(kind, tmp_path):
+    """Timers and state follow the keys that have partial matches, not the events: one timer
+    per such key, at its oldest partial match's deadline; nothing left once they timed out."""
+    spec = {
+        "stages": [
+            {"name": "a", "kind": "begin", "cond": TypeIn("a")},
+            {"name": "b", "kind": "followed_by", "cond": TypeIn("b")},
+        ],
+        "within": 50,
+    }
+    h = OperatorHarness(
+        operator_for(spec)(), keyed=True, state_backend=backend(kind, tmp_path / "s")
+    )
+    op = h.operator
+    seq = starts = 0
+    for ts in range(0, 200, 5):
+        batch = []
+        for k in range(4):
+            batch.append((f"k{k}", "a" if (ts + k) % 3 else "x", 0, seq, ts))
+            starts += batch[-1][1] == "a"
+            seq += 1
+        h.process(batch, [ts] * len(batch)).watermark(ts)
+        with_partials = op.num_state_entries()  # one state entry per key with partial matches
+        assert 1 <= with_partials <= 4 and op.timers.num_timers() == with_partials
+    h.watermark(1000)
+    assert op.num_state_entries() == 0 and op.timers.num_timers() == 0
+    assert len(h.side_output(TIMEOUTS)) == starts  # every 'a' timed out (no 'b' came)
+
+
 def test_late_events_are_counted_when_no_side_output():
     spec = {"stages": [{"name": "a", "kind": "begin", "cond": TypeIn("a")}]}
     h = OperatorHarness(operator_for(spec)(), keyed=True)

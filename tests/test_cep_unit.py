@@ -640,3 +640,36 @@ def test_a_condition_is_called_only_where_a_partial_match_needs_it(screened):
     if screened:  # "y" matches no condition: dropped; "x" is kept, its "c" result left open
         kept, _ts, results = NFA(CompiledPattern(p)).screen(ev("y x"), [4, 6])
         assert kept == ["x"] and results[0].count(None) == 1
+
+
+@pytest.mark.parametrize("hi", [2, 3, 100_000])
+def test_a_large_bound_compiles_to_a_few_rows(hi):
+    spec = {
+        "stages": [
+            {
+                "name": "a",
+                "kind": "begin",
+                "cond": TypeIn("a"),
+                "quant": ("times", 1, hi),
+                "inner": "consecutive",
+            },
+            {"name": "b", "kind": "next", "cond": TypeIn("b")},
+        ]
+    }
+    compiled = CompiledPattern(build(spec))
+    assert len(compiled.target_table[0]) == 2  # counts 0 and 1; above: one row, and the cap
+    events, stamps = [("a", 0)] * 5 + [("b", 0)], list(range(6))
+    got = drive(build(spec), events, stamps)[0]
+    assert Counter(got) == Counter(reference(spec, events, stamps))
+    assert len(got) == min(hi, 5)  # the runs of up to ``hi`` a's right before b
+
+
+def test_screen_with_one_condition_keeps_what_it_cannot_decide():
+    def cond(e):
+        if e == "boom":
+            raise ValueError("boom")
+        return e.startswith("a")
+
+    nfa = NFA(CompiledPattern(Pattern.begin("a").where(cond).times(2).within(10)))
+    assert nfa.screen(ev("a1 x a2"), [1, 2, 3]) == (["a1", "a2"], [1, 3], [[True], [True]])
+    assert nfa.screen(ev("a1 boom x"), [1, 2, 3]) == (["a1", "boom"], [1, 2], [[True], [None]])

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any, NamedTuple
 
 from raystream.operators.cep.buffer import EID, STAGE, Node, chain, flatten, unflatten
@@ -55,7 +56,7 @@ FINAL = -1  # the target of a pending ending negation
 NO_SLOT = -1  # iterative conditions depend on the partial match: never cached
 
 _STRICT = Contiguity.STRICT
-_RELAXED = Contiguity.RELAXED
+_ANY = Contiguity.ANY
 _NOT_NEXT = Contiguity.NOT_NEXT
 _NOT_FOLLOWED = Contiguity.NOT_FOLLOWED
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
@@ -169,12 +170,19 @@ class CompiledPattern:
             self.skip_stage = self.names.index(self.skip.pattern_name)
         self.start_targets = self._following(-1)
         n = len(self.stages)
-        #: per stage j and count c, its targets: ``target_table[j][min(c, len - 1)]`` (counts
-        #: past a stage's bound share the last row)
-        self.target_table: list[list[Targets]] = []
-        for j, cs in enumerate(self.stages):
-            rows = cs.max_count if cs.max_count is not None else cs.min_count
-            self.target_table.append([self._targets(j, c) for c in range(rows + 1)])
+        #: the targets of a partial match with c events in stage j: ``target_table[j][c]`` up
+        #: to the stage's minimum count; above it the last row, except ``full_rows[j]`` at a
+        #: bounded stage's maximum count ``caps[j]`` (-1: unbounded), so ``times(1, 10000)``
+        #: needs two rows, not 10 001
+        self.target_table: list[list[Targets]] = [
+            [self._targets(j, c) for c in range(cs.min_count + 1)]
+            for j, cs in enumerate(self.stages)
+        ]
+        self.caps = [cs.max_count if cs.max_count is not None else -1 for cs in self.stages]
+        self.full_rows = [
+            self._targets(j, cs.max_count) if cs.max_count is not None else rows[-1]
+            for j, (cs, rows) in enumerate(zip(self.stages, self.target_table))
+        ]
         #: guards passed when going from stage j to stage t > j: ``passed[j][t]``
         self.passed: list[list[list[Guard]]] = [
             [
@@ -214,6 +222,17 @@ class CompiledPattern:
                 [row._replace(watch=self._watch(j, row.targets)) for row in rows]
                 for j, rows in enumerate(self.target_table)
             ]
+            self.full_rows = [
+                row._replace(watch=self._watch(j, row.targets))
+                for j, row in enumerate(self.full_rows)
+            ]
+        #: per stage, what ``NFA.process`` reads for a target (one tuple, one unpacking):
+        #: condition slot and check, until check, inner and entry contiguity, target rows, cap
+        #: and the row at the cap
+        self.hot = [
+            (s.check.slot, s.check, s.until_check, s.inner, s.entry, rows, cap, full)
+            for s, rows, cap, full in zip(self.stages, self.target_table, self.caps, self.full_rows)
+        ]
         self._watching: dict[int, tuple[tuple[int, Any], ...]] = {}
         #: whether an event that matches none of the pattern's conditions can be dropped on
         #: arrival: skippable, and no ending not_followed_by (whose matches carry the time of
@@ -296,7 +315,9 @@ class CompiledPattern:
 
     def targets(self, j: int, count: int) -> Targets:
         rows = self.target_table[j]
-        return rows[count if count < len(rows) else -1]
+        if count < len(rows):
+            return rows[count]
+        return self.full_rows[j] if count == self.caps[j] else rows[-1]
 
 
 class PM(NamedTuple):
@@ -412,8 +433,16 @@ class NFA:
         rest if it needs them). A condition that raises keeps the event and leaves its result
         open, so that it raises only if a partial match needs it."""
         checks = self.p.all_simple
+        if len(self._blank) == 1:  # one condition (say "3 failed logins"): one call per event
+            try:
+                flags = list(map(checks[0][1], events))
+            except Exception:
+                pass  # the loop below finds which
+            else:
+                kept = list(compress(events, flags))
+                return kept, list(compress(stamps, flags)), [[True] for _ in kept]
         blank = self._blank
-        kept: list = []
+        kept = []
         kept_ts: list = []
         results: list = []
         for event, ts in zip(events, stamps):
@@ -463,9 +492,9 @@ class NFA:
             except Exception:
                 pass
         stages = p.stages
+        hot = p.hot
         within = p.within_ms
         passed = p.passed
-        table = p.target_table
 
         watch = ks.watch
         new: list[PM] = []
@@ -474,70 +503,68 @@ class NFA:
         earliest: int | None = None
 
         for pm in ks.partials:
-            j = pm.stage
-            fresh = pm.fresh
-            targets = pm.targets
+            j, taken, prev, start, start_eid, targets, fresh = pm
             alive: list[int] = []
             for t in targets:
                 if t == FINAL:
                     kind, chk = p.final_guard  # type: ignore[misc]
                     r = cache[chk.slot] if chk.slot >= 0 else None
                     if r is None:
-                        r = ev(chk, event, pm.node, cache)
+                        r = ev(chk, event, prev, cache)
                     if r:
                         continue  # the forbidden event came: the partial match dies
                     if kind is _NOT_NEXT:
-                        pending_done.append(pm.node)  # the next event is not the forbidden one
+                        pending_done.append(prev)  # the next event is not the forbidden one
                         continue
                     alive.append(t)
                     continue
-                st = stages[t]
+                slot, chk, until, inner, entry, rows, cap, full = hot[t]
                 if t != j:
                     dead = False
-                    for kind, chk in passed[j][t]:
+                    for kind, guard in passed[j][t]:
                         if kind is _NOT_FOLLOWED or fresh:
-                            r = cache[chk.slot] if chk.slot >= 0 else None
+                            r = cache[guard.slot] if guard.slot >= 0 else None
                             if r is None:
-                                r = ev(chk, event, pm.node, cache)
+                                r = ev(guard, event, prev, cache)
                             if r:
                                 dead = True
                                 break
                     if not dead and fresh and stages[j].greedy:
-                        chk = stages[j].check
-                        r = cache[chk.slot] if chk.slot >= 0 else None
-                        dead = ev(chk, event, pm.node, cache) if r is None else r
+                        loop = stages[j].check
+                        r = cache[loop.slot] if loop.slot >= 0 else None
+                        dead = ev(loop, event, prev, cache) if r is None else r
                     if dead:
                         continue
-                    contiguity = st.entry
+                    contiguity = entry
+                    count = 1
                 else:
-                    until = st.until_check
                     if until is not None:
                         r = cache[until.slot] if until.slot >= 0 else None
                         if r is None:
-                            r = ev(until, event, pm.node, cache)
+                            r = ev(until, event, prev, cache)
                         if r:
                             continue
-                    contiguity = st.inner
-                chk = st.check
-                ok = cache[chk.slot] if chk.slot >= 0 else None
+                    contiguity = inner
+                    count = taken + 1
+                ok = cache[slot] if slot >= 0 else None
                 if ok is None:
-                    ok = ev(chk, event, pm.node, cache)
-                if ok and (within is None or ts - pm.start_ts < within):
-                    count = pm.taken + 1 if t == j else 1
-                    node: Node = (t, eid, event, ts, pm.node)
-                    rows = table[t]
-                    tg = rows[count if count < len(rows) else -1]
+                    ok = ev(chk, event, prev, cache)
+                if ok and (within is None or ts - start < within):
+                    node: Node = (t, eid, event, ts, prev)
+                    if count < len(rows):
+                        tg = rows[count]
+                    else:
+                        tg = full if count == cap else rows[-1]
                     if tg.complete:
                         completed.append(node)
                     if tg.targets:
-                        start = pm.start_ts
                         new.append(
-                            _new_tuple(PM, (t, count, node, start, pm.start_eid, tg.targets, True))
+                            _new_tuple(PM, (t, count, node, start, start_eid, tg.targets, True))
                         )
                         watch |= tg.watch
                         if earliest is None or start < earliest:
                             earliest = start
-                    if contiguity is not Contiguity.ANY:
+                    if contiguity is not _ANY:
                         continue
                 elif contiguity is _STRICT:
                     continue
@@ -545,25 +572,21 @@ class NFA:
             if len(alive) == len(targets) and not fresh:
                 new.append(pm)  # unchanged
             elif alive:
-                new.append(
-                    _new_tuple(
-                        PM, (j, pm.taken, pm.node, pm.start_ts, pm.start_eid, tuple(alive), False)
-                    )
-                )
+                new.append(_new_tuple(PM, (j, taken, prev, start, start_eid, tuple(alive), False)))
             else:
                 continue
-            if earliest is None or pm.start_ts < earliest:
-                earliest = pm.start_ts
+            if earliest is None or start < earliest:
+                earliest = start
         for t in p.start_targets.targets:
             if t == FINAL:
                 continue
-            chk = stages[t].check
-            ok = cache[chk.slot] if chk.slot >= 0 else None
+            slot, chk, _until, _inner, _entry, rows, _cap, _full = hot[t]
+            ok = cache[slot] if slot >= 0 else None
             if ok is None:
                 ok = ev(chk, event, None, cache)
             if ok:
                 node = (t, eid, event, ts, None)
-                tg = table[t][1]
+                tg = rows[1]
                 if tg.complete:
                     completed.append(node)
                 if tg.targets:

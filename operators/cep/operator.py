@@ -4,9 +4,11 @@ Records come from the keyed stream (or, for a non-keyed stream, one global key a
 and results go to the main output; timed-out partial matches and late events to side outputs.
 
 Event time (SEMANTICS §8.5/§8.6). An event with ``ts <= watermark`` on arrival is late: it goes to
-the late side output or is counted in ``num_late_records_dropped``. Any other event joins the
-operator's event-time queue: ``(ts, key, event)`` entries of all keys, the batch appended as it
-came and sorted (stably, so equal timestamps keep their arrival order) when a watermark arrives.
+the late side output or is counted in ``num_late_records_dropped``. Of the others, a pattern that
+allows it drops those that match none of its conditions (``NFA.screen``: they can change
+nothing). The rest join the operator's event-time queue: ``(ts, key, event, condition results)``
+entries of all keys, the batch appended as it came and sorted (stably, so equal timestamps keep
+their arrival order) when a watermark arrives.
 The watermark takes the entries up to it off the front, groups them by key, and runs each key
 once, as Flink does: for every timestamp in ascending order the NFA time advances to it
 (timeouts, pending ``not_followed_by`` matches), then its events enter the NFA (in arrival order,
