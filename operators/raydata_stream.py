@@ -341,6 +341,14 @@ class RayDataStream:
         return ds
 
     def stats(self) -> dict:
+        """Blocks ready and held in the hand-off, the attempt it serves, blocks dropped."""
         import ray
 
         return ray.get(self.queue.stats.remote())  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Removes the hand-off actor (once the dataset was read; it also ends with the
+        driver that created it)."""
+        import ray
+
+        ray.kill(self.queue)

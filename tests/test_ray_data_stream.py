@@ -94,3 +94,4 @@ def test_a_ray_data_pipeline_reads_the_job_s_output_while_the_job_runs(tmp_path)
     assert status_at_first_row == "RUNNING"
     assert sorted(seen) == [(i, 2 * (i % 7)) for i in range(first + rest)]  # each exactly once
     assert handoff.stats()["held"] == 0
+    handoff.close()
