@@ -247,7 +247,10 @@ class ColumnWindowOperator(StreamOperator):
             rb = rb.filter(pa.array(~late))
             if not rb.num_rows:
                 return
-        self._add_partial(pa.Table.from_batches([rb.remove_column(rb.num_columns - 1)]))
+        # a message may join the accumulators of several upstream batches (the channel seals
+        # what it buffered into one): fold equal (key, window) rows together first
+        table = pa.Table.from_batches([rb.remove_column(rb.num_columns - 1)])
+        self._add_partial(self.agg.merge([table], grouped=False))
 
     def _add_partial(self, partial: pa.Table) -> None:
         """Accumulators of on-time (key, window) pairs into their windows."""
