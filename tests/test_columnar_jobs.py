@@ -321,3 +321,29 @@ def test_columnar_sources_and_sinks_carry_batches_end_to_end(tmp_path):
         assert got_windows == expected
         assert len(out) == len(expected)
     assert set(written[0]) == {"k", "window_start", "window_end", "count", "sum_v", "max_v"}
+
+
+def test_arrow_source_splits_and_positions():
+    """``from_arrow``'s source: chunks dealt out round robin over the splits; a reader opened
+    at any position (rows of its split read) goes on from there."""
+    from raystream.operators import ArrowSource
+
+    table = pa.table({"i": np.arange(1000), "s": [str(i) for i in range(1000)]})
+    source = ArrowSource([table.slice(0, 600), table.slice(600)], chunk_rows=128)
+    splits = source.create_splits(3)
+    owned = [sorted(c for s in splits for c in s.chunks if s.index == i) for i in range(3)]
+    assert owned[0][:3] == [0, 3, 6] and sum(len(o) for o in owned) == len(source.rows)
+    for split in splits:
+        everything: list = []
+        reader = source.open_split(split, None)
+        while (part := reader.read(100)) is not None:
+            everything.extend(part.values.column("i").to_pylist())
+        assert reader.offset == len(everything) == sum(split.rows)
+        for offset in (0, 1, 127, 128, 300, sum(split.rows)):
+            resumed: list = []
+            reader = source.open_split(split, offset)
+            while (part := reader.read(77)) is not None:
+                resumed.extend(part.values.column("i").to_pylist())
+            assert resumed == everything[offset:]
+    with pytest.raises(Exception, match="another schema"):
+        ArrowSource([table, table.select(["i"])])

@@ -444,3 +444,67 @@ def test_columnar_file_readers_resume_at_an_offset_and_equal_the_row_readers(tmp
         FileSource.for_lines(tmp_path / "data.jsonl").__class__(
             tmp_path / "data.jsonl", "lines", columnar=True
         )
+
+
+# --- sources refuse a schema that changes; sinks write batches as they are ----------------------
+
+
+class _Drifting(SplitReader):
+    """A columnar reader whose second batch has another type in column ``v``."""
+
+    def __init__(self):
+        self.batches = [
+            pa.RecordBatch.from_pydict({"k": ["a"], "v": [1]}),
+            pa.RecordBatch.from_pydict({"k": ["b"], "v": ["x"]}),
+        ]
+
+    def read(self, max_records):
+        return self.batches.pop(0) if self.batches else None
+
+
+class _DriftingSource(Source):
+    columnar = True
+
+    def create_splits(self, parallelism):
+        return [0]
+
+    def open_split(self, split, offset):
+        return _Drifting()
+
+
+def test_a_columnar_source_refuses_a_schema_that_changes_mid_stream():
+    from raystream.operators.sources import SourceOperator
+
+    h = OperatorHarness(SourceOperator("drift", _DriftingSource(), [0]))
+    h.operator.emit_next(10)
+    assert h.values() == [{"k": "a", "v": 1}]
+    with pytest.raises(
+        ColumnError, match=r"operator 'drift'.*column 'v' changed type from int64 to string"
+    ):
+        h.operator.emit_next(10)
+
+
+def test_file_sinks_write_column_batches_as_they_are(tmp_path):
+    import pyarrow.csv as pacsv
+
+    from raystream import FileSink
+    from raystream.operators.sinks import SinkContext
+
+    rows = [{"k": f"k{i}", "v": i * 0.5} for i in range(10)]
+    rb = pa.RecordBatch.from_pylist(rows)
+    for fmt, read in [
+        ("parquet", lambda p: pq.read_table(p).to_pylist()),
+        ("csv", lambda p: pacsv.read_csv(p).to_pylist()),
+        ("jsonl", lambda p: [json.loads(line) for line in open(p)]),
+    ]:
+        sink = getattr(FileSink, fmt)(tmp_path / fmt)
+        assert sink.accepts_columns
+        writer = sink.create_writer(SinkContext("sink", 0, 1))
+        writer.write(ColumnBatch(rb.slice(0, 4)))
+        writer.write(ColumnBatch(rb.slice(4)))
+        if fmt != "jsonl":
+            with pytest.raises(Exception, match="column 'v' changed type"):
+                writer.write(ColumnBatch(pa.RecordBatch.from_pydict({"k": ["x"], "v": ["y"]})))
+        writer.flush()
+        (path,) = writer.result()
+        assert read(path) == rows, fmt

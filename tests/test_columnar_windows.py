@@ -26,6 +26,7 @@ from raystream.operators.windows.assigners import (
     TumblingEventTimeWindows,
 )
 from raystream.operators.windows.operator import AGGREGATE, WindowOperator
+from raystream.runtime import columns
 from raystream.testing import OperatorHarness
 
 AGGS = (
@@ -499,8 +500,12 @@ def test_pre_aggregated_windows_equal_the_reference_and_count_dropped_records(si
             "w", ("k",), _assigner(size, slide), 0, None, AGGS, merge_partials=True
         )
         h = OperatorHarness(merge, keyed=True)
+        pending: list = []  # accumulators of several batches travel as one message
         for step in script:
             if step[0] == "wm":
+                if pending:
+                    merge.process_batch(columns.concat(pending))
+                    pending = []
                 h.watermark(step[1])
                 continue
             rows = _rows(step)
@@ -511,7 +516,9 @@ def test_pre_aggregated_windows_equal_the_reference_and_count_dropped_records(si
             for batch in local.column_batches()[before:]:
                 # at most one row per key and window of the batch
                 assert len(batch) <= len(rows) * -(-size // slide)
-                merge.process_batch(batch)
+                pending.append(batch)
+        if pending:
+            merge.process_batch(columns.concat(pending))
         h.finish()
         assert _normalized(h)[0] == expected
         assert merge.metrics()["num_late_records_dropped"] == len(late)

@@ -122,9 +122,11 @@ class ColumnAggregator:
         specs.append((NEWEST, "sum"))
         return self._group(table, specs, [a.name for a in self.accs] + [NEWEST])
 
-    def merge(self, tables: list[pa.Table]) -> pa.Table:
-        """One accumulator row per group of several accumulator tables (in arrival order)."""
-        if len(tables) == 1:
+    def merge(self, tables: list[pa.Table], grouped: bool = True) -> pa.Table:
+        """One accumulator row per group of several accumulator tables (in arrival order).
+        ``grouped``: each table holds a group at most once (one table is then returned as
+        it is)."""
+        if len(tables) == 1 and grouped:
             return tables[0]
         table = pa.concat_tables(tables)
         specs: list[tuple[Any, str]] = [(a.name, _MERGE[a.kind]) for a in self.accs]

@@ -247,6 +247,9 @@ class ColumnWindowOperator(StreamOperator):
             rb = rb.filter(pa.array(~late))
             if not rb.num_rows:
                 return
+        # a message may join the accumulators of several upstream batches (the channel seals
+        # what it buffered into one): equal (key, window) rows fold together when the window
+        # merges its parts (which, in this mode, are never taken as grouped)
         self._add_partial(pa.Table.from_batches([rb.remove_column(rb.num_columns - 1)]))
 
     def _add_partial(self, partial: pa.Table) -> None:
@@ -259,7 +262,7 @@ class ColumnWindowOperator(StreamOperator):
                 # only after a restore (the watermark starts again below the window's end):
                 # keys that fired already fold into their fired state and do not fire again at
                 # end − 1; new keys fire then (as the row path's per-key timers do)
-                fired_keys = self.agg.merge(w.done).select(self.agg.group_columns)
+                fired_keys = self._merge(w.done).select(self.agg.group_columns)
                 keys = self.agg.group_columns
                 again = part.join(fired_keys, keys=keys, join_type="left semi")
                 new = part.join(fired_keys, keys=keys, join_type="left anti")
@@ -270,7 +273,12 @@ class ColumnWindowOperator(StreamOperator):
             else:
                 w.open.append(part)
             if len(w.open) > 32:  # keep the parts few: merging is cheap, many tiny tables not
-                w.open = [self.agg.merge(w.open)]
+                w.open = [self._merge(w.open)]
+
+    def _merge(self, parts: list[pa.Table]) -> pa.Table:
+        """One accumulator row per (key, window) of ``parts`` (a part of pre-aggregated input
+        may hold a key twice: several upstream batches in one message)."""
+        return self.agg.merge(parts, grouped=not self.merge_partials)
 
     def _late(self, batch: ColumnBatch, rows: np.ndarray) -> None:
         if self.late_tag_id is not None:
@@ -307,7 +315,7 @@ class ColumnWindowOperator(StreamOperator):
         agg = self.agg
         keys = agg.group_columns
         stored = [
-            agg.merge(self.windows[s].done)
+            self._merge(self.windows[s].done)
             for s in sorted(set(running.column(WINDOW_START).to_pylist()))
             if s in self.windows and self.windows[s].done
         ]
@@ -335,7 +343,7 @@ class ColumnWindowOperator(StreamOperator):
             if max_ts > timestamp:
                 break
             if w.open:
-                merged = self.agg.merge(w.open)
+                merged = self._merge(w.open)
                 w.open = []
                 self._emit_results(merged, None)
                 w.done.append(merged)
@@ -343,7 +351,7 @@ class ColumnWindowOperator(StreamOperator):
             if cleanup <= timestamp:
                 del self.windows[start]
             elif len(w.done) > 1:
-                w.done = [self.agg.merge(w.done)]
+                w.done = [self._merge(w.done)]
 
     def _emit_results(self, acc: pa.Table, starts: np.ndarray | None) -> None:
         """One result row per accumulator row: keys, window start/end, aggregates."""
@@ -378,7 +386,7 @@ class ColumnWindowOperator(StreamOperator):
                 parts = getattr(w, attr)
                 if not parts:
                     continue
-                merged = self.agg.merge(parts)
+                merged = self._merge(parts)
                 setattr(w, attr, [merged])
                 if not merged.num_rows:
                     continue

@@ -129,16 +129,8 @@ def _tumbling(op: WindowOperator, values: list, stamps: list, reduce: bool) -> N
             per_key: dict = {}
             get = per_key.get
             if op.declarative is not None:
-                # a run of each key's records, folded at once (no call per record)
-                for v in run:
-                    k = ks(v)
-                    group = get(k)
-                    if group is None:
-                        per_key[k] = [v]
-                    else:
-                        group.append(v)
-                accumulate = op.declarative.accumulate
-                per_key = {k: accumulate(group) for k, group in per_key.items()}
+                # one generated loop over the window's records (no call per record)
+                op.declarative.fold(run, ks, per_key)
             elif reduce:
                 fn = op._reduce
                 for v in run:

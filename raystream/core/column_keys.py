@@ -91,25 +91,25 @@ class ColumnKeyGroups:
         self.cache_size = cache_size
 
     def of_keys(self, keys: list) -> np.ndarray:
-        """The key group of each key (Python values)."""
+        """The key group of each key (Python values): cached ones in one pass in C, the stable
+        hash for the others."""
         cache = self.cache
-        get = cache.get
-        maxp = self.max_parallelism
-        out: np.ndarray = np.empty(len(keys), dtype=np.int64)
-        for i, k in enumerate(keys):
-            kg = get(k)
-            if kg is None:
-                try:
-                    kg = stable_hash(k) % maxp
-                except InvalidKeyError as exc:
-                    raise InvalidKeyError(
-                        f"key {record_repr(k)} of columns {list(self.columns)}: {exc}"
-                    ) from None
-                if len(cache) >= self.cache_size:
-                    cache.clear()
-                cache[k] = kg
-            out[i] = kg
-        return out
+        groups = list(map(cache.get, keys))
+        if None in groups:
+            maxp = self.max_parallelism
+            if len(cache) + len(keys) > self.cache_size:
+                cache.clear()
+            for i, kg in enumerate(groups):
+                if kg is None:
+                    k = keys[i]
+                    try:
+                        kg = groups[i] = stable_hash(k) % maxp
+                    except InvalidKeyError as exc:
+                        raise InvalidKeyError(
+                            f"key {record_repr(k)} of columns {list(self.columns)}: {exc}"
+                        ) from None
+                    cache[k] = kg
+        return np.array(groups, dtype=np.int64)
 
     def __call__(self, batch: pa.RecordBatch, where: str) -> np.ndarray:
         """The key group of every row (int64 array)."""
