@@ -352,35 +352,35 @@ def test_window_all_runs_at_parallelism_one():
 # -- randomized differential windows on Ray, with deterministic (punctuated) watermarks ------------
 
 
-class WatermarkAfterEachBatch(WatermarkGenerator):
-    """``max_ts − bound − 1`` after every batch the source reads: watermarks sit at fixed
-    positions in the stream, so which records are late does not depend on timing."""
+class WatermarkEveryNRecords(WatermarkGenerator):
+    """``max_ts − bound − 1`` right after every ``n``-th record (punctuated, from ``on_event``):
+    watermarks sit at fixed positions in the stream, whatever batches the source reads (the
+    task sizes its steps by time), so which records are late does not depend on timing."""
 
-    def __init__(self, bound: int):
+    def __init__(self, bound: int, n: int):
         self.bound = bound
+        self.n = n
+        self.seen = 0
         self.max_ts = None
 
     def on_event(self, event, event_timestamp, output):
         self.max_ts = event_timestamp if self.max_ts is None else max(self.max_ts, event_timestamp)
-
-    def on_events(self, events, timestamps, output):
-        for t in timestamps:
-            self.on_event(None, t, output)
-        if self.max_ts is not None:
+        self.seen += 1
+        if self.seen % self.n == 0:
             output.emit_watermark(self.max_ts - self.bound - 1)
 
     def on_periodic_emit(self, output):
         pass
 
 
-def scripted(records: list, batch: int, bound: int) -> list:
-    """The script the reference sees: the records, and after every batch the watermark."""
+def scripted(records: list, every: int, bound: int) -> list:
+    """The script the reference sees: the records, and after every ``every`` records the
+    watermark (when it advances)."""
     script, max_ts, wm = [], None, MIN_TS
-    for i in range(0, len(records), batch):
-        chunk = records[i : i + batch]
-        script.extend(("rec", *r) for r in chunk)
-        max_ts = max([t for _, t, _ in chunk] + ([max_ts] if max_ts is not None else []))
-        if max_ts - bound - 1 > wm:
+    for i, r in enumerate(records, 1):
+        script.append(("rec", *r))
+        max_ts = r[1] if max_ts is None else max(max_ts, r[1])
+        if i % every == 0 and max_ts - bound - 1 > wm:
             wm = max_ts - bound - 1
             script.append(("wm", wm))
     return script
@@ -400,7 +400,7 @@ def test_randomized_windows_with_late_events_on_ray(p, chaining, kind):
     env = env_with(p, chaining)
     env.get_config().batch_size = batch
     ws = WatermarkStrategy.for_generator(
-        lambda: WatermarkAfterEachBatch(bound)
+        lambda: WatermarkEveryNRecords(bound, batch)
     ).with_timestamp_assigner(lambda r: r[1])
     # one source subtask and one map subtask: each window subtask reads a single channel, so the
     # interleaving of records and watermarks it sees is fixed

@@ -324,6 +324,9 @@ class DataStream:
             )
         factory = functools.partial(TimestampsAndWatermarksOperator, strategy=watermark_strategy)
         t = self._add("Timestamps/Watermarks", factory)
+        # as in Flink, the assigner runs at its input's parallelism (chained to a source): a
+        # single-reader source keeps its order through it
+        t.inherit_parallelism = True
         if columnar:
             t.shape = t.accepts = COLUMNS
             if watermark_strategy.invalid_timestamps_tag is not None:

@@ -298,10 +298,12 @@ def _single_reader_sources(physical: list[Transformation], config: ExecutionConf
     reader (Flink's non-parallel ``fromCollection``) would give no order that slices break: when
     every consumer takes it through a forward, rebalance, rescale or shuffle edge at a parallelism
     above 1. A keyed, broadcast, global or custom edge, or a consumer at parallelism 1, sees the
-    collection's order with one reader (per key, for a keyed edge), so it gets one.
+    collection's order with one reader (per key, for a keyed edge), so it gets one. A consumer
+    that inherits its input's parallelism (``assign_timestamps_and_watermarks``, as in Flink)
+    runs in the source's chain and passes the order on: its own consumers decide.
     """
     candidates = {
-        t.id: t
+        t.id
         for t in physical
         if t.kind == "source"
         and t.parallelism is None
@@ -309,27 +311,34 @@ def _single_reader_sources(physical: list[Transformation], config: ExecutionConf
     }
     if not candidates:
         return set()
-    single = set()
+    consumers: dict[int, list[_PhysEdge]] = {}
     for t in physical:
         for upstream, input_index in t.inputs:
             for e in _resolve(upstream, t, None, None, input_index):
-                if e.src.id not in candidates:
-                    continue
-                p = t.parallelism
-                if p is None:
-                    p = config.parallelism
-                order_free = e.partitioner is None or isinstance(
-                    e.partitioner,
-                    (
-                        ForwardPartitioner,
-                        RebalancePartitioner,
-                        RescalePartitioner,
-                        ShufflePartitioner,
-                    ),
-                )
-                if not order_free or p <= 1:
-                    single.add(e.src.id)
-    return single
+                consumers.setdefault(e.src.id, []).append(e)
+
+    def sees_order(node_id: int, seen: frozenset[int]) -> bool:
+        for e in consumers.get(node_id, []):
+            t = e.dst
+            passes_on = (
+                t.parallelism is None
+                and t.inherit_parallelism
+                and (e.partitioner is None or e.partitioner.is_forward)
+            )
+            if passes_on:
+                if t.id not in seen and sees_order(t.id, seen | {t.id}):
+                    return True
+                continue
+            p = config.parallelism if t.parallelism is None else t.parallelism
+            order_free = e.partitioner is None or isinstance(
+                e.partitioner,
+                (ForwardPartitioner, RebalancePartitioner, RescalePartitioner, ShufflePartitioner),
+            )
+            if not order_free or p <= 1:
+                return True
+        return False
+
+    return {sid for sid in candidates if sees_order(sid, frozenset({sid}))}
 
 
 def _check_shapes(e: _PhysEdge) -> str:
