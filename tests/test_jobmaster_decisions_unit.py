@@ -725,6 +725,7 @@ def test_the_release_rule_matches_a_reference_over_random_histories(checkpointin
     "module",
     [
         "checkpointing/coordinator.py",
+        "checkpointing/restore.py",
         "raystream/runtime/failover.py",
         "raystream/runtime/failures.py",
         "raystream/runtime/collect_buffer.py",
