@@ -217,3 +217,21 @@ def test_a_savepoint_goes_to_its_own_store_and_is_announced_to_no_task():
         assert h.called("notify_checkpoint_complete") == []
 
     asyncio.run(main())
+
+
+def test_a_checkpoint_completes_even_when_an_old_one_cannot_be_deleted(caplog):
+    async def main() -> None:
+        h = Harness(RecordingStore(fail_discards=True), retained=1)
+        first = h.runner.trigger()
+        await h.ack_all(first.checkpoint_id)
+        await first.done
+        second = h.runner.trigger()
+        await h.ack_all(second.checkpoint_id)
+        await h.runner.settle()  # the commit is over, however it went
+        assert second.done.done() and second.done.result().checkpoint_id == second.checkpoint_id
+        assert h.completed == [first.checkpoint_id, second.checkpoint_id]
+        notified = {c[2] for c in h.called("notify_checkpoint_complete")}
+        assert notified == {first.checkpoint_id, second.checkpoint_id}
+
+    asyncio.run(main())
+    assert "could not remove checkpoint 1: read-only file system" in caplog.text

@@ -252,8 +252,11 @@ class CheckpointRunner:
             pending.done.set_result(action.stats)
 
     def _discard_all(self, ids: list[int]) -> None:
+        # quietly: the new checkpoint is complete whatever happens to older ones, and its
+        # completion must still be announced (else whoever waits for it, such as the end of
+        # the job, waits forever); a leftover costs only disk space
         for old in ids:
-            self.store.discard(old)
+            _discard_quietly(self.store, old)
 
     # -- the committed mark ----------------------------------------------------------------------
 
