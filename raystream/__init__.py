@@ -1,13 +1,16 @@
 """raystream — Apache Flink's DataStream model as a Python library whose runtime is Ray.
 
-Reading guide (the record path, file by file):
+Reading guide (the record path and the barrier path, file by file):
 
 - ``api/environment.py``, ``api/datastream.py``: the user builds a logical graph
   (``graph/transformations.py``); nothing runs yet.
 - ``graph/plan.py``: ``execute`` turns it into an execution plan — operator chaining, one task per
   (chain, subtask), channels per edge with a partitioner (``graph/partitioners.py``).
 - ``runtime/jobmaster.py``: one actor per job creates a task actor per subtask
-  (``runtime/deploy.py``), wires them, starts them and watches them.
+  (``runtime/deploy.py``), wires them, starts them and watches them — a thin shell over
+  decision objects without Ray: ``runtime/failover.py`` (restart or fail),
+  ``checkpointing/coordinator.py`` (checkpoints; ``runtime/checkpoint_runner.py`` carries its
+  decisions out) and ``runtime/collect_buffer.py`` (what reaches ``execute_and_collect``).
 - ``runtime/task.py``: a task runs its chain (``operators/``). Source tasks poll a split reader
   (``operators/sources.py``); other tasks take messages from their input gate
   (``runtime/gate.py``), which hands out each channel's messages in sequence order.
@@ -15,6 +18,10 @@ Reading guide (the record path, file by file):
   pushed to the consumer task with bounded credit (back-pressure).
 - ``runtime/elements.py``: the wire protocol (batches of rows or of columns, watermarks,
   barriers, end of input); ``runtime/columns.py``: columns as Arrow IPC on the wire.
+- Barriers: ``checkpointing/coordinator.py`` decides a checkpoint, the runner triggers the
+  sources, ``runtime/barriers.py`` aligns them at each task, ``runtime/task.py`` snapshots and
+  acknowledges, the runner writes the store (``checkpointing/storage/``) and tells the tasks
+  once the coordinator completed it.
 - ``runtime/client.py``: the driver's ``JobClient`` and the ``execute_and_collect`` iterator;
   ``JobClient.attach`` and ``list_jobs`` reach a cluster's jobs from any process
   (``runtime/jobs.py``), as the ``raystream`` command line does (``cli.py``).

@@ -14,8 +14,8 @@ import ray
 from raystream.errors import JobExecutionError
 from raystream.runtime import jobs
 from raystream.runtime.channels import loads
+from raystream.runtime.job_status import JobStatusName, as_job_error
 from raystream.runtime.job_tokens import load_token
-from raystream.runtime.jobmaster import JobStatusName, as_job_error
 
 
 class JobStatus(enum.Enum):

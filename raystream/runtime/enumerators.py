@@ -169,6 +169,60 @@ class EnumeratorHost(SplitEnumeratorContext):
         )
 
 
+class SplitEnumerators:
+    """The split enumerators of a job's current attempt, one per split source, by source uid."""
+
+    def __init__(self, plan: Any):
+        self.plan = plan
+        self.hosts: dict[str, EnumeratorHost] = {}
+        #: the name of each enumerator's blob in a checkpoint, by source uid
+        self.blob_names: dict[str, str] = {}
+
+    async def start(
+        self,
+        tasks: dict[tuple[int, int], Any],
+        states: dict[str, Any],
+        on_error: Callable[[BaseException], Awaitable[None]],
+    ) -> None:
+        """One split enumerator per split source, with its restored state, told which splits
+        the restored readers hold."""
+        self.close()
+        blobs: dict[str, str] = {}
+        for chain in self.plan.chains:
+            source = getattr(chain.head.factory, "source", None)
+            if not isinstance(source, SplitSource):
+                continue
+            handles = [tasks[(chain.id, i)] for i in range(chain.parallelism)]
+            held = await asyncio.gather(*(h.restored_split_ids.remote() for h in handles))
+            host = EnumeratorHost(
+                chain.head.uid,
+                chain.head.name,
+                source,
+                handles,
+                states.get(chain.head.uid),
+                frozenset(sid for ids in held for sid in ids),
+                on_error,
+            )
+            self.hosts[chain.head.uid] = host
+            blobs[chain.head.uid] = enumerator_blob_name(len(blobs))
+            host.start()
+        self.blob_names = blobs
+
+    def snapshot(self, checkpoint_id: int) -> dict[str, bytes]:
+        """Every enumerator's snapshot, by blob name (taken before any source is triggered)."""
+        names = self.blob_names
+        return {names[uid]: host.snapshot(checkpoint_id) for uid, host in self.hosts.items()}
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        for host in self.hosts.values():
+            host.notify_checkpoint_complete(checkpoint_id)
+
+    def close(self) -> None:
+        for host in self.hosts.values():
+            host.close()
+        self.hosts = {}
+
+
 def enumerator_blob_name(index: int) -> str:
     return f"enumerator-{index}"
 
