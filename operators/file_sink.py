@@ -14,6 +14,9 @@ Every sink subtask writes its own part files into the output directory.
   for those already renamed) and deletes the file that was in progress. Files in progress when
   a job failed after its last completed checkpoint stay behind, hidden.
 
+On a local disk the sink creates directories 0700 and part files 0600 (``private=False``: as the
+process's umask makes them); a directory that exists keeps its mode.
+
 Records are turned into bytes by one format object per part file (:class:`_PartFile`): JSON
 lines, or CSV / Parquet with the schema inferred from the part's first records. The batches of
 a columnar stream are written as they are (a part file's schema is its first batch's; a batch
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -84,6 +88,7 @@ class FileSink(TwoPhaseCommitSink):
         filesystem: pafs.FileSystem | None = None,
         compression: str | None = None,
         options: dict[str, Any] | None = None,
+        private: bool = True,
     ):
         if format not in self._formats:
             raise GraphError(
@@ -94,6 +99,9 @@ class FileSink(TwoPhaseCommitSink):
         )
         self.format = format
         self.compression = compression
+        #: new directories 0700 and part files 0600 (local disks only: object stores have no
+        #: modes, their bucket policies decide)
+        self.private = private and isinstance(self.filesystem, pafs.LocalFileSystem)
         self.options = dict(options or {})
         ext = _EXTENSIONS.get(format, format)
         if compression is not None:
@@ -135,9 +143,12 @@ class FileSink(TwoPhaseCommitSink):
         *,
         compression: str | None = None,
         filesystem: pafs.FileSystem | None = None,
+        private: bool = True,
     ) -> FileSink:
         """One ``json.dumps(record)`` per line (records must be JSON-serializable)."""
-        return cls(directory, "jsonl", filesystem=filesystem, compression=compression)
+        return cls(
+            directory, "jsonl", filesystem=filesystem, compression=compression, private=private
+        )
 
     @classmethod
     def csv(
@@ -146,13 +157,19 @@ class FileSink(TwoPhaseCommitSink):
         *,
         compression: str | None = None,
         filesystem: pafs.FileSystem | None = None,
+        private: bool = True,
         **write_options: Any,
     ) -> FileSink:
         """Dict (or dataclass / namedtuple) records as CSV with a header; the columns and their
         types come from the first records. ``write_options`` are fields of
         ``pyarrow.csv.WriteOptions`` (``delimiter``, ``include_header``, ``quoting_style``...)."""
         return cls(
-            directory, "csv", filesystem=filesystem, compression=compression, options=write_options
+            directory,
+            "csv",
+            filesystem=filesystem,
+            compression=compression,
+            options=write_options,
+            private=private,
         )
 
     @classmethod
@@ -163,6 +180,7 @@ class FileSink(TwoPhaseCommitSink):
         compression: str = "snappy",
         row_group_size: int = 64 * 1024,
         filesystem: pafs.FileSystem | None = None,
+        private: bool = True,
     ) -> FileSink:
         """Dict (or dataclass / namedtuple) records as Parquet; the schema comes from the first
         records. Rows are buffered into row groups of ``row_group_size`` rows."""
@@ -171,6 +189,7 @@ class FileSink(TwoPhaseCommitSink):
             "parquet",
             filesystem=filesystem,
             options={"compression": compression, "row_group_size": row_group_size},
+            private=private,
         )
 
     @staticmethod
@@ -194,6 +213,33 @@ class FileSink(TwoPhaseCommitSink):
     def path_of(self, name: str) -> str:
         """Path of the file ``name`` in the output directory, as the user gave the directory."""
         return f"{self.directory.rstrip('/')}/{name}"
+
+    def make_dir(self) -> None:
+        """Creates the output directory and its missing parents (0700 if ``private``)."""
+        if not self.private:
+            self.filesystem.create_dir(self.fs_path, recursive=True)
+            return
+        missing = []
+        path = self.fs_path
+        while not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:  # another subtask made it meanwhile
+                pass
+
+    def open_file(self, fs_path: str) -> Any:
+        """An output stream to the file ``fs_path``, created (or truncated) 0600 if ``private``
+        before anything is written to it."""
+        if self.private:
+            fd = os.open(fs_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # a file of an earlier run, or a umask without 0o600
+            finally:
+                os.close(fd)
+        return self.filesystem.open_output_stream(fs_path, compression=self.compression)
 
     def _new_part(self, path: str, open_stream: Callable[[], Any]) -> _PartFile:
         parts: dict[str, type[_PartFile]] = {
@@ -238,9 +284,9 @@ class FileSink(TwoPhaseCommitSink):
 
     def _open_in_progress(self, fs_path: str) -> Any:
         if not self._dir_ready:
-            self.filesystem.create_dir(self.fs_path, recursive=True)
+            self.make_dir()
             self._dir_ready = True
-        return self.filesystem.open_output_stream(fs_path, compression=self.compression)
+        return self.open_file(fs_path)
 
     def pre_commit(self, transaction: PartFileTransaction) -> None:
         part, transaction.part = transaction.part, None
@@ -336,13 +382,10 @@ class _PartFileWriter(SinkWriter):
         self._part.write(batch.values)
 
     def _open_part(self, name: str) -> Any:
-        fs = self.sink.filesystem
         if not self._dir_created:
-            fs.create_dir(self.sink.fs_path, recursive=True)
+            self.sink.make_dir()
             self._dir_created = True
-        stream = fs.open_output_stream(
-            self.sink.fs_path_of(name), compression=self.sink.compression
-        )
+        stream = self.sink.open_file(self.sink.fs_path_of(name))
         self._counter += 1
         self._paths.append(self.sink.path_of(name))
         return stream

@@ -11,6 +11,7 @@ import pathlib
 import pickle
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -430,6 +431,44 @@ def test_file_sink_without_checkpointing_keeps_its_part_file_names(tmp_path):
     h.process([{"a": 1}]).finish().close()
     assert names(out) == ["part-0-0.jsonl"]
     assert h.operator.result() == [f"{out}/part-0-0.jsonl"]
+
+
+def modes(directory) -> dict[str, int]:
+    return {n: stat.S_IMODE(os.stat(os.path.join(directory, n)).st_mode) for n in names(directory)}
+
+
+def test_file_sink_output_is_private_unless_asked_otherwise(tmp_path):
+    out = tmp_path / "new" / "out"  # a missing parent is made too
+    h = harness(FileSink.jsonl(str(out)))
+    h.process([{"a": 1}])
+    (hidden,) = names(out)
+    assert modes(out) == {hidden: 0o600}  # private before the first record is in it
+    h.snapshot(1)
+    h.notify_checkpoint_complete(1)
+    assert modes(out) == {hidden[1 : -len(".inprogress")]: 0o600}
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(out.parent).st_mode) == 0o700
+    # without checkpoints too, also a file of an earlier run it replaces
+    (tmp_path / "plain").mkdir()
+    os.chmod(tmp_path / "plain", 0o755)
+    (tmp_path / "plain" / "part-0-0.csv").write_text("old")
+    os.chmod(tmp_path / "plain" / "part-0-0.csv", 0o644)
+    harness(FileSink.csv(str(tmp_path / "plain")), checkpoints=False).process(
+        [{"a": 1}]
+    ).finish().close()
+    assert modes(tmp_path / "plain") == {"part-0-0.csv": 0o600}
+    assert stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == 0o755  # an existing one stays
+
+    shared = tmp_path / "shared"  # private=False: the umask decides
+    umask = os.umask(0o022)
+    try:
+        harness(FileSink.jsonl(str(shared), private=False), checkpoints=False).process(
+            [{"a": 1}]
+        ).finish().close()
+    finally:
+        os.umask(umask)
+    assert modes(shared) == {"part-0-0.jsonl": 0o644}
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755
 
 
 # --- stateful writers and sink functions ---------------------------------------------------------
