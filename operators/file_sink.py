@@ -11,8 +11,11 @@ Every sink subtask writes its own part files into the output directory.
   pending), the checkpoint's completion renames it to ``part-{subtask}-{writer}-{n}.{ext}``
   (commit: the file is visible). ``{writer}`` is random per subtask and attempt, so names never
   collide across restarts. A restore commits the pending files of its checkpoint again (a no-op
-  for those already renamed) and deletes the file that was in progress. Files in progress when
-  a job failed after its last completed checkpoint stay behind, hidden.
+  for those already renamed), deletes the file that was in progress, and the files the same
+  writer began after it (pending for a checkpoint that never completed, or in progress when the
+  subtask failed). What stays behind, hidden: the files of an attempt that failed before it
+  completed any checkpoint, and the pending files of a job that ended (canceled, failed) before
+  their checkpoint completed — a resume from its checkpoint commits or deletes them.
 
 On a local disk the sink creates directories 0700 and part files 0600 (``private=False``: as the
 process's umask makes them); a directory that exists keeps its mode.
@@ -324,6 +327,25 @@ class FileSink(TwoPhaseCommitSink):
                 f"{self.path_of(transaction.name)}; it is not overwritten"
             )
         self._files[transaction.name] = self.path_of(transaction.name)
+
+    def recover_and_abort(self, transaction: PartFileTransaction) -> None:
+        """Deletes the file of the transaction that was open at the restored checkpoint, and
+        the hidden files its writer began after it: no checkpoint refers to them."""
+        self.abort(transaction)
+        suffix = self.part_suffix
+        if not transaction.name.endswith(suffix):
+            return  # not a name this sink makes
+        writer, _, number = transaction.name[: len(transaction.name) - len(suffix)].rpartition("-")
+        if not number.isdigit():
+            return
+        head, tail = f".{writer}-", f"{suffix}.inprogress"
+        selector = pafs.FileSelector(self.fs_path, allow_not_found=True)
+        for info in self.filesystem.get_file_info(selector):
+            name = info.base_name
+            if name.startswith(head) and name.endswith(tail):
+                later = name[len(head) : len(name) - len(tail)]
+                if later.isdigit() and int(later) > int(number):
+                    self.filesystem.delete_file(info.path)
 
     def abort(self, transaction: PartFileTransaction) -> None:
         part, transaction.part = transaction.part, None

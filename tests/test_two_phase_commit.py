@@ -329,10 +329,16 @@ def test_file_sink_part_goes_from_in_progress_to_pending_to_committed(tmp_path):
     assert read_back(out) == [{"a": 1}, {"a": 2}]
     assert h.operator.result() == [f"{out}/{final}"]
 
-    # a restore from checkpoint 1: the commit again is a no-op, the part in progress goes away
+    h.snapshot(2)  # never completes: the subtask fails with a part in progress after it
+    h.process([{"a": 4}])
+    assert len(names(out)) == 3
+    other = out / f".part-1-{'0' * 12}-7.jsonl.inprogress"  # another subtask's: not touched
+    other.write_text("{}\n")
+
+    # a restore from checkpoint 1: the commit again is a no-op, the parts begun since go away
     before = (out / final).stat()
     again = harness(FileSink.jsonl(str(out)), restored=first)
-    assert names(out) == [final]
+    assert names(out) == [other.name, final]
     assert (out / final).stat().st_mtime_ns == before.st_mtime_ns
     assert again.operator.result() == [f"{out}/{final}"]
 
@@ -571,3 +577,4 @@ def test_file_sink_is_exactly_once_when_a_task_is_killed(tmp_path):
     assert result.restarts >= 1
     assert committed(out) == expected_events(2 * N)
     assert all(re.fullmatch(r"part-\d-[0-9a-f]{12}-\d+\.jsonl", n) for n in visible(out))
+    assert names(out) == visible(out), "no part is left in progress"
