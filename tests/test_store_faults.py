@@ -309,6 +309,22 @@ def completed_ids(kind: str, path) -> list[int]:
         return store.completed()
 
 
+def processes_mapping(path) -> list[int]:
+    """The processes that have a file under ``path`` mapped (an open LMDB environment)."""
+    prefix = os.path.realpath(path) + os.sep
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "maps")) as f:
+                if prefix in f.read():
+                    found.append(int(entry.name))
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return found
+
+
 def assert_no_duplicates(values: list) -> None:
     seqs = [v[2] for v in values]
     assert len(seqs) == len(set(seqs)), f"{len(seqs) - len(set(seqs))} duplicated records"
@@ -419,6 +435,9 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
     before = col.values  # what checkpoint `retained` released
     store_path = tmp_path / "store"
     assert completed_ids(kind, store_path) == [retained]
+    # an ended job's store is closed: no (pooled, reused) process keeps an LMDB store mapped,
+    # which would let the next job there open it without the check in a child process
+    assert processes_mapping(store_path) == []
 
     # ...a resume that fails at restore (a uid changed) leaves it alone, same store or not...
     source = location(kind, store_path)
@@ -434,6 +453,7 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
     after = list(fixed.execute_and_collect(f"fixed-{kind}", savepoint_path=source))
     check_sequences(before + after, N)
     assert completed_ids(kind, store_path) == [retained]  # its own checkpoints went, not that one
+    assert processes_mapping(store_path) == []
     with open_store(source) as store:
         blobs = store.load(retained)[1]
         tasks = [decode(data) for name, data in blobs.items() if name.startswith("task-")]

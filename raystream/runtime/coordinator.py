@@ -116,6 +116,8 @@ class CheckpointCoordinator:
         self.last_completed_at = 0.0
         self.upstream = _upstream_tasks(plan)
         self._completing: set[asyncio.Future] = set()
+        #: removals of dropped checkpoints still running in threads
+        self._discarding: set[asyncio.Future] = set()
         #: blobs the job master adds to every checkpoint at its trigger (split enumerators'
         #: snapshots): ``checkpoint id -> {blob name: bytes}``, and their names by source uid
         self.coordinator_state: Callable[[int], dict[str, bytes]] = lambda cid: {}
@@ -231,9 +233,12 @@ class CheckpointCoordinator:
 
     async def settle(self) -> None:
         """Waits for checkpoints that had every acknowledgement and are being written: such a
-        checkpoint is consistent and completes even if a task failed meanwhile."""
+        checkpoint is consistent and completes even if a task failed meanwhile; then for the
+        removals of dropped ones."""
         if self._completing:
             await asyncio.gather(*list(self._completing), return_exceptions=True)
+        if self._discarding:
+            await asyncio.gather(*list(self._discarding), return_exceptions=True)
 
     async def _complete(self, p: PendingCheckpoint) -> None:
         cid = p.checkpoint_id
@@ -375,7 +380,9 @@ class CheckpointCoordinator:
         for write in p.writes.values():
             write.cancel()
         store, cid = p.store, p.checkpoint_id
-        asyncio.ensure_future(asyncio.to_thread(_discard_quietly, store, cid))
+        removal = asyncio.ensure_future(asyncio.to_thread(_discard_quietly, store, cid))
+        self._discarding.add(removal)
+        removal.add_done_callback(self._discarding.discard)
         if p.done is not None and not p.done.done():
             p.done.set_exception(exc)
             p.done.exception()  # only savepoint callers await it: no "never retrieved" noise
