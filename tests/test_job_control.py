@@ -47,6 +47,10 @@ def test_a_second_client_cannot_take_records_or_control_the_job(tmp_path, monkey
         other.cancel()
     with pytest.raises(JobControlError):
         other.trigger_savepoint(str(tmp_path / "sp"))
+    with pytest.raises(JobControlError):
+        other.stop_with_savepoint(str(tmp_path / "sp"))
+    with pytest.raises(JobControlError):
+        other.trigger_checkpoint()
     assert not (tmp_path / "sp").exists()
     forged = JobClient(owner.job_id, owner.job_name, other._jm, token="0" * 32)  # noqa: SLF001
     with pytest.raises(JobControlError):
@@ -64,6 +68,12 @@ def test_a_second_client_cannot_take_records_or_control_the_job(tmp_path, monkey
     jm = owner._jm  # noqa: SLF001
     with pytest.raises(JobControlError):
         ray.get(jm.collect_push.remote("not-the-secret", "c", 0, 0, 0, 0, payload))
+    for report in ("acknowledge_checkpoint", "decline_checkpoint"):
+        args = (
+            [(0, 0), 0, 1, [None], 0] if report == "acknowledge_checkpoint" else [(0, 0), 0, 1, ""]
+        )
+        with pytest.raises(JobControlError):
+            ray.get(getattr(jm, report).remote("not-the-secret", *args))
     assert not os.path.exists(planted)
 
     assert sorted(col.join()) == list(range(n))  # the owner got every record, once
