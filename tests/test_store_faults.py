@@ -9,18 +9,24 @@ completed, like a two-phase-commit sink.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import pickle
+import random
 import shutil
 import stat
 import struct
+import subprocess
+import time
 
 import lmdb
 import pytest
+import ray
 
-from raystream import StreamExecutionEnvironment
+from raystream import CheckpointedFunction, MapFunction, StreamExecutionEnvironment
 from raystream.checkpoint_config import ExternalizedCheckpointRetention, RestartStrategies
 from raystream.checkpointing.snapshot import decode
 from raystream.checkpointing.state_key import StateKeyError, resolve_state_key, user_root
@@ -35,11 +41,13 @@ from raystream.checkpointing.storage import (
 )
 from raystream.checkpointing.storage.base import _canonical
 from raystream.errors import JobExecutionError
+from raystream.operators.file_sink import FileSink
 from tests.chaos_jobs import (
     Collector,
     PacedEvents,
     SequenceCheck,
     check_sequences,
+    job_master_actor,
     kill_task,
     wait_until,
 )
@@ -522,3 +530,136 @@ def test_a_planted_split_enumerator_blob_is_refused(tmp_path):
         col.join()
     assert not os.path.exists(mark)
     assert len(col.values) == len(set(col.values))
+
+
+class Ballast(MapFunction, CheckpointedFunction):
+    """Passes records on. Keeps ``size`` incompressible bytes of operator state (a checkpoint
+    that needs room), and its snapshot waits while the file ``hold`` exists (a checkpoint the
+    test keeps in progress), after creating ``<hold>.<checkpoint id>``."""
+
+    def __init__(self, size: int = 0, hold: str | None = None):
+        self.size = size
+        self.hold = hold
+
+    def initialize_state(self, context):
+        self.state = context.get_operator_state_store().get_list_state("ballast")
+        self.weight = random.Random(7).randbytes(self.size)
+
+    def snapshot_state(self, context):
+        if self.hold is not None and os.path.exists(self.hold):
+            open(f"{self.hold}.{context.get_checkpoint_id()}", "w").close()
+            while os.path.exists(self.hold):
+                time.sleep(0.01)
+        self.state.update([self.weight] if self.size else [])
+
+    def map(self, value):
+        return value
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size_kb: int):
+    """A tmpfs of ``size_kb`` mounted at ``path`` for the test (needs CAP_SYS_ADMIN: root in
+    most CI containers); the test is skipped where none can be mounted."""
+    path.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0700", "raystream-test"]
+    done = subprocess.run([*mount, str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:  # lazily: a process of the test's Ray may still hold a file open there
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path) -> str:
+    """Fills the filesystem ``path`` is on with one file; returns the file."""
+    filler = os.path.join(path, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return filler
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_full_disk_fails_checkpoints_until_there_is_room_again(tmp_path, kind):
+    with small_tmpfs(tmp_path / "disk", 8192) as disk:
+        env, stream = job(disk, kind, "full", rate=1500)
+        env.get_checkpoint_config().set_tolerable_checkpoint_failure_number(1)
+        stream = stream.map(Ballast(size=512 * 1024)).name("ballast")  # per subtask
+        col = Collector(stream.execute_and_collect(f"full-{kind}"))
+        first = col.client.trigger_checkpoint()["checkpoint_id"]
+        filler = fill(disk)
+        with pytest.raises(Exception, match="No space left on device"):
+            col.client.trigger_checkpoint()
+        # the failed checkpoint is removed, the one before it stays whole
+        wait_until(lambda: written_ids(kind, disk / "store") == [first], what="the removal")
+        with open_store(location(kind, disk / "store")) as store:
+            assert store.load(first)[0]["checkpoint_id"] == first
+        os.unlink(filler)
+        last = col.client.trigger_checkpoint()["checkpoint_id"]
+        check_sequences(col.join(), N)
+        stats = col.client.get_checkpoint_stats()
+        assert (stats["failed"], stats["restarts"], stats["completed"]) == (1, 0, 3)
+        assert last == first + 2
+
+
+def written_ids(kind: str, path) -> list[int]:
+    with open_store(location(kind, path)) as store:
+        return store.written()
+
+
+def committed_rows(out) -> list:
+    rows = []
+    for name in sorted(os.listdir(out)):
+        if not name.startswith("."):
+            with open(os.path.join(out, name)) as f:
+                rows += [tuple(json.loads(line)) for line in f]
+    return rows
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_job_master_killed_during_a_checkpoint_loses_nothing_committed(tmp_path, kind):
+    out, hold, store_path = tmp_path / "out", tmp_path / "hold", tmp_path / "store"
+    env, stream = job(tmp_path, kind, "jm", rate=1000)
+    env.enable_checkpointing(200)
+    stream.map(Ballast(hold=str(hold))).name("hold").sink_to(FileSink.jsonl(str(out)))
+    client = env.execute_async(f"jm-killed-{kind}")
+    wait_until(lambda: client.get_checkpoint_stats()["completed"] >= 2, what="checkpoints")
+    hold.touch()  # the next checkpoint stays in progress...
+    held = wait_until(lambda: list(tmp_path.glob("hold.*")), what="a held checkpoint")
+    partial = int(held[0].suffix[1:])
+
+    def in_progress() -> bool:  # ...with the sources' snapshots written
+        with open_store(location(kind, store_path)) as store:
+            return partial in store.written() and partial not in store.completed()
+
+    wait_until(in_progress, what="the sources' part of the held checkpoint")
+    ray.kill(job_master_actor(client), no_restart=True)
+    hold.unlink()
+    with pytest.raises(JobExecutionError, match="job master died"):
+        client.wait(120)
+    before = committed_rows(out)
+    assert len(before) == len(set(before)) and before  # committed once, nothing since
+
+    # the store keeps what completed; the checkpoint in progress never counts as complete...
+    with open_store(location(kind, store_path)) as store:
+        completed = store.completed()
+        assert completed and partial not in completed and partial in store.written()
+        newest = store.newest_valid()[0]
+        assert newest is not None and newest[0] == completed[-1]
+    # ...and a resume from the store gives every event exactly once over both runs
+    env2, stream2 = job(tmp_path, kind, "jm-resumed", rate=50_000)
+    stream2.map(Ballast()).name("hold").sink_to(FileSink.jsonl(str(out)))
+    env2.execute(f"jm-resumed-{kind}", savepoint_path=location(kind, store_path))
+    check_sequences(committed_rows(out), N)
+    assert sorted(os.listdir(out)) == sorted(n for n in os.listdir(out) if not n.startswith("."))
