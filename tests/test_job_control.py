@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 
 import pytest
 import ray
 
 from raystream import JobClient, StreamExecutionEnvironment
 from raystream.runtime.host import StaleGuestError
-from raystream.runtime.job_tokens import JobControlError
+from raystream.runtime.job_tokens import (
+    ENV_TOKEN,
+    JobControlError,
+    load_token,
+    new_token,
+    save_token,
+    token_path,
+)
 from tests.chaos_jobs import Collector, PacedEvents, wait_until
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -77,3 +85,20 @@ def test_a_second_client_cannot_take_records_or_control_the_job(tmp_path, monkey
     assert not os.path.exists(planted)
 
     assert sorted(col.join()) == list(range(n))  # the owner got every record, once
+
+
+def test_a_detached_jobs_token_is_kept_private_and_the_environment_wins(monkeypatch):
+    monkeypatch.delenv(ENV_TOKEN, raising=False)
+    job_id = f"test-{new_token()}"
+    save_token(job_id, "t" * 32)  # what a detached submission keeps for this user's CLI
+    path = token_path(job_id)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        assert load_token(job_id) == "t" * 32
+        monkeypatch.setenv(ENV_TOKEN, "e" * 32)  # --token / RAYSTREAM_JOB_TOKEN
+        assert load_token(job_id) == load_token("another-job") == "e" * 32
+        monkeypatch.delenv(ENV_TOKEN)
+        assert load_token("another-job") is None
+    finally:
+        os.unlink(path)

@@ -261,6 +261,11 @@ def test_files_and_directories_are_private(kind, tmp_path):
 def test_state_key_from_the_environment_and_too_short(monkeypatch):
     monkeypatch.setenv("RAYSTREAM_STATE_KEY", "a-deployment-key-of-some-length")
     assert resolve_state_key() == b"a-deployment-key-of-some-length"
+    # CheckpointConfig.set_state_key wins over the environment
+    assert resolve_state_key("a-configured-key-of-length") == b"a-configured-key-of-length"
+    assert resolve_state_key(b"k" * 16) == b"k" * 16
+    with pytest.raises(StateKeyError, match="at least 16"):
+        resolve_state_key(b"k" * 15)
     monkeypatch.setenv("RAYSTREAM_STATE_KEY", "short")
     with pytest.raises(StateKeyError, match="at least 16"):
         resolve_state_key()
