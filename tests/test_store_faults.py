@@ -299,7 +299,21 @@ def test_restore_sources_by_path_and_uri(tmp_path):
 N = 6_000
 
 
-def job(tmp_path, kind: str, name: str, uid: str = "sequence-check", rate: float = 3000):
+def held(tmp_path) -> str:
+    """A file that, while it exists, keeps a job's sources from ending (see ``PacedEvents``)."""
+    hold = tmp_path / "source-hold"
+    hold.touch()
+    return str(hold)
+
+
+def job(
+    tmp_path,
+    kind: str,
+    name: str,
+    uid: str = "sequence-check",
+    rate: float = 3000,
+    hold: str | None = None,
+):
     env = StreamExecutionEnvironment()
     env.set_parallelism(2)
     env.enable_checkpointing(600_000)  # checkpoints only when the test triggers them
@@ -308,7 +322,7 @@ def job(tmp_path, kind: str, name: str, uid: str = "sequence-check", rate: float
     cc.set_num_retained_checkpoints(2)
     env.set_restart_strategy(RestartStrategies.fixed_delay_restart(3, 0))
     stream = (
-        env.from_source(PacedEvents(N, rate), source_name="events")
+        env.from_source(PacedEvents(N, rate, hold=hold), source_name="events")
         .key_by(lambda e: e[0])
         .process(SequenceCheck())
         .uid(uid)
@@ -359,7 +373,7 @@ CORRUPTIONS = {
 def test_a_corrupt_committed_checkpoint_fails_the_job_instead_of_duplicating(
     tmp_path, kind, corruption
 ):
-    _, stream = job(tmp_path, kind, "corrupt")
+    _, stream = job(tmp_path, kind, "corrupt", hold=held(tmp_path))
     name = f"corrupt-{kind}-{corruption}"
     col = Collector(stream.execute_and_collect(name))
     first = col.client.trigger_checkpoint()["checkpoint_id"]
@@ -387,7 +401,7 @@ def location_of(kind: str, tmp_path) -> str:
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(240)
 def test_lmdb_pages_damaged_mid_run_fail_the_recovery_not_the_job_master(tmp_path):
-    _, stream = job(tmp_path, "lmdb", "lmdb-damaged")
+    _, stream = job(tmp_path, "lmdb", "lmdb-damaged", hold=held(tmp_path))
     col = Collector(stream.execute_and_collect("lmdb-damaged"))
     col.client.trigger_checkpoint()
     wait_until(lambda: len(col.values) > 0, what="records of a committed checkpoint")
@@ -402,7 +416,7 @@ def test_lmdb_pages_damaged_mid_run_fail_the_recovery_not_the_job_master(tmp_pat
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(240)
 def test_every_checkpoint_corrupt_fails_instead_of_restarting_empty(tmp_path):
-    _, stream = job(tmp_path, "files", "all-corrupt")
+    _, stream = job(tmp_path, "files", "all-corrupt", hold=held(tmp_path))
     col = Collector(stream.execute_and_collect("all-corrupt"))
     only = col.client.trigger_checkpoint()["checkpoint_id"]
     flip_newest_blob("files", tmp_path / "store", only)
@@ -417,7 +431,7 @@ def test_every_checkpoint_corrupt_fails_instead_of_restarting_empty(tmp_path):
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_store_deleted_mid_run_fails_its_checkpoints(tmp_path, kind):
-    env, stream = job(tmp_path, kind, "deleted", rate=1000)
+    env, stream = job(tmp_path, kind, "deleted", rate=1000, hold=held(tmp_path))
     env.set_restart_strategy(RestartStrategies.no_restart())
     col = Collector(stream.execute_and_collect(f"deleted-{kind}"))
     col.client.trigger_checkpoint()
@@ -435,7 +449,7 @@ def test_a_store_deleted_mid_run_fails_its_checkpoints(tmp_path, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(tmp_path, kind):
     # a job retains its checkpoint when canceled...
-    env, stream = job(tmp_path, kind, "first", rate=2000)
+    env, stream = job(tmp_path, kind, "first", rate=2000, hold=held(tmp_path))
     env.get_checkpoint_config().set_externalized_checkpoint_retention(
         ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
     )
@@ -476,7 +490,7 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(300)
 def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_path):
-    env, stream = job(tmp_path, "files", "retain-two", rate=2000)
+    env, stream = job(tmp_path, "files", "retain-two", rate=2000, hold=held(tmp_path))
     env.get_checkpoint_config().set_externalized_checkpoint_retention(
         ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
     )
@@ -596,7 +610,8 @@ def fill(path) -> str:
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_full_disk_fails_checkpoints_until_there_is_room_again(tmp_path, kind):
     with small_tmpfs(tmp_path / "disk", 8192) as disk:
-        env, stream = job(disk, kind, "full", rate=1500)
+        hold = held(tmp_path)
+        env, stream = job(disk, kind, "full", rate=1500, hold=hold)
         env.get_checkpoint_config().set_tolerable_checkpoint_failure_number(1)
         stream = stream.map(Ballast(size=512 * 1024)).name("ballast")  # per subtask
         col = Collector(stream.execute_and_collect(f"full-{kind}"))
@@ -610,6 +625,7 @@ def test_a_full_disk_fails_checkpoints_until_there_is_room_again(tmp_path, kind)
             assert store.load(first)[0]["checkpoint_id"] == first
         os.unlink(filler)
         last = col.client.trigger_checkpoint()["checkpoint_id"]
+        os.unlink(hold)  # the sources may end now
         check_sequences(col.join(), N)
         stats = col.client.get_checkpoint_stats()
         assert (stats["failed"], stats["restarts"], stats["completed"]) == (1, 0, 3)
@@ -635,14 +651,14 @@ def committed_rows(out) -> list:
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_job_master_killed_during_a_checkpoint_loses_nothing_committed(tmp_path, kind):
     out, hold, store_path = tmp_path / "out", tmp_path / "hold", tmp_path / "store"
-    env, stream = job(tmp_path, kind, "jm", rate=1000)
+    env, stream = job(tmp_path, kind, "jm", rate=1000, hold=held(tmp_path))
     env.enable_checkpointing(200)
     stream.map(Ballast(hold=str(hold))).name("hold").sink_to(FileSink.jsonl(str(out)))
     client = env.execute_async(f"jm-killed-{kind}")
     wait_until(lambda: client.get_checkpoint_stats()["completed"] >= 2, what="checkpoints")
     hold.touch()  # the next checkpoint stays in progress...
-    held = wait_until(lambda: list(tmp_path.glob("hold.*")), what="a held checkpoint")
-    partial = int(held[0].suffix[1:])
+    reached = wait_until(lambda: list(tmp_path.glob("hold.*")), what="a held checkpoint")
+    partial = int(reached[0].suffix[1:])
 
     def in_progress() -> bool:  # ...with the sources' snapshots written
         with open_store(location(kind, store_path)) as store:
