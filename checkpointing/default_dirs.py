@@ -9,6 +9,10 @@ cannot, so each directory holds an owner file naming the host and the process (p
 time) of its JobMaster; every job that starts with the default location removes the directories
 of this host whose owner process is gone. Directories whose checkpoints were retained on purpose
 are marked so and never swept; a directory without an owner file is left alone.
+
+LMDB state backends keep their working environments the same way (``<tmp>/raystream-<uid>/state``
+by default): each environment's directory holds an owner file, and a backend that starts removes
+the environments of this host whose process died without disposing them (a killed task actor).
 """
 
 from __future__ import annotations
@@ -19,19 +23,20 @@ import shutil
 import socket
 from typing import Any
 
-from raystream.checkpointing.state_key import user_root
+from raystream.checkpointing.state_key import user_subdir
 
 OWNER_FILE = "raystream-owner.json"
 
 
 def default_root() -> str:
     """``<tmp>/raystream-<uid>/checkpoints``, created private (0700) if missing."""
-    path = os.path.join(user_root(), "checkpoints")
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    return path
+    return user_subdir("checkpoints")
+
+
+def state_root() -> str:
+    """``<tmp>/raystream-<uid>/state``: where LMDB state backends put their environments by
+    default, created private (0700) if missing."""
+    return user_subdir("state")
 
 
 def _start_time(pid: int) -> str | None:
@@ -108,9 +113,9 @@ def is_stale(path: str) -> bool:
     return not _alive(pid, owner.get("start"))
 
 
-def sweep_stale(root: str | None = None) -> list[str]:
-    """Removes the stale directories under ``root`` (default: :func:`default_root`); returns
-    them. Never fails: what cannot be read or removed stays."""
+def sweep_stale(root: str | None = None, prefix: str = "") -> list[str]:
+    """Removes the stale directories under ``root`` (default: :func:`default_root`) whose name
+    starts with ``prefix``; returns them. Never fails: what cannot be read or removed stays."""
     root = default_root() if root is None else root
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -118,6 +123,8 @@ def sweep_stale(root: str | None = None) -> list[str]:
         return []
     removed = []
     for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
         try:
             if entry.is_dir(follow_symlinks=False) and is_stale(entry.path):
                 shutil.rmtree(entry.path)

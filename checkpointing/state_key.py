@@ -57,6 +57,16 @@ def user_root() -> str:
     return path
 
 
+def user_subdir(name: str) -> str:
+    """``<tmp>/raystream-<uid>/<name>``, created private (0700) if missing."""
+    path = os.path.join(user_root(), name)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    return path
+
+
 def _from_text(text: str, where: str) -> bytes:
     key = text.strip().encode()
     if len(key) < MIN_KEY_BYTES:

@@ -11,8 +11,14 @@ Every sink subtask writes its own part files into the output directory.
   pending), the checkpoint's completion renames it to ``part-{subtask}-{writer}-{n}.{ext}``
   (commit: the file is visible). ``{writer}`` is random per subtask and attempt, so names never
   collide across restarts. A restore commits the pending files of its checkpoint again (a no-op
-  for those already renamed) and deletes the file that was in progress. Files in progress when
-  a job failed after its last completed checkpoint stay behind, hidden.
+  for those already renamed), deletes the file that was in progress, and the files the same
+  writer began after it (pending for a checkpoint that never completed, or in progress when the
+  subtask failed). What stays behind, hidden: the files of an attempt that failed before it
+  completed any checkpoint, and the pending files of a job that ended (canceled, failed) before
+  their checkpoint completed — a resume from its checkpoint commits or deletes them.
+
+On a local disk the sink creates directories 0700 and part files 0600 (``private=False``: as the
+process's umask makes them); a directory that exists keeps its mode.
 
 Records are turned into bytes by one format object per part file (:class:`_PartFile`): JSON
 lines, or CSV / Parquet with the schema inferred from the part's first records. The batches of
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -84,6 +91,7 @@ class FileSink(TwoPhaseCommitSink):
         filesystem: pafs.FileSystem | None = None,
         compression: str | None = None,
         options: dict[str, Any] | None = None,
+        private: bool = True,
     ):
         if format not in self._formats:
             raise GraphError(
@@ -94,6 +102,9 @@ class FileSink(TwoPhaseCommitSink):
         )
         self.format = format
         self.compression = compression
+        #: new directories 0700 and part files 0600 (local disks only: object stores have no
+        #: modes, their bucket policies decide)
+        self.private = private and isinstance(self.filesystem, pafs.LocalFileSystem)
         self.options = dict(options or {})
         ext = _EXTENSIONS.get(format, format)
         if compression is not None:
@@ -135,9 +146,12 @@ class FileSink(TwoPhaseCommitSink):
         *,
         compression: str | None = None,
         filesystem: pafs.FileSystem | None = None,
+        private: bool = True,
     ) -> FileSink:
         """One ``json.dumps(record)`` per line (records must be JSON-serializable)."""
-        return cls(directory, "jsonl", filesystem=filesystem, compression=compression)
+        return cls(
+            directory, "jsonl", filesystem=filesystem, compression=compression, private=private
+        )
 
     @classmethod
     def csv(
@@ -146,13 +160,19 @@ class FileSink(TwoPhaseCommitSink):
         *,
         compression: str | None = None,
         filesystem: pafs.FileSystem | None = None,
+        private: bool = True,
         **write_options: Any,
     ) -> FileSink:
         """Dict (or dataclass / namedtuple) records as CSV with a header; the columns and their
         types come from the first records. ``write_options`` are fields of
         ``pyarrow.csv.WriteOptions`` (``delimiter``, ``include_header``, ``quoting_style``...)."""
         return cls(
-            directory, "csv", filesystem=filesystem, compression=compression, options=write_options
+            directory,
+            "csv",
+            filesystem=filesystem,
+            compression=compression,
+            options=write_options,
+            private=private,
         )
 
     @classmethod
@@ -163,6 +183,7 @@ class FileSink(TwoPhaseCommitSink):
         compression: str = "snappy",
         row_group_size: int = 64 * 1024,
         filesystem: pafs.FileSystem | None = None,
+        private: bool = True,
     ) -> FileSink:
         """Dict (or dataclass / namedtuple) records as Parquet; the schema comes from the first
         records. Rows are buffered into row groups of ``row_group_size`` rows."""
@@ -171,6 +192,7 @@ class FileSink(TwoPhaseCommitSink):
             "parquet",
             filesystem=filesystem,
             options={"compression": compression, "row_group_size": row_group_size},
+            private=private,
         )
 
     @staticmethod
@@ -194,6 +216,33 @@ class FileSink(TwoPhaseCommitSink):
     def path_of(self, name: str) -> str:
         """Path of the file ``name`` in the output directory, as the user gave the directory."""
         return f"{self.directory.rstrip('/')}/{name}"
+
+    def make_dir(self) -> None:
+        """Creates the output directory and its missing parents (0700 if ``private``)."""
+        if not self.private:
+            self.filesystem.create_dir(self.fs_path, recursive=True)
+            return
+        missing = []
+        path = self.fs_path
+        while not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:  # another subtask made it meanwhile
+                pass
+
+    def open_file(self, fs_path: str) -> Any:
+        """An output stream to the file ``fs_path``, created (or truncated) 0600 if ``private``
+        before anything is written to it."""
+        if self.private:
+            fd = os.open(fs_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # a file of an earlier run, or a umask without 0o600
+            finally:
+                os.close(fd)
+        return self.filesystem.open_output_stream(fs_path, compression=self.compression)
 
     def _new_part(self, path: str, open_stream: Callable[[], Any]) -> _PartFile:
         parts: dict[str, type[_PartFile]] = {
@@ -238,9 +287,9 @@ class FileSink(TwoPhaseCommitSink):
 
     def _open_in_progress(self, fs_path: str) -> Any:
         if not self._dir_ready:
-            self.filesystem.create_dir(self.fs_path, recursive=True)
+            self.make_dir()
             self._dir_ready = True
-        return self.filesystem.open_output_stream(fs_path, compression=self.compression)
+        return self.open_file(fs_path)
 
     def pre_commit(self, transaction: PartFileTransaction) -> None:
         part, transaction.part = transaction.part, None
@@ -278,6 +327,25 @@ class FileSink(TwoPhaseCommitSink):
                 f"{self.path_of(transaction.name)}; it is not overwritten"
             )
         self._files[transaction.name] = self.path_of(transaction.name)
+
+    def recover_and_abort(self, transaction: PartFileTransaction) -> None:
+        """Deletes the file of the transaction that was open at the restored checkpoint, and
+        the hidden files its writer began after it: no checkpoint refers to them."""
+        self.abort(transaction)
+        suffix = self.part_suffix
+        if not transaction.name.endswith(suffix):
+            return  # not a name this sink makes
+        writer, _, number = transaction.name[: len(transaction.name) - len(suffix)].rpartition("-")
+        if not number.isdigit():
+            return
+        head, tail = f".{writer}-", f"{suffix}.inprogress"
+        selector = pafs.FileSelector(self.fs_path, allow_not_found=True)
+        for info in self.filesystem.get_file_info(selector):
+            name = info.base_name
+            if name.startswith(head) and name.endswith(tail):
+                later = name[len(head) : len(name) - len(tail)]
+                if later.isdigit() and int(later) > int(number):
+                    self.filesystem.delete_file(info.path)
 
     def abort(self, transaction: PartFileTransaction) -> None:
         part, transaction.part = transaction.part, None
@@ -336,13 +404,10 @@ class _PartFileWriter(SinkWriter):
         self._part.write(batch.values)
 
     def _open_part(self, name: str) -> Any:
-        fs = self.sink.filesystem
         if not self._dir_created:
-            fs.create_dir(self.sink.fs_path, recursive=True)
+            self.sink.make_dir()
             self._dir_created = True
-        stream = fs.open_output_stream(
-            self.sink.fs_path_of(name), compression=self.sink.compression
-        )
+        stream = self.sink.open_file(self.sink.fs_path_of(name))
         self._counter += 1
         self._paths.append(self.sink.path_of(name))
         return stream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -10,19 +11,35 @@ from raystream.operators.sources import Source, SplitReader
 
 
 class _PacedReader(SplitReader):
-    def __init__(self, start: int, end: int, offset: int | None, rate: float, chunk: int):
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        offset: int | None,
+        rate: float,
+        chunk: int,
+        hold: str | None = None,
+    ):
         self.end = end
         self.offset = start if offset is None else offset
         self.rate = rate
         self.chunk = chunk
         self.t0 = time.monotonic()
         self.base = self.offset
+        self.hold = hold
+        self.half = (start + end) // 2
 
     def read(self, max_records: int) -> list | None:
         if self.offset >= self.end:
             return None
+        limit = self.end
+        if self.hold is not None and os.path.exists(self.hold):
+            limit = self.half
+            if self.offset >= limit:
+                self.base, self.t0 = self.offset, time.monotonic()  # paced from here once let go
+                return []
         allowed = self.base + int((time.monotonic() - self.t0) * self.rate)
-        stop = min(self.end, allowed, self.offset + min(max_records, self.chunk))
+        stop = min(limit, allowed, self.offset + min(max_records, self.chunk))
         if stop <= self.offset:
             return []
         out = [(i % KEYS, i, i * 10) for i in range(self.offset, stop)]
@@ -35,20 +52,25 @@ KEYS = 10
 
 class PacedEvents(Source):
     """Events ``(key, seq, timestamp_ms)`` for ``seq`` in ``[0, n)``, at about ``rate`` events
-    per second per split: a bounded job that runs long enough to checkpoint and fail."""
+    per second per split: a bounded job that runs long enough to checkpoint and fail. While the
+    file ``hold`` exists, every split stops halfway (the job cannot end before the test lets
+    it)."""
 
-    def __init__(self, n: int, rate: float, splits: int = 2, chunk: int = 200):
+    def __init__(
+        self, n: int, rate: float, splits: int = 2, chunk: int = 200, hold: str | None = None
+    ):
         self.n = n
         self.rate = rate
         self.splits = splits
         self.chunk = chunk
+        self.hold = hold
 
     def create_splits(self, parallelism: int) -> list[tuple[int, int]]:
         bounds = [self.n * i // self.splits for i in range(self.splits + 1)]
         return [(bounds[i], bounds[i + 1]) for i in range(self.splits)]
 
     def open_split(self, split: tuple[int, int], offset: Any) -> SplitReader:
-        return _PacedReader(split[0], split[1], offset, self.rate, self.chunk)
+        return _PacedReader(split[0], split[1], offset, self.rate, self.chunk, self.hold)
 
 
 class SequenceCheck(KeyedProcessFunction):

@@ -46,8 +46,10 @@ def sequence_job(
     restart=None,
     mode: CheckpointingMode | None = None,
     storage: str | None = None,
+    hold: str | None = None,
 ) -> tuple[StreamExecutionEnvironment, DataStream]:
-    """events -> key_by -> per-key sequence check; the stream is returned without a sink."""
+    """events -> key_by -> per-key sequence check; the stream is returned without a sink (the
+    sources stop halfway while the file ``hold`` exists)."""
     env = StreamExecutionEnvironment()
     env.set_parallelism(parallelism)
     env.enable_checkpointing(interval_ms, mode)
@@ -56,7 +58,7 @@ def sequence_job(
     if backend is not None:
         env.set_state_backend(backend)
     stream = (
-        env.from_source(PacedEvents(n, rate), source_name="events")
+        env.from_source(PacedEvents(n, rate, hold=hold), source_name="events")
         .key_by(lambda e: e[0])
         .process(SequenceCheck())
         .uid("sequence-check")
@@ -250,7 +252,11 @@ def savepoint_then_restore(
     tmp_path, p_before: int, p_after: int, uid_after: str = "sequence-check"
 ):
     n = 12_000
-    _, stream = sequence_job(tmp_path, n, rate=3000, parallelism=p_before, interval_ms=600_000)
+    hold = tmp_path / "hold"  # the job cannot end before it is stopped
+    hold.touch()
+    _, stream = sequence_job(
+        tmp_path, n, rate=3000, parallelism=p_before, interval_ms=600_000, hold=str(hold)
+    )
     col = Collector(stream.execute_and_collect(f"sp-{p_before}"))
     client = col.client
     wait_until(lambda: records_in(client, "seq") >= 2000, what="part of the input")
@@ -340,14 +346,16 @@ class ScaleByRule(KeyedBroadcastProcessFunction):
         ctx.get_broadcast_state(RULES).put(rule[0], rule[1])
 
 
-def rules_job(parallelism: int, factor: int, rate: float, tmp_path) -> DataStream:
+def rules_job(
+    parallelism: int, factor: int, rate: float, tmp_path, hold: str | None = None
+) -> DataStream:
     env = StreamExecutionEnvironment()
     env.set_parallelism(parallelism)
     env.enable_checkpointing(600_000)
     env.get_checkpoint_config().set_checkpoint_storage(str(tmp_path / f"c{parallelism}"))
     rules = env.from_collection([("factor", factor)]).broadcast(RULES)
     return (
-        env.from_source(PacedEvents(12_000, rate), source_name="events")
+        env.from_source(PacedEvents(12_000, rate, hold=hold), source_name="events")
         .key_by(lambda e: e[0])
         .connect(rules)
         .process(ScaleByRule())
@@ -357,7 +365,9 @@ def rules_job(parallelism: int, factor: int, rate: float, tmp_path) -> DataStrea
 
 
 def test_broadcast_state_and_source_progress_survive_a_rescale(tmp_path):
-    col = Collector(rules_job(2, 7, 3000, tmp_path).execute_and_collect("rules-before"))
+    hold = tmp_path / "hold"  # the job cannot end before it is stopped
+    hold.touch()
+    col = Collector(rules_job(2, 7, 3000, tmp_path, str(hold)).execute_and_collect("rules-before"))
     wait_until(lambda: records_in(col.client, "scale") >= 2000, what="part of the input")
     path = str(tmp_path / "sp")
     col.client.stop_with_savepoint(path)

@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 
 import pytest
 import ray
 
 from raystream import JobClient, StreamExecutionEnvironment
 from raystream.runtime.host import StaleGuestError
-from raystream.runtime.job_tokens import JobControlError
+from raystream.runtime.job_tokens import (
+    ENV_TOKEN,
+    JobControlError,
+    load_token,
+    new_token,
+    save_token,
+    token_path,
+)
 from tests.chaos_jobs import Collector, PacedEvents, wait_until
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -47,6 +55,10 @@ def test_a_second_client_cannot_take_records_or_control_the_job(tmp_path, monkey
         other.cancel()
     with pytest.raises(JobControlError):
         other.trigger_savepoint(str(tmp_path / "sp"))
+    with pytest.raises(JobControlError):
+        other.stop_with_savepoint(str(tmp_path / "sp"))
+    with pytest.raises(JobControlError):
+        other.trigger_checkpoint()
     assert not (tmp_path / "sp").exists()
     forged = JobClient(owner.job_id, owner.job_name, other._jm, token="0" * 32)  # noqa: SLF001
     with pytest.raises(JobControlError):
@@ -64,6 +76,29 @@ def test_a_second_client_cannot_take_records_or_control_the_job(tmp_path, monkey
     jm = owner._jm  # noqa: SLF001
     with pytest.raises(JobControlError):
         ray.get(jm.collect_push.remote("not-the-secret", "c", 0, 0, 0, 0, payload))
+    for report in ("acknowledge_checkpoint", "decline_checkpoint"):
+        args = (
+            [(0, 0), 0, 1, [None], 0] if report == "acknowledge_checkpoint" else [(0, 0), 0, 1, ""]
+        )
+        with pytest.raises(JobControlError):
+            ray.get(getattr(jm, report).remote("not-the-secret", *args))
     assert not os.path.exists(planted)
 
     assert sorted(col.join()) == list(range(n))  # the owner got every record, once
+
+
+def test_a_detached_jobs_token_is_kept_private_and_the_environment_wins(monkeypatch):
+    monkeypatch.delenv(ENV_TOKEN, raising=False)
+    job_id = f"test-{new_token()}"
+    save_token(job_id, "t" * 32)  # what a detached submission keeps for this user's CLI
+    path = token_path(job_id)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        assert load_token(job_id) == "t" * 32
+        monkeypatch.setenv(ENV_TOKEN, "e" * 32)  # --token / RAYSTREAM_JOB_TOKEN
+        assert load_token(job_id) == load_token("another-job") == "e" * 32
+        monkeypatch.delenv(ENV_TOKEN)
+        assert load_token("another-job") is None
+    finally:
+        os.unlink(path)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
+import stat
+import subprocess
+import sys
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import NamedTuple
@@ -22,6 +26,7 @@ from raystream.checkpointing import (
     LmdbKeyedStateBackend,
     LmdbStateBackend,
     MemoryKeyedStateBackend,
+    default_dirs,
 )
 from raystream.core.keys import key_group_of, key_group_range
 from raystream.core.time import MIN_TS
@@ -1079,6 +1084,43 @@ def test_lmdb_default_map_size_and_directory(tmp_path):
     finally:
         b.dispose()
     assert not os.path.exists(b.path)
+
+    # by default in the user's private directory: environments 0700, their files 0600
+    b = LmdbStateBackend(map_size=SMALL_MAP).create(MAX_P, range(4), "op", 0, FakeTime())
+    try:
+        assert os.path.dirname(b.path) == default_dirs.state_root()
+        assert stat.S_IMODE(os.stat(b.path).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(os.path.join(b.path, "data.mdb")).st_mode) == 0o600
+    finally:
+        b.dispose()
+
+
+def test_lmdb_environments_of_a_killed_process_go_with_the_next_backend(tmp_path):
+    directory = str(tmp_path / "state")
+    killed = (
+        "import os, signal\n"
+        "from raystream.checkpointing import LmdbStateBackend\n"
+        f"b = LmdbStateBackend(directory={directory!r}, map_size={SMALL_MAP})"
+        ".create(128, range(8), 'killed', 0, None)\n"
+        "b.table('raw').put('k', 'v')\n"
+        "b.commit()\n"
+        "print(b.path, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    orphan = child.stdout.strip()
+    assert os.path.exists(os.path.join(orphan, "data.mdb"))  # a task killed, not disposed
+    other = tmp_path / "state" / "not-raystream"  # anything else there is left alone
+    other.mkdir()
+    live = LmdbStateBackend(directory=directory).create(MAX_P, range(8), "live", 0, FakeTime())
+    try:
+        assert not os.path.exists(orphan)
+        later = LmdbStateBackend(directory=directory).create(MAX_P, range(8), "b", 1, FakeTime())
+        later.dispose()
+        assert os.path.isdir(live.path) and other.is_dir()  # its process is alive
+    finally:
+        live.dispose()
 
 
 def test_backend_choices_are_picklable_configs():

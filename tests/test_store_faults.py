@@ -9,18 +9,24 @@ completed, like a two-phase-commit sink.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import pickle
+import random
 import shutil
 import stat
 import struct
+import subprocess
+import time
 
 import lmdb
 import pytest
+import ray
 
-from raystream import StreamExecutionEnvironment
+from raystream import CheckpointedFunction, MapFunction, StreamExecutionEnvironment
 from raystream.checkpoint_config import ExternalizedCheckpointRetention, RestartStrategies
 from raystream.checkpointing.snapshot import decode
 from raystream.checkpointing.state_key import StateKeyError, resolve_state_key, user_root
@@ -35,11 +41,13 @@ from raystream.checkpointing.storage import (
 )
 from raystream.checkpointing.storage.base import _canonical
 from raystream.errors import JobExecutionError
+from raystream.operators.file_sink import FileSink
 from tests.chaos_jobs import (
     Collector,
     PacedEvents,
     SequenceCheck,
     check_sequences,
+    job_master_actor,
     kill_task,
     wait_until,
 )
@@ -253,6 +261,11 @@ def test_files_and_directories_are_private(kind, tmp_path):
 def test_state_key_from_the_environment_and_too_short(monkeypatch):
     monkeypatch.setenv("RAYSTREAM_STATE_KEY", "a-deployment-key-of-some-length")
     assert resolve_state_key() == b"a-deployment-key-of-some-length"
+    # CheckpointConfig.set_state_key wins over the environment
+    assert resolve_state_key("a-configured-key-of-length") == b"a-configured-key-of-length"
+    assert resolve_state_key(b"k" * 16) == b"k" * 16
+    with pytest.raises(StateKeyError, match="at least 16"):
+        resolve_state_key(b"k" * 15)
     monkeypatch.setenv("RAYSTREAM_STATE_KEY", "short")
     with pytest.raises(StateKeyError, match="at least 16"):
         resolve_state_key()
@@ -286,7 +299,21 @@ def test_restore_sources_by_path_and_uri(tmp_path):
 N = 6_000
 
 
-def job(tmp_path, kind: str, name: str, uid: str = "sequence-check", rate: float = 3000):
+def held(tmp_path) -> str:
+    """A file that, while it exists, keeps a job's sources from ending (see ``PacedEvents``)."""
+    hold = tmp_path / "source-hold"
+    hold.touch()
+    return str(hold)
+
+
+def job(
+    tmp_path,
+    kind: str,
+    name: str,
+    uid: str = "sequence-check",
+    rate: float = 3000,
+    hold: str | None = None,
+):
     env = StreamExecutionEnvironment()
     env.set_parallelism(2)
     env.enable_checkpointing(600_000)  # checkpoints only when the test triggers them
@@ -295,7 +322,7 @@ def job(tmp_path, kind: str, name: str, uid: str = "sequence-check", rate: float
     cc.set_num_retained_checkpoints(2)
     env.set_restart_strategy(RestartStrategies.fixed_delay_restart(3, 0))
     stream = (
-        env.from_source(PacedEvents(N, rate), source_name="events")
+        env.from_source(PacedEvents(N, rate, hold=hold), source_name="events")
         .key_by(lambda e: e[0])
         .process(SequenceCheck())
         .uid(uid)
@@ -307,6 +334,22 @@ def job(tmp_path, kind: str, name: str, uid: str = "sequence-check", rate: float
 def completed_ids(kind: str, path) -> list[int]:
     with open_store(location(kind, path)) as store:
         return store.completed()
+
+
+def processes_mapping(path) -> list[int]:
+    """The processes that have a file under ``path`` mapped (an open LMDB environment)."""
+    prefix = os.path.realpath(path) + os.sep
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "maps")) as f:
+                if prefix in f.read():
+                    found.append(int(entry.name))
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return found
 
 
 def assert_no_duplicates(values: list) -> None:
@@ -330,7 +373,7 @@ CORRUPTIONS = {
 def test_a_corrupt_committed_checkpoint_fails_the_job_instead_of_duplicating(
     tmp_path, kind, corruption
 ):
-    _, stream = job(tmp_path, kind, "corrupt")
+    _, stream = job(tmp_path, kind, "corrupt", hold=held(tmp_path))
     name = f"corrupt-{kind}-{corruption}"
     col = Collector(stream.execute_and_collect(name))
     first = col.client.trigger_checkpoint()["checkpoint_id"]
@@ -358,7 +401,7 @@ def location_of(kind: str, tmp_path) -> str:
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(240)
 def test_lmdb_pages_damaged_mid_run_fail_the_recovery_not_the_job_master(tmp_path):
-    _, stream = job(tmp_path, "lmdb", "lmdb-damaged")
+    _, stream = job(tmp_path, "lmdb", "lmdb-damaged", hold=held(tmp_path))
     col = Collector(stream.execute_and_collect("lmdb-damaged"))
     col.client.trigger_checkpoint()
     wait_until(lambda: len(col.values) > 0, what="records of a committed checkpoint")
@@ -373,7 +416,7 @@ def test_lmdb_pages_damaged_mid_run_fail_the_recovery_not_the_job_master(tmp_pat
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(240)
 def test_every_checkpoint_corrupt_fails_instead_of_restarting_empty(tmp_path):
-    _, stream = job(tmp_path, "files", "all-corrupt")
+    _, stream = job(tmp_path, "files", "all-corrupt", hold=held(tmp_path))
     col = Collector(stream.execute_and_collect("all-corrupt"))
     only = col.client.trigger_checkpoint()["checkpoint_id"]
     flip_newest_blob("files", tmp_path / "store", only)
@@ -388,7 +431,7 @@ def test_every_checkpoint_corrupt_fails_instead_of_restarting_empty(tmp_path):
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_store_deleted_mid_run_fails_its_checkpoints(tmp_path, kind):
-    env, stream = job(tmp_path, kind, "deleted", rate=1000)
+    env, stream = job(tmp_path, kind, "deleted", rate=1000, hold=held(tmp_path))
     env.set_restart_strategy(RestartStrategies.no_restart())
     col = Collector(stream.execute_and_collect(f"deleted-{kind}"))
     col.client.trigger_checkpoint()
@@ -406,7 +449,7 @@ def test_a_store_deleted_mid_run_fails_its_checkpoints(tmp_path, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(tmp_path, kind):
     # a job retains its checkpoint when canceled...
-    env, stream = job(tmp_path, kind, "first", rate=2000)
+    env, stream = job(tmp_path, kind, "first", rate=2000, hold=held(tmp_path))
     env.get_checkpoint_config().set_externalized_checkpoint_retention(
         ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
     )
@@ -419,6 +462,9 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
     before = col.values  # what checkpoint `retained` released
     store_path = tmp_path / "store"
     assert completed_ids(kind, store_path) == [retained]
+    # an ended job's store is closed: no (pooled, reused) process keeps an LMDB store mapped,
+    # which would let the next job there open it without the check in a child process
+    assert processes_mapping(store_path) == []
 
     # ...a resume that fails at restore (a uid changed) leaves it alone, same store or not...
     source = location(kind, store_path)
@@ -434,6 +480,7 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
     after = list(fixed.execute_and_collect(f"fixed-{kind}", savepoint_path=source))
     check_sequences(before + after, N)
     assert completed_ids(kind, store_path) == [retained]  # its own checkpoints went, not that one
+    assert processes_mapping(store_path) == []
     with open_store(source) as store:
         blobs = store.load(retained)[1]
         tasks = [decode(data) for name, data in blobs.items() if name.startswith("task-")]
@@ -443,7 +490,7 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(300)
 def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_path):
-    env, stream = job(tmp_path, "files", "retain-two", rate=2000)
+    env, stream = job(tmp_path, "files", "retain-two", rate=2000, hold=held(tmp_path))
     env.get_checkpoint_config().set_externalized_checkpoint_retention(
         ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
     )
@@ -502,3 +549,138 @@ def test_a_planted_split_enumerator_blob_is_refused(tmp_path):
         col.join()
     assert not os.path.exists(mark)
     assert len(col.values) == len(set(col.values))
+
+
+class Ballast(MapFunction, CheckpointedFunction):
+    """Passes records on. Keeps ``size`` incompressible bytes of operator state (a checkpoint
+    that needs room), and its snapshot waits while the file ``hold`` exists (a checkpoint the
+    test keeps in progress), after creating ``<hold>.<checkpoint id>``."""
+
+    def __init__(self, size: int = 0, hold: str | None = None):
+        self.size = size
+        self.hold = hold
+
+    def initialize_state(self, context):
+        self.state = context.get_operator_state_store().get_list_state("ballast")
+        self.weight = random.Random(7).randbytes(self.size)
+
+    def snapshot_state(self, context):
+        if self.hold is not None and os.path.exists(self.hold):
+            open(f"{self.hold}.{context.get_checkpoint_id()}", "w").close()
+            while os.path.exists(self.hold):
+                time.sleep(0.01)
+        self.state.update([self.weight] if self.size else [])
+
+    def map(self, value):
+        return value
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size_kb: int):
+    """A tmpfs of ``size_kb`` mounted at ``path`` for the test (needs CAP_SYS_ADMIN: root in
+    most CI containers); the test is skipped where none can be mounted."""
+    path.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0700", "raystream-test"]
+    done = subprocess.run([*mount, str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:  # lazily: a process of the test's Ray may still hold a file open there
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(path) -> str:
+    """Fills the filesystem ``path`` is on with one file; returns the file."""
+    filler = os.path.join(path, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return filler
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_full_disk_fails_checkpoints_until_there_is_room_again(tmp_path, kind):
+    with small_tmpfs(tmp_path / "disk", 8192) as disk:
+        hold = held(tmp_path)
+        env, stream = job(disk, kind, "full", rate=1500, hold=hold)
+        env.get_checkpoint_config().set_tolerable_checkpoint_failure_number(1)
+        stream = stream.map(Ballast(size=512 * 1024)).name("ballast")  # per subtask
+        col = Collector(stream.execute_and_collect(f"full-{kind}"))
+        first = col.client.trigger_checkpoint()["checkpoint_id"]
+        filler = fill(disk)
+        with pytest.raises(Exception, match="No space left on device"):
+            col.client.trigger_checkpoint()
+        # the failed checkpoint is removed, the one before it stays whole
+        wait_until(lambda: written_ids(kind, disk / "store") == [first], what="the removal")
+        with open_store(location(kind, disk / "store")) as store:
+            assert store.load(first)[0]["checkpoint_id"] == first
+        os.unlink(filler)
+        last = col.client.trigger_checkpoint()["checkpoint_id"]
+        os.unlink(hold)  # the sources may end now
+        check_sequences(col.join(), N)
+        stats = col.client.get_checkpoint_stats()
+        assert (stats["failed"], stats["restarts"], stats["completed"]) == (1, 0, 3)
+        assert last == first + 2
+
+
+def written_ids(kind: str, path) -> list[int]:
+    with open_store(location(kind, path)) as store:
+        return store.written()
+
+
+def committed_rows(out) -> list:
+    rows = []
+    for name in sorted(os.listdir(out)):
+        if not name.startswith("."):
+            with open(os.path.join(out, name)) as f:
+                rows += [tuple(json.loads(line)) for line in f]
+    return rows
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_job_master_killed_during_a_checkpoint_loses_nothing_committed(tmp_path, kind):
+    out, hold, store_path = tmp_path / "out", tmp_path / "hold", tmp_path / "store"
+    env, stream = job(tmp_path, kind, "jm", rate=1000, hold=held(tmp_path))
+    env.enable_checkpointing(200)
+    stream.map(Ballast(hold=str(hold))).name("hold").sink_to(FileSink.jsonl(str(out)))
+    client = env.execute_async(f"jm-killed-{kind}")
+    wait_until(lambda: client.get_checkpoint_stats()["completed"] >= 2, what="checkpoints")
+    hold.touch()  # the next checkpoint stays in progress...
+    reached = wait_until(lambda: list(tmp_path.glob("hold.*")), what="a held checkpoint")
+    partial = int(reached[0].suffix[1:])
+
+    def in_progress() -> bool:  # ...with the sources' snapshots written
+        with open_store(location(kind, store_path)) as store:
+            return partial in store.written() and partial not in store.completed()
+
+    wait_until(in_progress, what="the sources' part of the held checkpoint")
+    ray.kill(job_master_actor(client), no_restart=True)
+    hold.unlink()
+    with pytest.raises(JobExecutionError, match="job master died"):
+        client.wait(120)
+    before = committed_rows(out)
+    assert len(before) == len(set(before)) and before  # committed once, nothing since
+
+    # the store keeps what completed; the checkpoint in progress never counts as complete...
+    with open_store(location(kind, store_path)) as store:
+        completed = store.completed()
+        assert completed and partial not in completed and partial in store.written()
+        newest = store.newest_valid()[0]
+        assert newest is not None and newest[0] == completed[-1]
+    # ...and a resume from the store gives every event exactly once over both runs
+    env2, stream2 = job(tmp_path, kind, "jm-resumed", rate=50_000)
+    stream2.map(Ballast()).name("hold").sink_to(FileSink.jsonl(str(out)))
+    env2.execute(f"jm-resumed-{kind}", savepoint_path=location(kind, store_path))
+    check_sequences(committed_rows(out), N)
+    assert sorted(os.listdir(out)) == sorted(n for n in os.listdir(out) if not n.startswith("."))

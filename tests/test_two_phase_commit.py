@@ -11,6 +11,7 @@ import pathlib
 import pickle
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -328,10 +329,16 @@ def test_file_sink_part_goes_from_in_progress_to_pending_to_committed(tmp_path):
     assert read_back(out) == [{"a": 1}, {"a": 2}]
     assert h.operator.result() == [f"{out}/{final}"]
 
-    # a restore from checkpoint 1: the commit again is a no-op, the part in progress goes away
+    h.snapshot(2)  # never completes: the subtask fails with a part in progress after it
+    h.process([{"a": 4}])
+    assert len(names(out)) == 3
+    other = out / f".part-1-{'0' * 12}-7.jsonl.inprogress"  # another subtask's: not touched
+    other.write_text("{}\n")
+
+    # a restore from checkpoint 1: the commit again is a no-op, the parts begun since go away
     before = (out / final).stat()
     again = harness(FileSink.jsonl(str(out)), restored=first)
-    assert names(out) == [final]
+    assert names(out) == [other.name, final]
     assert (out / final).stat().st_mtime_ns == before.st_mtime_ns
     assert again.operator.result() == [f"{out}/{final}"]
 
@@ -430,6 +437,44 @@ def test_file_sink_without_checkpointing_keeps_its_part_file_names(tmp_path):
     h.process([{"a": 1}]).finish().close()
     assert names(out) == ["part-0-0.jsonl"]
     assert h.operator.result() == [f"{out}/part-0-0.jsonl"]
+
+
+def modes(directory) -> dict[str, int]:
+    return {n: stat.S_IMODE(os.stat(os.path.join(directory, n)).st_mode) for n in names(directory)}
+
+
+def test_file_sink_output_is_private_unless_asked_otherwise(tmp_path):
+    out = tmp_path / "new" / "out"  # a missing parent is made too
+    h = harness(FileSink.jsonl(str(out)))
+    h.process([{"a": 1}])
+    (hidden,) = names(out)
+    assert modes(out) == {hidden: 0o600}  # private before the first record is in it
+    h.snapshot(1)
+    h.notify_checkpoint_complete(1)
+    assert modes(out) == {hidden[1 : -len(".inprogress")]: 0o600}
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(out.parent).st_mode) == 0o700
+    # without checkpoints too, also a file of an earlier run it replaces
+    (tmp_path / "plain").mkdir()
+    os.chmod(tmp_path / "plain", 0o755)
+    (tmp_path / "plain" / "part-0-0.csv").write_text("old")
+    os.chmod(tmp_path / "plain" / "part-0-0.csv", 0o644)
+    harness(FileSink.csv(str(tmp_path / "plain")), checkpoints=False).process(
+        [{"a": 1}]
+    ).finish().close()
+    assert modes(tmp_path / "plain") == {"part-0-0.csv": 0o600}
+    assert stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == 0o755  # an existing one stays
+
+    shared = tmp_path / "shared"  # private=False: the umask decides
+    umask = os.umask(0o022)
+    try:
+        harness(FileSink.jsonl(str(shared), private=False), checkpoints=False).process(
+            [{"a": 1}]
+        ).finish().close()
+    finally:
+        os.umask(umask)
+    assert modes(shared) == {"part-0-0.jsonl": 0o644}
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755
 
 
 # --- stateful writers and sink functions ---------------------------------------------------------
@@ -532,3 +577,4 @@ def test_file_sink_is_exactly_once_when_a_task_is_killed(tmp_path):
     assert result.restarts >= 1
     assert committed(out) == expected_events(2 * N)
     assert all(re.fullmatch(r"part-\d-[0-9a-f]{12}-\d+\.jsonl", n) for n in visible(out))
+    assert names(out) == visible(out), "no part is left in progress"

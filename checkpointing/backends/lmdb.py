@@ -1,7 +1,9 @@
 """Internal: the LMDB keyed state backend, for keyed state larger than memory.
 
 One LMDB environment per backend (per operator subtask) in a fresh directory, removed on
-``dispose()``. It is a working store, not a durable one — checkpoints make state durable — so it
+``dispose()``; by default under ``<tmp>/raystream-<uid>/state``, with an owner file, so that the
+next backend on the host removes it if its process died before disposing it
+(:mod:`raystream.checkpointing.default_dirs`). It is a working store, not a durable one — checkpoints make state durable — so it
 runs without fsync (``sync=False``, ``metasync=False``) and writes through the memory map.
 
 Record keys sort by key group, so a key-group range is one contiguous scan::
@@ -40,6 +42,7 @@ from typing import Any
 
 import lmdb
 
+from raystream.checkpointing import default_dirs
 from raystream.core.keys import encode_key
 from raystream.errors import InvalidKeyError, record_repr
 from raystream.state.backend import (
@@ -434,6 +437,9 @@ class LmdbSnapshotView:
 # -- the backend -----------------------------------------------------------------------------------
 
 
+_ENV_PREFIX = "raystream-"
+
+
 def _close_and_remove(env: lmdb.Environment, path: str) -> None:
     env.close()
     shutil.rmtree(path, ignore_errors=True)
@@ -455,11 +461,17 @@ class LmdbKeyedStateBackend(AbstractKeyedStateBackend):
         commit_every: int = DEFAULT_COMMIT_EVERY,
     ):
         super().__init__(max_parallelism, key_groups, time_provider)
-        if directory is not None:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+        if directory is None:
+            root = default_dirs.state_root()
+        else:
+            root = os.fspath(directory)
+            os.makedirs(root, mode=0o700, exist_ok=True)
+        # environments of processes that died without disposing theirs (killed task actors)
+        default_dirs.sweep_stale(root, prefix=_ENV_PREFIX)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "state"
-        self.path = tempfile.mkdtemp(prefix=f"raystream-{safe}-", dir=directory)
+        self.path = tempfile.mkdtemp(prefix=f"{_ENV_PREFIX}{safe}-", dir=root)
         try:
+            default_dirs.claim(self.path, safe)
             self._env = lmdb.open(
                 self.path,
                 map_size=map_size,
@@ -472,7 +484,7 @@ class LmdbKeyedStateBackend(AbstractKeyedStateBackend):
                 max_dbs=0,
                 mode=0o600,
             )
-        except lmdb.Error:
+        except (lmdb.Error, OSError):
             shutil.rmtree(self.path, ignore_errors=True)
             raise
         self._finalizer = weakref.finalize(self, _close_and_remove, self._env, self.path)

@@ -78,6 +78,8 @@ class CheckpointRunner:
         self._stores: dict[int, Any] = {}  # a savepoint's store is its own
         self._writes: dict[int, dict[str, asyncio.Future]] = {}
         self._completing: set[asyncio.Future] = set()
+        #: removals of dropped checkpoints still running in threads
+        self._discarding: set[asyncio.Future] = set()
         self._mark_written = 0
         self._mark_lock = threading.Lock()
 
@@ -162,9 +164,12 @@ class CheckpointRunner:
 
     async def settle(self) -> None:
         """Waits for checkpoints that had every acknowledgement and are being written: such a
-        checkpoint is consistent and completes even if a task failed meanwhile."""
+        checkpoint is consistent and completes even if a task failed meanwhile; then for the
+        removals of dropped ones (the store may be closed next)."""
         if self._completing:
             await asyncio.gather(*list(self._completing), return_exceptions=True)
+        if self._discarding:
+            await asyncio.gather(*list(self._discarding), return_exceptions=True)
 
     # -- carrying out ----------------------------------------------------------------------------
 
@@ -229,7 +234,9 @@ class CheckpointRunner:
         for write in self._writes.pop(cid, {}).values():
             write.cancel()
         store = self._stores.pop(cid, self.store)
-        asyncio.ensure_future(asyncio.to_thread(_discard_quietly, store, cid))
+        removal = asyncio.ensure_future(asyncio.to_thread(_discard_quietly, store, cid))
+        self._discarding.add(removal)
+        removal.add_done_callback(self._discarding.discard)
         pending = self._handles.pop(cid, None)
         if pending is not None and not pending.done.done():
             pending.done.set_exception(action.error)

@@ -42,14 +42,9 @@ def matches(expected: str, given: object) -> bool:
 
 
 def _jobs_dir() -> str:
-    from raystream.checkpointing.state_key import user_root
+    from raystream.checkpointing.state_key import user_subdir
 
-    path = os.path.join(user_root(), "jobs")
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    return path
+    return user_subdir("jobs")
 
 
 def token_path(job_id: str) -> str:

@@ -310,6 +310,8 @@ class JobMaster:
                     await self._fail(fatal)
                     return
                 except Exception as again:
+                    if self.status in JobStatusName.TERMINAL:  # canceled meanwhile
+                        return
                     exc = again
         finally:
             self._failing = False
@@ -383,6 +385,10 @@ class JobMaster:
                 )
             except Exception as exc:  # the job's outcome stands; leftovers are only disk space
                 log.warning("job %s: removing its checkpoints failed: %s", self.job_id, exc)
+            # nothing reads the store after the end; an LMDB store left open would stay mapped
+            # in this (pooled) process, and a later job here would use it without the check in
+            # a child process
+            await asyncio.to_thread(self.checkpoints.store.close)
         self._done.set()
         await self.collected.end()
         if self.detached and not self._exit_scheduled:
