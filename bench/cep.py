@@ -215,8 +215,8 @@ def operator_alone(
 
     from raystream.checkpointing import HashMapStateBackend, LmdbStateBackend
     from raystream.config import ExecutionConfig
+    from raystream.operators.cep.compiled import CompiledPattern
     from raystream.operators.cep.functions import SelectFunction
-    from raystream.operators.cep.nfa import CompiledPattern
     from raystream.operators.cep.operator import CepOperator
     from raystream.testing import OperatorHarness
 

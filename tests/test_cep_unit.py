@@ -20,7 +20,8 @@ from raystream.cep import (
 )
 from raystream.checkpointing.backends.memory import MemoryTable
 from raystream.operators.cep.buffer import EID, PREV, STAGE, chain, flatten
-from raystream.operators.cep.nfa import NFA, CompiledPattern, KeyState
+from raystream.operators.cep.compiled import CompiledPattern
+from raystream.operators.cep.nfa import NFA, KeyState
 from raystream.operators.cep.states import NfaStates
 from tests.cep_reference import MAX_TS, NotBelowLast, TypeIn, build, reference
 
