@@ -179,7 +179,7 @@ def failure_free(events: list) -> Counter:
     """The same operator without failures: the harness over each key's events in order."""
     import functools
 
-    from raystream.operators.cep.nfa import CompiledPattern
+    from raystream.operators.cep.compiled import CompiledPattern
     from raystream.operators.cep.operator import CepOperator
     from raystream.testing import OperatorHarness
 

@@ -15,7 +15,7 @@ from raystream.cep import PatternProcessFunction, TimedOutPartialMatchHandler
 from raystream.checkpointing.backends.factory import HashMapStateBackend, LmdbStateBackend
 from raystream.checkpointing.snapshot import assign
 from raystream.errors import TaskError, UserFunctionError
-from raystream.operators.cep.nfa import CompiledPattern
+from raystream.operators.cep.compiled import CompiledPattern
 from raystream.operators.cep.operator import CepOperator
 from raystream.state.backend import decode_key_group
 from raystream.testing import OperatorHarness

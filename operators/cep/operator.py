@@ -42,12 +42,13 @@ from raystream.core.keys import KeySelector
 from raystream.core.time import MIN_TS
 from raystream.core.timers import EVENT_TIME, PROCESSING_TIME, TimerService
 from raystream.errors import GraphError, TaskError, record_repr
+from raystream.operators.cep.compiled import CompiledPattern
 from raystream.operators.cep.functions import (
     PatternProcessFunction,
     SelectFunction,
     TimedOutPartialMatchHandler,
 )
-from raystream.operators.cep.nfa import NFA, CompiledPattern, ConditionError, KeyState, Match
+from raystream.operators.cep.nfa import NFA, ConditionError, KeyState, Match
 from raystream.operators.cep.states import DEFAULT_CACHED_KEYS, NfaStates
 from raystream.operators.process import ProcessContext, collect_routed
 from raystream.operators.stateless import UdfOperator

@@ -4,7 +4,7 @@ A :class:`Pattern` is a sequence of stages. ``begin``/``next``/``followed_by``/`
 add a positive stage, ``not_next``/``not_followed_by`` a negative one; ``where``/``or_``/
 ``until``/``subtype`` and the quantifiers change the last stage. Malformed patterns raise
 :class:`MalformedPatternError` when they are built, naming the stage (Flink's rules). The
-compiled form the NFA runs is :mod:`raystream.operators.cep.nfa`.
+compiled form the NFA runs is :mod:`raystream.operators.cep.compiled`.
 """
 
 from __future__ import annotations

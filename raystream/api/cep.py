@@ -10,12 +10,12 @@ from raystream.api.datastream import DataStream, KeyedStream
 from raystream.api.functions import OutputTag
 from raystream.api.typeinfo import apply_output_type
 from raystream.errors import GraphError
+from raystream.operators.cep.compiled import CompiledPattern
 from raystream.operators.cep.functions import (
     FlatSelectFunction,
     PatternProcessFunction,
     SelectFunction,
 )
-from raystream.operators.cep.nfa import CompiledPattern
 from raystream.operators.cep.operator import CepOperator
 from raystream.operators.cep.pattern import MalformedPatternError, Pattern
 
