@@ -37,6 +37,7 @@ from raystream.checkpointing.storage import (
     FsCheckpointStore,
     LmdbCheckpointStore,
     open_restore_source,
+    open_savepoint_store,
     open_store,
 )
 from raystream.checkpointing.storage.base import _canonical
@@ -190,6 +191,47 @@ def test_a_store_deleted_under_a_job_fails_the_write(kind, tmp_path):
         with pytest.raises(CheckpointStoreError, match="vanished"):
             commit(store, 2)
         assert not path.exists()  # not silently created again
+
+
+def test_blobs_written_at_once_into_a_new_savepoint_directory_all_land(tmp_path, monkeypatch):
+    """A savepoint's blobs are written from several threads into a directory none has created
+    yet: one creates it, and the others must not take the fresh directory for a vanished one.
+    The race is forced: each writer sees the directory missing before any has created it."""
+    import threading
+
+    from raystream.checkpointing.storage import fs_store
+
+    store = open_savepoint_store(str(tmp_path / "sp"))
+    writers = 4
+    all_looked = threading.Barrier(writers)
+    real_isdir = fs_store.os.path.isdir
+    first_look: set[int] = set()
+
+    def isdir(path):  # noqa: ANN001, ANN202
+        me = threading.get_ident()
+        if path == store.root and me not in first_look:
+            first_look.add(me)
+            missing = not real_isdir(path)
+            all_looked.wait(timeout=10)
+            return not missing
+        return real_isdir(path)
+
+    monkeypatch.setattr(fs_store.os.path, "isdir", isdir)
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            store.write_blob(1, f"blob-{i}", b"x" * 10)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert len(os.listdir(tmp_path / "sp" / "chk-1")) == writers
 
 
 def newest_meta_offset(data: bytes) -> int:

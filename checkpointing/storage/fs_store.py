@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterable
 from urllib.parse import quote, unquote
@@ -115,6 +116,8 @@ class FsCheckpointStore(CheckpointStore):
         self.location = f"{scheme}://{self.root}"
         self._key = key
         self._root_seen = False  # once it existed, a missing root means the store vanished
+        #: blobs are written from several threads at once: one of them creates the root
+        self._root_lock = threading.Lock()
 
     def ensure_root(self) -> None:
         """Creates the root directory (0700 on a local disk) if it is missing."""
@@ -130,13 +133,16 @@ class FsCheckpointStore(CheckpointStore):
         write, None fsyncs it before and after (the metadata, after its blobs)."""
         if self._local:
             if not os.path.isdir(self.root):
-                if self._root_seen:
-                    raise CheckpointStoreError(
-                        f"checkpoint store {self.location} vanished: its directory {self.root} "
-                        "is gone (deleted while the job ran?); it is not created again, since "
-                        "the checkpoints it held are lost"
-                    )
-                make_private_dir(self.root)
+                with self._root_lock:  # checked again: another writer may have just created it
+                    if not os.path.isdir(self.root):
+                        if self._root_seen:
+                            raise CheckpointStoreError(
+                                f"checkpoint store {self.location} vanished: its directory "
+                                f"{self.root} is gone (deleted while the job ran?); it is not "
+                                "created again, since the checkpoints it held are lost"
+                            )
+                        make_private_dir(self.root)
+                    self._root_seen = True
             self._root_seen = True
             try:
                 if sync_dir is None:  # the directory's earlier entries must be durable first

@@ -346,8 +346,10 @@ class JobMaster:
         attempt = self.attempt
 
         async def on_error(exc: BaseException) -> None:
+            # the failover runs in a task of its own: it closes the enumerators, which cancels
+            # the enumerator loop this is called from
             if attempt == self.attempt:
-                await self._failover(exc)
+                self._loops.append(asyncio.ensure_future(self._failover(exc)))
 
         await self.enumerators.start(tasks, states, on_error)
         if self.checkpoints is not None:
