@@ -211,9 +211,11 @@ class WindowResultSink(Sink):
         return _WindowWriter()
 
 
-def plain_loop(events: list, disorder: int) -> tuple[tuple[int, int, int], float]:
-    """The same windows in one thread: nested dicts, fired when the watermark passes."""
+def plain_loop(events: list, disorder: int) -> tuple[tuple[int, int, int], float, float]:
+    """The same windows in one thread: nested dicts, fired when the watermark passes.
+    Returns the results, the wall-clock seconds and the CPU seconds it took."""
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     windows: dict[int, dict[str, list]] = {}
     max_ts = None
     results = counted = total = 0
@@ -242,7 +244,7 @@ def plain_loop(events: list, disorder: int) -> tuple[tuple[int, int, int], float
             results += 1
             counted += acc[0]
             total += acc[1]
-    return (results, counted, total), time.perf_counter() - t0
+    return (results, counted, total), time.perf_counter() - t0, time.process_time() - cpu0
 
 
 def build(env, args, events, table, parallelism):
@@ -304,6 +306,8 @@ def run_job(args, events, table, parallelism, backend, checkpoint_ms=None) -> di
     return {
         "results": (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)),
         "total_s": total_s,
+        "run_s": result.task_run_s,
+        "cpu_s": result.task_cpu_s,
         "late_dropped": late,
         "checkpoints": result.checkpoints,
     }
@@ -347,13 +351,17 @@ def main() -> None:
     )
     events = make_events(args.events, args.keys, args.disorder)
     table = make_table(args.events, args.keys, args.disorder) if args.source == "arrow" else None
-    expected, loop_s = plain_loop(events, args.disorder)
+    expected, loop_s, loop_cpu_s = plain_loop(events, args.disorder)
     loop_rate = args.events / loop_s
+    loop_cpu_ns = loop_cpu_s * 1e9 / args.events
     print(
         f"{args.events:,} events, {args.keys} keys, disorder {args.disorder} ms, 10 s tumbling "
         f"(count, sum); {describe(args)}"
     )
-    print(f"plain loop: {loop_rate / 1e6:.2f} M events/s ({expected[0]:,} window results)")
+    print(
+        f"plain loop: {loop_rate / 1e6:.2f} M events/s, {loop_cpu_ns:.0f} ns CPU per event "
+        f"({expected[0]:,} window results)"
+    )
     for backend in args.backend:
         for p in args.parallelism:
             one = make_events(1, args.keys, args.disorder)
@@ -364,11 +372,17 @@ def main() -> None:
             assert r["results"] == expected, (r, expected)
             whole = args.events / r["total_s"]
             net = args.events / max(1e-9, r["total_s"] - startup_s)
+            tasks = args.events / r["run_s"]
+            cpu_ns = r["cpu_s"] * 1e9 / args.events
             print(
                 f"  {backend} p={p}: whole job {whole / 1e6:.2f} M/s ({whole / loop_rate:.2f}x loop, "
                 f"{r['total_s']:.1f} s); without the {startup_s:.1f} s start-up of a 1-event job "
-                f"{net / 1e6:.2f} M/s ({net / loop_rate:.2f}x loop); results equal the loop's; "
-                f"load {os.getloadavg()[0]:.1f}"
+                f"{net / 1e6:.2f} M/s ({net / loop_rate:.2f}x loop); tasks running "
+                f"{tasks / 1e6:.2f} M/s ({tasks / loop_rate:.2f}x loop, {r['run_s']:.2f} s); CPU "
+                f"{cpu_ns:.0f} ns per event in the task processes ({loop_cpu_ns / cpu_ns:.2f}x the "
+                f"loop's per CPU, {min(p, os.cpu_count() or 1) * loop_cpu_ns / cpu_ns:.2f}x on "
+                f"{min(p, os.cpu_count() or 1)} idle cores); results equal the loop's; load "
+                f"{os.getloadavg()[0]:.1f}"
             )
     ray.shutdown()
 

@@ -1,6 +1,6 @@
 """Columnar streams on a real local Ray: the row path (a user AggregateFunction), the row path
 with ``raystream.agg`` and the columnar path give the same windows with out-of-order and late
-data at parallelism 2; columnar window state survives killed tasks exactly once (LMDB); the
+data at parallelism 1 and 2; columnar window state survives killed tasks exactly once (LMDB); the
 columnar sources (Parquet, pandas, Ray Dataset) and sinks (Parquet FileSink, Ray Dataset sink,
 collect) carry batches end to end."""
 
@@ -115,13 +115,14 @@ def _with_window(key, ctx, results):
     return [{"k": key, "window_start": w.start, "window_end": w.end, "aggs": r} for r in results]
 
 
-def test_row_and_columnar_windows_agree_with_late_data_at_parallelism_2():
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_row_and_columnar_windows_agree_with_late_data(parallelism):
     events = _events(seed=4, n=3000)
     size, slide, lateness = 100, 50, 40
     expected, expected_late = reference(_script(events), size, slide, lateness)
 
     env = StreamExecutionEnvironment()
-    env.set_parallelism(2)
+    env.set_parallelism(parallelism)
     strategy = WatermarkStrategy.for_generator(MarkedWatermarks)
     assigner = SlidingEventTimeWindows.of(size, slide)
     aggs = AGGS

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from raystream.api.aggregates import Aggregate
 from raystream.operators.base import StreamOperator
+from raystream.operators.columnar.schema import table_batch
 from raystream.operators.columnar.window import NEWEST, WINDOW_START, ColumnWindowOperator
 from raystream.runtime.elements import ColumnBatch
 
@@ -60,11 +61,4 @@ class LocalWindowAggregateOperator(StreamOperator):
         table = table.append_column(NEWEST, pa.array(newest))
         partial = window.agg.partial_with_newest(table)
         ends = partial.column(WINDOW_START).to_numpy() + window.size
-        self.output.emit(ColumnBatch(_one_batch(partial), (ends - 1).astype(np.int64)))
-
-
-def _one_batch(table: pa.Table) -> pa.RecordBatch:
-    batches = table.combine_chunks().to_batches()
-    if len(batches) == 1:
-        return batches[0]
-    return pa.RecordBatch.from_pylist([], schema=table.schema) if not batches else batches[0]
+        self.output.emit(ColumnBatch(table_batch(partial), (ends - 1).astype(np.int64)))

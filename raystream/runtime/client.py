@@ -49,6 +49,9 @@ class JobExecutionResult:
     #: the longest time a task of the last attempt ran (from its ``run`` to its end): the job's
     #: processing time without deploying its actors
     task_run_s: float = 0.0
+    #: CPU seconds the task processes of the last attempt spent while they ran, summed (not
+    #: counting Ray's own processes): what the job cost, whatever else ran on the machine
+    task_cpu_s: float = 0.0
 
     def get_job_id(self) -> str:
         return self.job_id
@@ -365,6 +368,7 @@ def _to_result(job_id: str, job_name: str, raw: dict[str, Any]) -> JobExecutionR
         checkpoints=raw.get("checkpoints"),
         failures=list(raw.get("failures") or []),
         task_run_s=max((tr.duration_s for tr in raw["tasks"]), default=0.0),
+        task_cpu_s=sum(tr.cpu_s for tr in raw["tasks"]),
     )
 
 

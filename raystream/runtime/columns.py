@@ -79,8 +79,15 @@ def concat_record_batches(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     """One record batch of the rows of ``batches`` (one schema), with contiguous buffers."""
     if len(batches) == 1:
         return batches[0]
-    table = pa.Table.from_batches(batches).combine_chunks()
-    out = table.to_batches()
-    if not out:
-        return batches[0].slice(0, 0)
+    concat = getattr(pa, "concat_batches", None)  # pyarrow >= 19
+    if concat is not None:
+        return concat(batches)  # type: ignore[no-any-return]
+    out = pa.Table.from_batches(batches).combine_chunks().to_batches()
+    if len(out) != 1:  # no rows, or a column too large for one array
+        if not out:
+            return batches[0].slice(0, 0)
+        raise SerializationError(
+            f"{len(batches)} record batches of {sum(b.num_rows for b in batches)} rows do not "
+            "fit one record batch"
+        )
     return out[0]

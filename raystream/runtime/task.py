@@ -103,6 +103,8 @@ class TaskResult:
     operators: dict[str, dict[str, Any]]
     sink_results: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
+    #: CPU seconds the task's process spent while it ran (Ray's threads in it included)
+    cpu_s: float = 0.0
     #: encoded :class:`TaskSnapshot` of the finished task (with checkpointing on)
     final_snapshot: bytes | None = None
     #: snapshots taken and their synchronous pauses
@@ -275,6 +277,7 @@ class Task:
 
     async def run(self) -> TaskResult:
         self.started_at = time.monotonic()
+        cpu_at_start = time.process_time()
         self.state = "RUNNING"
         current = "open"
         failed = True
@@ -323,6 +326,7 @@ class Task:
                 if callable(getattr(op, "result", None))
             },
             duration_s=time.monotonic() - self.started_at,
+            cpu_s=time.process_time() - cpu_at_start,
             final_snapshot=final,
             checkpoint_stats=dict(self.checkpoint_stats),
         )
