@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -37,9 +38,25 @@ def run_script(
     return proc.stdout
 
 
+def script_json(path: pathlib.Path, *args: str, **kw) -> Any:  # noqa: ANN003
+    """The JSON document a script printed: Ray may print its own lines to the driver's stdout
+    too (e.g. the raylet's "worker processes have been started" warning), before or after it."""
+    out = run_script(path, *args, **kw)
+    decoder = json.JSONDecoder()
+    for line in reversed(out.splitlines()):
+        start = min((i for i in (line.find("{"), line.find("[")) if i >= 0), default=-1)
+        if start < 0:
+            continue
+        try:
+            return decoder.raw_decode(line, start)[0]
+        except json.JSONDecodeError:
+            continue
+    raise AssertionError(f"{path.name} printed no JSON document:\n{out[-3000:]}")
+
+
 def test_key_placement_is_stable_across_ray_sessions_and_hash_seeds():
-    first = json.loads(run_script(SCRIPTS / "key_placement.py", env_extra={"PYTHONHASHSEED": "1"}))
-    second = json.loads(run_script(SCRIPTS / "key_placement.py", env_extra={"PYTHONHASHSEED": "2"}))
+    first = script_json(SCRIPTS / "key_placement.py", env_extra={"PYTHONHASHSEED": "1"})
+    second = script_json(SCRIPTS / "key_placement.py", env_extra={"PYTHONHASHSEED": "2"})
     assert first == second
     assert len(first) == 106
     for key_repr, subtask in first.items():
@@ -49,7 +66,7 @@ def test_key_placement_is_stable_across_ray_sessions_and_hash_seeds():
 
 @pytest.mark.slow
 def test_multi_node_cluster_gives_the_same_results():
-    out = json.loads(run_script(SCRIPTS / "multinode.py"))
+    out = script_json(SCRIPTS / "multinode.py")
     assert out["cluster_nodes"] == 2
     assert len(out["source_nodes"]) == 1 and len(out["nodes"]) == 1
     assert out["source_nodes"] != out["nodes"], "the keyed stage should run on the other node"
@@ -64,7 +81,7 @@ def test_multi_node_cluster_gives_the_same_results():
 def test_inference_subtasks_run_on_the_gpu_node_and_parsing_on_the_cpu_node():
     """map_batches(num_gpus=0.5) at parallelism 2: both subtasks share the worker node's one
     GPU (declared to Ray, no device needed); parsing stays on the node with CPU resources."""
-    out = json.loads(run_script(SCRIPTS / "gpu_placement.py"))
+    out = script_json(SCRIPTS / "gpu_placement.py")
     assert out["cluster_nodes"] == 2 and out["count"] == 400
     assert out["lengths"] == sorted(len("word " * (i % 9)) for i in range(400))
     assert out["model_nodes"] == [out["gpu_node"]]
@@ -80,7 +97,7 @@ def test_readme_example_runs_on_an_embedded_ray():
 
 @pytest.mark.slow
 def test_job_recovers_from_the_loss_of_a_node():
-    out = json.loads(run_script(SCRIPTS / "node_loss.py"))
+    out = script_json(SCRIPTS / "node_loss.py")
     assert out["tasks_on_removed_node"] >= 1
     assert out["restarts"] >= 1 and out["restored_from"][0] >= 1
     assert out["count"] == 30_000  # and the script checked every event once, counts contiguous

@@ -1,7 +1,6 @@
 """Prints, as JSON, the subtask every key was processed on (run in a fresh Ray session)."""
 
 import json
-import sys
 
 import ray
 
@@ -25,5 +24,5 @@ if __name__ == "__main__":
     placed = dict(
         env.from_collection(KEYS).key_by(lambda k: k).process(WhereAmI()).execute_and_collect()
     )
-    json.dump(placed, sys.stdout, sort_keys=True)
+    print(json.dumps(placed, sort_keys=True), flush=True)
     ray.shutdown()
