@@ -42,7 +42,22 @@ WATCH_INTERVAL_S = 1.0
 
 def options_key(opts: dict[str, Any]) -> str:
     """A stable key for a set of actor options (hosts are interchangeable only within one)."""
-    return repr(sorted((k, repr(v)) for k, v in opts.items()))
+    return repr(sorted((k, _stable_repr(v)) for k, v in opts.items()))
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr`` by value: an object without a repr of its own (a scheduling strategy, e.g.
+    ``NodeAffinitySchedulingStrategy``) by its type and attributes, not its address, so that
+    equal options of two jobs give the same key."""
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}({', '.join(_stable_repr(v) for v in value)})"
+    if isinstance(value, dict):
+        items = sorted((repr(k), _stable_repr(v)) for k, v in value.items())
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    attrs = getattr(value, "__dict__", None)
+    if attrs is not None and type(value).__repr__ is object.__repr__:
+        return f"{type(value).__qualname__}{_stable_repr(attrs)}"
+    return repr(value)
 
 
 @dataclass

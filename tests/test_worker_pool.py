@@ -1,0 +1,61 @@
+"""The driver's pool of warm worker hosts: later jobs run on the processes earlier jobs used."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raystream import StreamExecutionEnvironment
+from raystream.runtime.pool import options_key
+from tests.chaos_jobs import job_master_actor, wait_until, worker_released
+
+
+def test_equal_options_give_equal_keys_whatever_the_objects_in_them():
+    node, other = "ab" * 28, "cd" * 28
+
+    def opts(node_id: str, soft: bool = False) -> dict:
+        strategy = NodeAffinitySchedulingStrategy(node_id, soft=soft)
+        return {"num_cpus": 0, "max_concurrency": 1000, "scheduling_strategy": strategy}
+
+    # two strategy objects for the same node: one key (the repr of such an object is its address)
+    assert options_key(opts(node)) == options_key(opts(node))
+    assert options_key(opts(node)) != options_key(opts(other))
+    assert options_key(opts(node)) != options_key(opts(node, soft=True))
+    assert options_key({"num_cpus": 1}) != options_key({"num_cpus": 0})
+    assert options_key({"a": 1, "b": 2}) == options_key({"b": 2, "a": 1})
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_later_jobs_run_their_job_master_and_tasks_on_warm_hosts():
+    def run() -> tuple[int, list[int], list]:
+        env = StreamExecutionEnvironment()
+        env.set_parallelism(2)
+        it = (
+            env.from_collection(list(range(100)))
+            .key_by(lambda x: x % 3)
+            .map(lambda x: x + 1)
+            .execute_and_collect("warm")
+        )
+        got = [next(it)]
+        hosts = [job_master_actor(it.client), *it.client.task_actors().values()]
+        guests = [ray.get(h.status.remote())["guests_hosted"] for h in hosts]
+        got.extend(it)
+        assert sorted(got) == list(range(1, 101))
+        del it
+        gc.collect()  # the client goes: its job master's host goes back to the pool too
+        wait_until(lambda: all(worker_released(h) for h in hosts), 60, "hosts back in the pool")
+        return guests[0], guests[1:], hosts
+
+    _, first_tasks, first_hosts = run()
+    assert first_tasks  # (earlier tests of this session may have warmed the pool already)
+    later = [run() for _ in range(2)]
+    # the job master's options name the driver's node; equal options must find the idle host
+    for jm, tasks, hosts in later:
+        assert jm > 1, later
+        assert tasks and all(g > 1 for g in tasks), later
+    pids = {ray.get(h.status.remote())["pid"] for h in first_hosts}
+    last = {ray.get(h.status.remote())["pid"] for h in later[-1][2]}
+    assert last <= pids, f"the last job ran on processes the first did not use: {last - pids}"
