@@ -53,7 +53,7 @@ def test_later_jobs_run_their_job_master_and_tasks_on_warm_hosts():
     assert first_tasks  # (earlier tests of this session may have warmed the pool already)
     later = [run() for _ in range(2)]
     # the job master's options name the driver's node; equal options must find the idle host
-    for jm, tasks, hosts in later:
+    for jm, tasks, _ in later:
         assert jm > 1, later
         assert tasks and all(g > 1 for g in tasks), later
     pids = {ray.get(h.status.remote())["pid"] for h in first_hosts}
