@@ -59,3 +59,25 @@ def test_later_jobs_run_their_job_master_and_tasks_on_warm_hosts():
     pids = {ray.get(h.status.remote())["pid"] for h in first_hosts}
     last = {ray.get(h.status.remote())["pid"] for h in later[-1][2]}
     assert last <= pids, f"the last job ran on processes the first did not use: {last - pids}"
+
+
+class _Plus1:
+    def __call__(self, x: int) -> int:
+        return x + 1
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_hosts_that_reserve_resources_are_not_kept_idle():
+    """The session has 4 "special" resources: a job whose subtasks take all 4, then one whose two
+    subtasks take 2 each. An idle host still holding the first job's 4 would leave the second
+    job's actors unschedulable (until the pool's idle timeout); the pool stops such hosts."""
+
+    def run(parallelism: int) -> list[int]:
+        env = StreamExecutionEnvironment()
+        stream = env.from_collection(list(range(50))).map(_Plus1())
+        stream.set_parallelism(parallelism).set_resources(resources={"special": 4 / parallelism})
+        return sorted(stream.execute_and_collect(f"reserving-p{parallelism}"))
+
+    assert run(1) == list(range(1, 51))
+    assert run(2) == list(range(1, 51))
+    assert run(1) == list(range(1, 51))

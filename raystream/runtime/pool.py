@@ -6,7 +6,10 @@ actor on a small machine); a job and every restart of it used to pay that for ea
 pool keeps released hosts (:class:`~raystream.runtime.host.WorkerHost`) per set of actor options
 and lends them to the next job master that asks for the same options, so the second job of a
 session and a restart start on warm processes. It also keeps a spare host for every set of
-options in use, so that the replacement of a task that died is warm too.
+options in use, so that the replacement of a task that died is warm too. Only hosts that
+reserve no resources are kept (the default: tasks and job masters ask for 0 CPUs): an idle host
+holding CPUs, GPUs, memory or custom resources would keep a later job's actors from being
+scheduled, so such hosts are stopped when released, and get no spare.
 
 The pool is a named actor of the driver (``raystream:pool:<driver job id>``), created by the
 first job; it owns the hosts, so everything goes with the driver (and with ``ray.shutdown``).
@@ -38,6 +41,17 @@ RESET_TIMEOUT_S = RELEASE_TIMEOUT_S + 10.0
 
 #: how often the pool checks that the job masters holding hosts are alive, and reaps idle hosts
 WATCH_INTERVAL_S = 1.0
+
+
+def reserves_resources(opts: dict[str, Any]) -> bool:
+    """Whether an actor with these options holds resources while it lives (Ray gives an actor
+    without ``num_cpus`` one CPU for scheduling)."""
+    return bool(
+        opts.get("num_cpus", 1)
+        or opts.get("num_gpus")
+        or opts.get("memory")
+        or opts.get("resources")
+    )
 
 
 def options_key(opts: dict[str, Any]) -> str:
@@ -121,6 +135,8 @@ class WorkerPool:
             lease.hosts[host.id] = host
             out.append((host.id, host.handle))
         for key, opts in keys.items():
+            if reserves_resources(opts):
+                continue
             idle = self._idle.setdefault(key, [])
             while len(idle) < self.spares and self._idle_count() < self.max_idle:
                 idle.append(self._create(opts, key))
@@ -144,8 +160,9 @@ class WorkerPool:
         self, owner_id: str, hosts: list[tuple[int, str]], dead: list[int] | None = None
     ) -> None:
         """The owner gives hosts back (``(host id, guest id)``): each is reset and kept idle,
-        or stopped if it is dead, cannot be reset, or the pool is full. ``dead``: hosts the
-        owner knows are gone or hung (they are stopped without asking)."""
+        or stopped if it is dead, cannot be reset, reserves resources (see the module) or the
+        pool is full. ``dead``: hosts the owner knows are gone or hung (they are stopped without
+        asking)."""
         lease = self._leases.get(owner_id)
         if lease is None:
             return
@@ -170,7 +187,9 @@ class WorkerPool:
         )
         now = time.monotonic()
         for (host, _), ok in zip(taken, results):
-            if ok is True and self._idle_count() < self.max_idle:
+            if ok is True and self._idle_count() < self.max_idle and not reserves_resources(
+                host.opts
+            ):
                 host.idle_since = now
                 self._idle.setdefault(host.key, []).append(host)
             else:
