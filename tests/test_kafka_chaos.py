@@ -46,6 +46,23 @@ def _output(broker, topic: str) -> list[tuple[str, int, int]]:
     return out
 
 
+def _wait_for_output(broker, topic: str, client, enough, what: str) -> None:
+    """Waits until ``enough(number of committed results)``; a timeout says what the broker and
+    the job show (uncommitted records behind the committed ones, checkpoints, restarts)."""
+    try:
+        wait_until(lambda: enough(len(_output(broker, topic))), timeout_s=120, what=what)
+    except AssertionError as exc:
+        stats = client.get_checkpoint_stats()
+        uncommitted = broker.consume_all(topic, isolation="read_uncommitted", idle_s=0.5)
+        raise AssertionError(
+            f"{exc}: {len(_output(broker, topic))} committed results, {len(uncommitted)} "
+            f"records; job {client.get_job_status()}, checkpoints completed "
+            f"{stats['completed']} (in progress {stats['in_progress']}, failed "
+            f"{stats['failed']}), attempt {stats['attempt']}, restored from "
+            f"{stats['restored_from']}"
+        ) from None
+
+
 def test_kafka_to_kafka_exactly_once_under_task_kills(kafka_broker):
     src, dst = "chaos-page-views", "chaos-views-per-minute"
     kafka_broker.create_topic(src, PARTITIONS)
@@ -73,10 +90,8 @@ def test_kafka_to_kafka_exactly_once_under_task_kills(kafka_broker):
             before = len(_output(kafka_broker, dst))
             produce(stage)
             # a commit just became visible: the next one is a checkpoint interval away
-            wait_until(
-                lambda b=before: len(_output(kafka_broker, dst)) > b,
-                timeout_s=120,
-                what=f"results of stage {stage}",
+            _wait_for_output(
+                kafka_broker, dst, client, lambda n, b=before: n > b, f"results of stage {stage}"
             )
             kill_task("kafka-chaos", target, attempt=attempt)
             wait_until(
@@ -89,10 +104,8 @@ def test_kafka_to_kafka_exactly_once_under_task_kills(kafka_broker):
             sentinel = {"category": "sentinel", "page": "/", "ts": FAR_FUTURE}
             kafka_broker.produce(src, [json.dumps(sentinel).encode()], partition=p)
         expected = _reference(events)
-        wait_until(
-            lambda: len(_output(kafka_broker, dst)) >= len(expected),
-            timeout_s=120,
-            what="every window's result",
+        _wait_for_output(
+            kafka_broker, dst, client, lambda n: n >= len(expected), "every window's result"
         )
         # a few more checkpoints: a duplicate would show up now
         done = client.get_checkpoint_stats()["completed"]

@@ -589,10 +589,14 @@ class Task:
         """The coordinator starts a checkpoint here: at a source, or at a task whose inputs all
         ended (no barrier can reach it any more)."""
         barrier = CheckpointBarrier(checkpoint_id, timestamp_ms, CheckpointKind(kind))
-        if self.state != "RUNNING":
-            return  # not started, or done: a finished task is covered by its final snapshot
-        if self.operators and isinstance(self.operators[0], SourceOperator):
+        source = bool(self.operators) and isinstance(self.operators[0], SourceOperator)
+        if source and self.state in ("DEPLOYED", "RUNNING"):
+            # DEPLOYED: the job master sent ``run`` first, but an async actor may start calls
+            # out of order; dropped, the barrier would never leave this source while its
+            # siblings' barriers hold the downstream inputs aligned until the checkpoint expires
             self._triggers.append(barrier)
+        elif self.state != "RUNNING":
+            return  # done: a finished task is covered by its final snapshot
         elif self._input_done and self.barriers.on_direct_trigger(barrier):
             self._checkpoint(barrier)
 
