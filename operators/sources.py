@@ -193,8 +193,18 @@ class SourceOperator(StreamOperator):
             if self.emitter is not None:
                 self.emitter.emit(batch)
             else:
-                self.output.emit(batch)
+                self.output.emit(self.checked(batch))
             return SourceStatus.MORE
+
+    def checked(self, batch: Batch | ColumnBatch) -> Batch | ColumnBatch:
+        """A row batch whose reader gave timestamps, with them checked (a source without a
+        watermark strategy; the strategy's emitter checks them otherwise)."""
+        if isinstance(batch, ColumnBatch) or not batch.timestamps:
+            return batch
+        from raystream.operators.watermarks import checked_record_timestamps
+
+        values, stamps = checked_record_timestamps(self, batch.values, batch.timestamps, None)
+        return batch if stamps is batch.timestamps else Batch(values, stamps)
 
     def _columns(self, got: Any) -> ColumnBatch:
         """What a columnar source's reader returned, as a :class:`ColumnBatch` whose schema is

@@ -500,7 +500,7 @@ class SplitSourceOperator(SourceOperator):
                 if emitter is not None:
                     emitter.emit(batch)
                 else:
-                    self.output.emit(batch)
+                    self.output.emit(self.checked(batch))
             if part.finished:
                 self.held.discard(part.split_id)
                 self.finished_ids.add(part.split_id)

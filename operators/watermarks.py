@@ -90,6 +90,8 @@ class WatermarkEmitter:
             stamps = new_ts
         elif stamps is None:
             return batch
+        else:  # the reader's timestamps are the records' event timestamps
+            values, stamps = checked_record_timestamps(self.op, values, stamps, self.invalid_tag)
         out = self.out
         try:
             self.generator.on_events(values, stamps, out)
@@ -206,6 +208,55 @@ class WatermarkEmitter:
         if wm is not None and wm > self.emitted and not out.idle:
             self.emitted = wm
             self.op.output.emit_watermark(wm)
+
+
+def checked_record_timestamps(
+    op: StreamOperator, values: list, stamps: list, invalid_tag: str | None
+) -> tuple[list, list]:
+    """Timestamps a source reader gave its records (e.g. Kafka's), as the records' event
+    timestamps: int milliseconds strictly between ``MIN_TS`` and ``MAX_TS`` (the start and the
+    end of time; a record at ``MAX_TS`` would end event time and be dropped as late). A float is
+    truncated as the assigner's result is. Anything else fails the job naming the operator, the
+    subtask and the record, or goes to ``invalid_tag``'s side output."""
+    if not stamps:
+        return values, stamps
+    try:
+        fine = MIN_TS < min(stamps) and max(stamps) < MAX_TS
+    except TypeError:  # None among them
+        fine = False
+    if fine and set(map(type, stamps)) == {int}:
+        return values, stamps
+    fixed = [_as_timestamp(t) for t in stamps]
+    bad = [i for i, t in enumerate(fixed) if t is None]
+    if not bad:
+        return values, fixed
+    if invalid_tag is None:
+        v = values[bad[0]]
+        ctx = op.ctx
+        assert ctx is not None
+        raise UserFunctionError(
+            f"operator {op.name!r}, subtask {ctx.subtask_index}: the source gave the record "
+            f"timestamp {stamps[bad[0]]!r} for record {record_repr(v)}; expected int "
+            f"milliseconds since the epoch, above {MIN_TS} and below {MAX_TS} (hint: route such "
+            "records to a side output with WatermarkStrategy.with_invalid_timestamps_to(tag), or "
+            "take the timestamp from the record with a timestamp assigner)",
+            operator=op.name,
+            subtask=ctx.subtask_index,
+            record=record_repr(v),
+            cause_type="InvalidTimestamp",
+        )
+    bad_set = set(bad)
+    op.side_output(invalid_tag).emit(Batch([values[i] for i in bad]))
+    keep = [i for i in range(len(values)) if i not in bad_set]
+    return [values[i] for i in keep], [fixed[i] for i in keep]
+
+
+def _as_timestamp(t: Any) -> int | None:
+    """``valid_timestamp``, also for integer types that are not ``int`` (e.g. numpy's)."""
+    v = valid_timestamp(t)
+    if v is None and not isinstance(t, (bool, float)) and hasattr(t, "__index__"):
+        v = valid_timestamp(t.__index__())
+    return v
 
 
 def _drop(
