@@ -565,6 +565,43 @@ def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_p
 
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(240)
+def test_resuming_past_a_corrupt_checkpoint_with_a_damaged_committed_mark_is_refused(tmp_path):
+    env, stream = job(tmp_path, "files", "mark", rate=2000, hold=held(tmp_path))
+    env.get_checkpoint_config().set_externalized_checkpoint_retention(
+        ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
+    )
+    col = Collector(stream.execute_and_collect("mark"))
+    first = col.client.trigger_checkpoint()["checkpoint_id"]
+    second = col.client.trigger_checkpoint()["checkpoint_id"]
+    col.client.cancel()
+    with pytest.raises(JobExecutionError, match="canceled"):
+        col.join()
+    store_path = tmp_path / "store"
+    marks = [p for p in os.listdir(store_path) if p.startswith("_committed.")]
+    assert len(marks) == 1, os.listdir(store_path)
+    with open(store_path / marks[0], "r+b") as f:  # damaged: which checkpoint is unknown now
+        data = f.read()
+        f.seek(0)
+        f.write(data.replace(str(second).encode(), str(second + 1).encode(), 1))
+
+    # every checkpoint verifies: the newest is restored (nothing newer can have been committed)
+    _, intact = job(tmp_path, "files", "intact", rate=50_000)
+    after = list(intact.execute_and_collect("intact", savepoint_path=str(store_path)))
+    assert {v[2] for v in col.values + after} == set(range(N))
+    # the newest does not verify: falling back to `first` might repeat committed effects
+    flip_newest_blob("files", store_path, second)
+    _, again = job(tmp_path, "files", "again", rate=50_000)
+    with pytest.raises(
+        JobExecutionError,
+        match=rf"newest valid checkpoint is {first}; the newer checkpoint {second}: .*"
+        r"committed mark there does not verify",
+    ):
+        list(again.execute_and_collect("again", savepoint_path=str(store_path)))
+    assert completed_ids("files", store_path) == [first, second]  # nothing deleted
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.timeout(240)
 def test_a_planted_split_enumerator_blob_is_refused(tmp_path):
     from examples.partitioned_log_source import LogSource, LogWriter
 

@@ -66,7 +66,7 @@ class Recovery:
                     raise RecoveryError(f"cannot restore from {path!r}: {exc}") from None
             else:
                 found, skipped = store.newest_valid()
-                committed = _committed_in(store)
+                committed, unverified = _committed_in(store)
                 if found is None:
                     if not store.written():
                         raise RaystreamError(f"no complete savepoint or checkpoint at {path!r}")
@@ -75,11 +75,25 @@ class Recovery:
                         f"({_describe_skipped(skipped, store.written())})"
                     )
                 cid, metadata, blobs = found
-                if (
-                    committed is not None
-                    and cid < committed
-                    and not self.plan.config.checkpoint.allow_fallback_past_committed
-                ):
+                fallback_allowed = self.plan.config.checkpoint.allow_fallback_past_committed
+                newer = sorted(s for s in skipped if s > cid)
+                if unverified and newer and not fallback_allowed:
+                    raise RecoveryError(
+                        f"cannot restore from {path!r}: its newest valid checkpoint is {cid}; "
+                        f"the newer {_describe_skipped({s: skipped[s] for s in newer}, [])}, and "
+                        "a committed mark there does not verify (damaged or tampered), so it is "
+                        f"unknown whether sinks committed the effects of {newer}. Restoring "
+                        f"{cid} could repeat them; name a checkpoint explicitly (.../chk-<id>) or "
+                        "set allow_fallback_past_committed=True to accept that"
+                    )
+                if unverified and not newer:
+                    log.warning(
+                        "%s holds a committed mark that does not verify; checkpoint %d is the "
+                        "newest there, so no newer one can have been committed",
+                        path,
+                        cid,
+                    )
+                if committed is not None and cid < committed and not fallback_allowed:
                     raise RecoveryError(
                         f"cannot restore from {path!r}: its newest valid checkpoint is {cid}, "
                         f"but checkpoint {committed} was committed there (its effects are "
@@ -157,13 +171,12 @@ class Recovery:
         )
 
 
-def _committed_in(store: Any) -> int | None:
-    """The newest committed checkpoint any job recorded in ``store`` (None: none recorded)."""
+def _committed_in(store: Any) -> tuple[int | None, bool]:
+    """The newest committed checkpoint any job recorded in ``store`` (None: none recorded), and
+    whether a mark there does not verify (something was committed, nobody knows what)."""
     marks = store.committed_marks()
     known = [v for v in marks.values() if v is not None]
-    if len(known) != len(marks):
-        log.warning("%s holds a committed mark that does not verify; it is ignored", store)
-    return max(known, default=None)
+    return max(known, default=None), len(known) != len(marks)
 
 
 def _describe_skipped(skipped: dict[int, str], ids: list[int]) -> str:
