@@ -49,16 +49,15 @@ def test_later_jobs_run_their_job_master_and_tasks_on_warm_hosts():
         wait_until(lambda: all(worker_released(h) for h in hosts), 60, "hosts back in the pool")
         return guests[0], guests[1:], hosts
 
-    _, first_tasks, first_hosts = run()
+    _, first_tasks, _ = run()
     assert first_tasks  # (earlier tests of this session may have warmed the pool already)
     later = [run() for _ in range(2)]
-    # the job master's options name the driver's node; equal options must find the idle host
+    # the job master's options name the driver's node; equal options must find the idle host.
+    # Which warm hosts a job gets is the pool's choice (earlier tests may have left up to
+    # max_idle of them, and a full pool stops what comes back): only "warm" is asserted
     for jm, tasks, _ in later:
         assert jm > 1, later
         assert tasks and all(g > 1 for g in tasks), later
-    pids = {ray.get(h.status.remote())["pid"] for h in first_hosts}
-    last = {ray.get(h.status.remote())["pid"] for h in later[-1][2]}
-    assert last <= pids, f"the last job ran on processes the first did not use: {last - pids}"
 
 
 class _Plus1:
