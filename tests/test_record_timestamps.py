@@ -26,6 +26,7 @@ from raystream.operators.split_source import (
     SplitSource,
 )
 from raystream.runtime.elements import Batch
+from tests.test_event_time import CountAgg
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -97,20 +98,6 @@ class StampedSplits(SplitSource):
 SOURCES = [StampedSource, StampedSplits]
 
 
-class Count:
-    def create_accumulator(self):
-        return 0
-
-    def add(self, value, acc):
-        return acc + 1
-
-    def get_result(self, acc):
-        return acc
-
-    def merge(self, a, b):
-        return a + b
-
-
 def _window_counts(source: Source, strategy: WatermarkStrategy | None, bad: OutputTag | None):
     env = StreamExecutionEnvironment()
     env.set_parallelism(1)
@@ -118,7 +105,7 @@ def _window_counts(source: Source, strategy: WatermarkStrategy | None, bad: Outp
     counts = (
         stream.key_by(lambda v: "all")
         .window(TumblingEventTimeWindows.of(10))
-        .aggregate(Count(), window_function=lambda k, ctx, it: [(ctx.window().start, next(iter(it)))])
+        .aggregate(CountAgg(), window_function=lambda k, ctx, it: [(ctx.window().start, next(iter(it)))])
     )
     if bad is not None:
         counts = counts.union(stream.get_side_output(bad).map(lambda v: ("bad", v)))

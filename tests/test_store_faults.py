@@ -531,17 +531,23 @@ def test_a_failed_resume_keeps_the_retained_checkpoint_and_a_fixed_one_resumes(t
 
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(300)
-def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_path):
-    env, stream = job(tmp_path, "files", "retain-two", rate=2000, hold=held(tmp_path))
+def retained_two(tmp_path, name: str) -> tuple[Collector, int, int]:
+    """A job that took two checkpoints and was canceled; its file store retains both."""
+    env, stream = job(tmp_path, "files", name, rate=2000, hold=held(tmp_path))
     env.get_checkpoint_config().set_externalized_checkpoint_retention(
         ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
     )
-    col = Collector(stream.execute_and_collect("retain-two"))
+    col = Collector(stream.execute_and_collect(name))
     first = col.client.trigger_checkpoint()["checkpoint_id"]
     second = col.client.trigger_checkpoint()["checkpoint_id"]
     col.client.cancel()
     with pytest.raises(JobExecutionError, match="canceled"):
         col.join()
+    return col, first, second
+
+
+def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_path):
+    col, first, second = retained_two(tmp_path, "retain-two")
     store_path = tmp_path / "store"
     flip_newest_blob("files", store_path, second)
 
@@ -566,16 +572,7 @@ def test_resuming_a_store_whose_committed_checkpoint_is_corrupt_is_refused(tmp_p
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.timeout(240)
 def test_resuming_past_a_corrupt_checkpoint_with_a_damaged_committed_mark_is_refused(tmp_path):
-    env, stream = job(tmp_path, "files", "mark", rate=2000, hold=held(tmp_path))
-    env.get_checkpoint_config().set_externalized_checkpoint_retention(
-        ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION
-    )
-    col = Collector(stream.execute_and_collect("mark"))
-    first = col.client.trigger_checkpoint()["checkpoint_id"]
-    second = col.client.trigger_checkpoint()["checkpoint_id"]
-    col.client.cancel()
-    with pytest.raises(JobExecutionError, match="canceled"):
-        col.join()
+    col, first, second = retained_two(tmp_path, "mark")
     store_path = tmp_path / "store"
     marks = [p for p in os.listdir(store_path) if p.startswith("_committed.")]
     assert len(marks) == 1, os.listdir(store_path)
