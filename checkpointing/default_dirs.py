@@ -8,7 +8,10 @@ ends (unless the retention setting keeps its checkpoints). A JobMaster that dies
 cannot, so each directory holds an owner file naming the host and the process (pid and start
 time) of its JobMaster; every job that starts with the default location removes the directories
 of this host whose owner process is gone. Directories whose checkpoints were retained on purpose
-are marked so and never swept; a directory without an owner file is left alone.
+are marked so and never swept; a directory without an owner file is left alone. A detached job's
+JobMaster is restarted by Ray when its process dies and carries on from these checkpoints: its
+owner file also names the JobMaster's Ray actor, and the directory is swept only once that actor
+is gone (checked through Ray; where that cannot be checked, it stays).
 
 LMDB state backends keep their working environments the same way (``<tmp>/raystream-<uid>/state``
 by default): each environment's directory holds an owner file, and a backend that starts removes
@@ -70,20 +73,24 @@ def _write_owner(path: str, owner: dict[str, Any]) -> None:
     os.replace(tmp, os.path.join(path, OWNER_FILE))
 
 
-def claim(path: str, job_id: str) -> None:
-    """Creates the job's directory (0700) and records this process as its owner."""
+def claim(path: str, job_id: str, actor: tuple[str, str] | None = None) -> None:
+    """Creates the job's directory (0700) and records this process as its owner; ``actor``:
+    the (name, namespace) of a JobMaster actor that Ray restarts, which takes the directory
+    over when it comes back (it is not swept while that actor exists)."""
     os.makedirs(path, mode=0o700, exist_ok=True)
     pid = os.getpid()
-    _write_owner(
-        path,
-        {
-            "job_id": job_id,
-            "host": socket.gethostname(),
-            "pid": pid,
-            "start": _start_time(pid),
-            "retained": False,
-        },
-    )
+    before = read_owner(path) or {}
+    owner: dict[str, Any] = {
+        "job_id": job_id,
+        "host": socket.gethostname(),
+        "pid": pid,
+        "start": _start_time(pid),
+        # a restarted job master takes its job's directory over as it was left
+        "retained": bool(before.get("retained")) and before.get("job_id") == job_id,
+    }
+    if actor is not None:
+        owner["actor"] = list(actor)
+    _write_owner(path, owner)
 
 
 def mark_retained(path: str) -> None:
@@ -103,19 +110,43 @@ def read_owner(path: str) -> dict[str, Any] | None:
 
 
 def is_stale(path: str) -> bool:
-    """A directory of this host whose owner process is gone and that was not retained."""
+    """A directory of this host whose owner process is gone and that was not retained, nor
+    belongs to a JobMaster actor that Ray may restart."""
     owner = read_owner(path)
     if owner is None or owner.get("retained") or owner.get("host") != socket.gethostname():
         return False
     pid = owner.get("pid")
     if not isinstance(pid, int):
         return False
-    return not _alive(pid, owner.get("start"))
+    if _alive(pid, owner.get("start")):
+        return False
+    actor = owner.get("actor")
+    return actor is None or not _actor_may_return(actor)
 
 
-def sweep_stale(root: str | None = None, prefix: str = "") -> list[str]:
+def _actor_may_return(actor: Any) -> bool:
+    """Whether the named Ray actor still exists (alive or being restarted); True when that
+    cannot be told (no Ray connection here, or a malformed record): the directory stays."""
+    if not (isinstance(actor, list) and len(actor) == 2):
+        return True
+    name, namespace = actor
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return True
+        ray.get_actor(name, namespace=namespace)
+    except ValueError:  # Ray: no such actor
+        return False
+    except Exception:  # noqa: BLE001 - unknown: keep the directory
+        return True
+    return True
+
+
+def sweep_stale(root: str | None = None, prefix: str = "", keep: str | None = None) -> list[str]:
     """Removes the stale directories under ``root`` (default: :func:`default_root`) whose name
-    starts with ``prefix``; returns them. Never fails: what cannot be read or removed stays."""
+    starts with ``prefix``, except ``keep`` (a path); returns them. Never fails: what cannot be
+    read or removed stays."""
     root = default_root() if root is None else root
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -123,7 +154,9 @@ def sweep_stale(root: str | None = None, prefix: str = "") -> list[str]:
         return []
     removed = []
     for entry in entries:
-        if not entry.name.startswith(prefix):
+        if not entry.name.startswith(prefix) or (
+            keep is not None and os.path.abspath(entry.path) == os.path.abspath(keep)
+        ):
             continue
         try:
             if entry.is_dir(follow_symlinks=False) and is_stale(entry.path):

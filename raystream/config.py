@@ -100,6 +100,10 @@ class ExecutionConfig:
     #: (as Flink's ``jobstore.expiration-time``); then it removes itself. The tasks of an ended
     #: job are gone at once. A job that is not detached ends with its driver.
     finished_job_retention_ms: int = 600_000
+    #: how often Ray restarts a detached job's job master whose process or node died (the
+    #: restarted one resumes the job from its latest completed checkpoint; without
+    #: checkpointing it ends the job FAILED); once used up, the job is lost with its job master
+    job_master_max_restarts: int = 10
     #: how often the job master reads the job's metrics and records them in Ray's metrics
     #: (``ray.util.metrics``: the nodes' Prometheus endpoints, the Ray dashboard), and once more
     #: when the job ended; 0 exports nothing. Ray itself sends recorded values to its metrics

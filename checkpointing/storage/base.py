@@ -19,11 +19,15 @@ logger = logging.getLogger(__name__)
 METADATA_FORMAT = "raystream-checkpoint-v2"
 _UNSIGNED_FORMATS = ("raystream-checkpoint-v1",)
 COMMITTED_FORMAT = "raystream-committed-v1"
+ENDED_FORMAT = "raystream-ended-v1"
+#: the marks of ended jobs are named ``ended.<job id>`` (a committed mark is named by its job id)
+ENDED_PREFIX = "ended."
 _BLOB_TAG = "__blob__"
 _HINT = "restore from an earlier checkpoint (latest_valid() skips corrupt ones)"
 _BLOB_DOMAIN = b"raystream-blob"
 _METADATA_DOMAIN = b"raystream-metadata"
 _COMMITTED_DOMAIN = b"raystream-committed"
+_ENDED_DOMAIN = b"raystream-ended"
 
 
 class CorruptCheckpointError(RaystreamError):
@@ -434,6 +438,8 @@ class CheckpointStore(ABC):
         does not verify (it must be treated as "something was committed, we do not know what")."""
         out: dict[str, int | None] = {}
         for name, record in self._get_marks().items():
+            if name.startswith(ENDED_PREFIX):
+                continue
             try:
                 parsed = json.loads(record)
                 body = {k: parsed[k] for k in ("format", "job_id", "checkpoint_id")}
@@ -450,6 +456,35 @@ class CheckpointStore(ABC):
 
     def discard_committed_mark(self, job_id: str) -> None:
         self._delete_mark(job_id)
+
+    def record_ended(self, job_id: str, status: str) -> None:
+        """Durably note that job ``job_id`` ended with ``status``: a job master that Ray
+        restarts during the job's retention time must not run it again."""
+        body = {"format": ENDED_FORMAT, "job_id": job_id, "status": status}
+        record = json.dumps({**body, "mac": mac(self.key, _ENDED_DOMAIN, _canonical(body))})
+        self._put_mark(ENDED_PREFIX + job_id, record.encode())
+
+    def ended_status(self, job_id: str) -> str | None:
+        """The status :meth:`record_ended` noted for the job (None: none, or it does not
+        verify)."""
+        record = self._get_marks().get(ENDED_PREFIX + job_id)
+        if record is None:
+            return None
+        try:
+            parsed = json.loads(record)
+            body = {k: parsed[k] for k in ("format", "job_id", "status")}
+        except (ValueError, TypeError, KeyError):
+            return None
+        ok = (
+            body["format"] == ENDED_FORMAT
+            and body["job_id"] == job_id
+            and isinstance(body["status"], str)
+            and verify(self.key, _ENDED_DOMAIN, _canonical(body), parsed.get("mac"))
+        )
+        return body["status"] if ok else None
+
+    def discard_ended(self, job_id: str) -> None:
+        self._delete_mark(ENDED_PREFIX + job_id)
 
     def __enter__(self) -> CheckpointStore:
         return self

@@ -387,6 +387,16 @@ class StreamExecutionEnvironment:
         if detached:
             opts["lifetime"] = "detached"
             opts["namespace"] = DETACHED_NAMESPACE
+            # Ray restarts a detached job's job master (it resumes the job from its latest
+            # checkpoint) and retries the calls that were in flight on the new one. With its
+            # checkpoints on a shared storage it may come back on another node if this one
+            # died; the default directory is on this node's disk, so it stays pinned here
+            opts["max_restarts"] = plan.config.job_master_max_restarts
+            opts["max_task_retries"] = -1
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(),
+                soft=plan.config.checkpoint.storage is not None,
+            )
         args = (plan_bytes, refs, name, restore, detached)
         token = new_token()
         lease = None

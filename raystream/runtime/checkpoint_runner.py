@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,13 +93,19 @@ class CheckpointRunner:
         tasks: Callable[[], dict[TaskKey, Any]],
         on_failure: Callable[[BaseException], Awaitable[None]],
         on_complete: Callable[[int], None],
+        actor: tuple[str, str] | None = None,
+        recovering: bool = False,
     ) -> CheckpointRunner:
         """Opens the job's checkpoint store (its private default directory claimed first);
-        :meth:`continue_above_store` next."""
+        :meth:`continue_above_store` next, or :meth:`adopt_store` for a job master that Ray
+        restarted (``recovering``: the store must be there). ``actor``: the (name, namespace) of
+        a job master that Ray restarts: its default directory is not swept while it exists."""
         config = plan.config.checkpoint
         location = await asyncio.to_thread(config.resolved_storage, job_id)
+        if recovering:
+            await asyncio.to_thread(_check_still_there, location, job_id, config.storage is None)
         if config.storage is None:
-            await asyncio.to_thread(claim_default_dir, location, job_id)
+            await asyncio.to_thread(claim_default_dir, location, job_id, actor)
         store = await asyncio.to_thread(open_job_store, location, state_key)
         coordinator = CheckpointCoordinator(JobLayout.of(plan, job_id), config, SystemClock())
         return cls(coordinator, store, tasks, on_failure, on_complete)
@@ -108,6 +115,21 @@ class CheckpointRunner:
         deletes, a checkpoint it did not write."""
         written = await asyncio.to_thread(self.store.written)
         self.coordinator.allocate_from(max(written, default=0) + 1)
+
+    async def adopt_store(self) -> None:
+        """A restarted job master takes over what its previous process completed: the job's
+        own checkpoints are the completed ones above every other job's (a store holds one
+        running job at a time, and each continues above the ones before); ids continue above
+        everything written, and the committed mark is the job's."""
+        coord = self.coordinator
+        own = await asyncio.to_thread(_own_checkpoints, self.store, self.job_id)
+        written = await asyncio.to_thread(self.store.written)
+        coord.allocate_from(max(written, default=0) + 1)
+        coord.first_id = min(own, default=coord.first_id)  # what the end of the job may remove
+        coord.own = own
+        mark = (await asyncio.to_thread(self.store.committed_marks)).get(self.job_id)
+        coord.last_committed = max(coord.last_committed, mark or 0)
+        self._mark_written = mark or 0
 
     # -- driven by the job master ----------------------------------------------------------------
 
@@ -295,10 +317,29 @@ class CheckpointRunner:
 
     # -- the end ---------------------------------------------------------------------------------
 
-    def cleanup(self, canceled: bool, failed: bool, keep_all: bool = False) -> None:
+    def record_ended(self, status: str) -> None:
+        """Notes in the store that the job ended (runs in a thread): see :meth:`forget_ended`."""
+        self.store.record_ended(self.job_id, status)
+
+    def forget_ended(self) -> None:
+        """The job master of an ended detached job goes (runs in a thread): its end mark goes,
+        and its default checkpoint directory, which :meth:`cleanup` left for the mark."""
+        location = self.config.resolved_storage(self.job_id)
+        store = open_job_store(location, self.store.key)
+        try:
+            store.discard_ended(self.job_id)
+        finally:
+            store.close()
+        if self.config.storage is None and not _retained(location):
+            shutil.rmtree(location, ignore_errors=True)
+
+    def cleanup(
+        self, canceled: bool, failed: bool, keep_all: bool = False, keep_dir: bool = False
+    ) -> None:
         """The job ended (runs in a thread): its checkpoints stay or go by the retention
         setting (``keep_all``: they stay, e.g. when recovery found them corrupt: they are the
-        evidence, and the older valid ones can still be restored on purpose)."""
+        evidence, and the older valid ones can still be restored on purpose). ``keep_dir``: a
+        default directory emptied stays for the job's end mark (:meth:`forget_ended`)."""
         retention = self.config.retention
         keep = (
             keep_all
@@ -314,7 +355,7 @@ class CheckpointRunner:
                 _discard_quietly(self.store, cid)
             self.store.discard_incomplete(mine)
             self.store.discard_committed_mark(self.job_id)
-            if self.config.storage is None:  # the job's own temporary directory
+            if self.config.storage is None and not keep_dir:  # the job's own temporary directory
                 self.store.close()
                 shutil.rmtree(self.config.resolved_storage(self.job_id), ignore_errors=True)
         elif self.config.storage is None:  # kept on purpose: no sweep may take it
@@ -324,6 +365,12 @@ class CheckpointRunner:
 
     def stats(self) -> dict[str, Any]:
         return self.coordinator.stats(self.store.location)
+
+
+def _retained(location: str) -> bool:
+    from raystream.checkpointing import default_dirs
+
+    return bool((default_dirs.read_owner(location) or {}).get("retained"))
 
 
 def open_job_store(location: str, key: bytes | None) -> Any:
@@ -337,15 +384,71 @@ def open_job_store(location: str, key: bytes | None) -> Any:
     return store
 
 
-def claim_default_dir(location: str, job_id: str) -> None:
+def claim_default_dir(location: str, job_id: str, actor: tuple[str, str] | None = None) -> None:
     """The job's own temporary checkpoint directory: first the leftovers of JobMasters that died
-    without removing theirs go, then this one is created with this process as its owner."""
+    without removing theirs go, then this one is created (or taken over, by a restarted job
+    master) with this process as its owner."""
     from raystream.checkpointing import default_dirs
 
-    removed = default_dirs.sweep_stale(os.path.dirname(location))
+    removed = default_dirs.sweep_stale(os.path.dirname(location), keep=location)
     if removed:
         log.info("removed %d checkpoint directories of jobs that are gone", len(removed))
-    default_dirs.claim(location, job_id)
+    default_dirs.claim(location, job_id, actor)
+
+
+def _check_still_there(location: str, job_id: str, default: bool) -> None:
+    """A restarted job master resumes only from the store its job wrote: its default
+    directory (on the node's disk: gone if the job master came back on another node), or a
+    configured local directory that must still exist. A missing store is an error, never a
+    fresh start (sinks may have committed what the job would then repeat)."""
+    from raystream.checkpointing import default_dirs
+
+    if default:
+        owner = default_dirs.read_owner(location)
+        if owner is None or owner.get("job_id") != job_id:
+            raise RecoveryError(
+                f"job {job_id}: its job master was restarted, but the job's checkpoints are "
+                f"not at {location} on this node ({socket.gethostname()}): the default "
+                "checkpoint directory is on the disk of the node the job master ran on, and "
+                "that node is gone or the directory was removed. The job cannot resume without "
+                "repeating or losing what its sinks committed; give jobs that must survive the "
+                "loss of a node a shared checkpoint storage (set_checkpoint_storage)"
+            )
+        return
+    path = _local_path(location)
+    if path is not None and not os.path.isdir(path):
+        raise RecoveryError(
+            f"job {job_id}: its job master was restarted, but its checkpoint store {location} "
+            "is gone (the directory does not exist on this node); the job cannot resume "
+            "without repeating or losing what its sinks committed"
+        )
+
+
+def _local_path(location: str) -> str | None:
+    """The local directory of a store location (a path, ``file://`` or ``lmdb://``)."""
+    for scheme in ("lmdb://", "file://"):
+        if location.startswith(scheme):
+            return location[len(scheme) :]
+    return None if "://" in location else location
+
+
+def _own_checkpoints(store: Any, job_id: str) -> list[int]:
+    """The completed checkpoints of job ``job_id`` in ``store``: those above the newest one
+    whose verified metadata names another job (one whose metadata does not verify counts as the
+    job's: recovery then refuses to go back past it unnoticed)."""
+    from raystream.checkpointing.storage import CorruptCheckpointError
+
+    completed = store.completed()
+    others = 0
+    for cid in reversed(completed):
+        try:
+            owner = store.read_metadata(cid).get("job_id")
+        except CorruptCheckpointError:
+            continue
+        if owner != job_id:
+            others = cid
+            break
+    return [cid for cid in completed if cid > others]
 
 
 def _discard_quietly(store: Any, cid: int) -> None:

@@ -238,8 +238,9 @@ class JobClient:
         return self.job_id
 
     def _call(self, ref: Any, blocks_s: float = 0.0) -> Any:
-        """Waits for a call to the job master (one that itself waits up to ``blocks_s``); its
-        death ends the job (it is not recoverable)."""
+        """Waits for a call to the job master (one that itself waits up to ``blocks_s``). Ray
+        restarts a detached job's job master and retries the call on it; a job master that is
+        gone for good ends the job."""
         timeout = None if self.timeout_s is None else self.timeout_s + blocks_s
         try:
             return ray.get(ref, timeout=timeout)
@@ -250,8 +251,9 @@ class JobClient:
         except ray.exceptions.RayActorError as exc:
             err = JobExecutionError(
                 f"job {self.job_id}: its job master died ({type(exc).__name__}); the job and its "
-                "tasks are gone (a job master is not restarted; resume from a retained "
-                "checkpoint or a savepoint)",
+                "tasks are gone (only a detached job's job master is restarted, up to "
+                "job_master_max_restarts times; resume from a retained checkpoint or a "
+                "savepoint)",
                 self.job_id,
                 exc,
             )

@@ -56,8 +56,42 @@ def actor_name(job_name: str, job_id: str, chain: ChainSpec, subtask: int, attem
     """A name a person can find in the Ray dashboard: job, operator(s), subtask (and the
     attempt, after a restart)."""
     ops = re.sub(r"\s+", " ", chain.name)[:80]
-    name = f"raystream:{job_name}:{job_id[:8]}:{ops}:{subtask + 1}/{chain.parallelism}"
+    name = f"{task_name_prefix(job_name, job_id)}{ops}:{subtask + 1}/{chain.parallelism}"
     return name if attempt == 0 else f"{name}#{attempt}"
+
+
+def task_name_prefix(job_name: str, job_id: str) -> str:
+    """What the names of a job's task actors start with."""
+    return f"raystream:{job_name}:{job_id[:8]}:"
+
+
+_ATTEMPT = re.compile(r":\d+/\d+(?:#(\d+))?$")
+
+
+def leftover_tasks(job_name: str, job_id: str) -> list[tuple[str, int]]:
+    """The named task actors of a detached job still on the cluster, with their attempts:
+    what a job master that Ray restarted finds of the attempt its previous process ran."""
+    import ray
+
+    prefix = task_name_prefix(job_name, job_id)
+    out = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name = entry["name"]
+        match = _ATTEMPT.search(name)
+        if entry["namespace"] == DETACHED_NAMESPACE and name.startswith(prefix) and match:
+            out.append((name, int(match.group(1) or 0)))
+    return out
+
+
+def kill_named(names: list[str]) -> None:
+    """Kills the named actors of the detached namespace that still exist."""
+    import ray
+
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(name, namespace=DETACHED_NAMESPACE), no_restart=True)
+        except ValueError:  # gone meanwhile
+            continue
 
 
 #: the Ray namespace of detached jobs: their actors are found there from any process

@@ -82,6 +82,12 @@ class FailoverPolicy:
         self.restarts += 1
         return Restart(delay, entry)
 
+    def restarted_elsewhere(self, cause: BaseException, attempt: int, now_ms: int) -> None:
+        """The job restarted without a decision here (Ray restarted the job master, whose
+        restart strategy state started over with the process): recorded and counted."""
+        self.record(cause, attempt, now_ms)
+        self.restarts += 1
+
     def record(self, cause: BaseException, attempt: int, now_ms: int) -> FailureEntry:
         """Records a failure that ends the job whatever the strategy says (the job could not
         start, or a recovery could not restore without repeating committed effects)."""

@@ -36,6 +36,11 @@ class TaskHungError(RaystreamError):
     task_key: TaskKey | None = None
 
 
+class JobMasterLostError(RaystreamError):
+    """A detached job's job master process died (Ray restarted it; the failure history shows
+    it, and a job without checkpointing fails with it)."""
+
+
 def hung_tasks(exc: BaseException) -> list[TaskKey]:
     key = getattr(exc, "task_key", None) if isinstance(exc, TaskHungError) else None
     return [key] if key is not None else []

@@ -38,12 +38,20 @@ from raystream.runtime import serde
 from raystream.runtime.checkpoint_runner import CheckpointRunner
 from raystream.runtime.collect_buffer import CollectBuffer
 from raystream.runtime.collected import CollectedRecords
-from raystream.runtime.deploy import actor_name, actor_options, task_specs
+from raystream.runtime.deploy import (
+    DETACHED_NAMESPACE,
+    actor_name,
+    actor_options,
+    kill_named,
+    leftover_tasks,
+    task_specs,
+)
 from raystream.runtime.elements import CheckpointKind
 from raystream.runtime.enumerators import SplitEnumerators
 from raystream.runtime.failover import Fail, FailoverPolicy
 from raystream.runtime.host import GuestRef
 from raystream.runtime.job_status import (
+    JobMasterLostError,
     JobStatusName,
     TaskHungError,
     checkpoint_summary,
@@ -122,6 +130,12 @@ class JobMaster:
         self.enumerators = SplitEnumerators(self.plan)
         #: enumerator states of the checkpoint or savepoint the next deployment restores
         self._enumerator_states: dict[str, Any] = {}
+        #: Ray restarted this (detached) job master after its process or node died: it carries
+        #: the job on (:meth:`recover`) instead of starting it
+        self.recovered = detached and ray.get_runtime_context().was_current_actor_reconstructed
+        self._recovery: asyncio.Future | None = None
+        if self.recovered:  # runs once __init__ returned; nobody else calls a restarted actor
+            self._me().recover.remote()
 
     @property
     def restarts(self) -> int:
@@ -130,6 +144,9 @@ class JobMaster:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.recovered:  # the driver's start call, retried by Ray after a restart
+            await self.recover()
+            return
         self.started_at = time.time()
         if self._pool is not None:
             self.hosts = TaskHosts(PooledWorkers(self._pool, self.job_id, self._me()), self.job_id)
@@ -139,20 +156,9 @@ class JobMaster:
         restore = None
         try:
             if self.checkpointing or self.restore_request is not None:
-                from raystream.checkpointing.state_key import resolve_state_key
-
-                configured = self.plan.config.checkpoint.state_key
-                self.recovery.state_key = await asyncio.to_thread(resolve_state_key, configured)
+                await self._resolve_state_key()
             if self.checkpointing:
-                self.checkpoints = await CheckpointRunner.open(
-                    self.plan,
-                    self.job_id,
-                    self.recovery.state_key,
-                    lambda: self.tasks,
-                    self._failover,
-                    self._on_checkpoint_complete,
-                )
-                self.checkpoints.coordinator_state = self.enumerators.snapshot
+                self.checkpoints = await self._open_checkpoints(recovering=False)
                 await self.checkpoints.continue_above_store()
             if self.restore_request is not None:
                 coordinator = self.checkpoints.coordinator if self.checkpoints else None
@@ -161,11 +167,14 @@ class JobMaster:
                 )
             await self._deploy(restore)
         except Exception as exc:
-            cause = unwrap(exc)
-            self.failover.record(cause, self.attempt, int(time.time() * 1000))
-            await self._fail(cause)
+            await self._fail_outright(exc)
             return
         if self.status in JobStatusName.TERMINAL:  # canceled while the tasks were set up
+            return
+        self._start_loops()
+
+    def _start_loops(self) -> None:
+        if self.status in JobStatusName.TERMINAL:
             return
         self._loops.append(asyncio.create_task(self._heartbeat_loop()))
         if self.checkpoints is not None:
@@ -177,6 +186,103 @@ class JobMaster:
                     )
                 )
             )
+
+    async def _resolve_state_key(self) -> None:
+        from raystream.checkpointing.state_key import resolve_state_key
+
+        configured = self.plan.config.checkpoint.state_key
+        self.recovery.state_key = await asyncio.to_thread(resolve_state_key, configured)
+
+    async def _open_checkpoints(self, recovering: bool) -> CheckpointRunner:
+        runner = await CheckpointRunner.open(
+            self.plan,
+            self.job_id,
+            self.recovery.state_key,
+            lambda: self.tasks,
+            self._failover,
+            self._on_checkpoint_complete,
+            actor=(self.self_name, DETACHED_NAMESPACE) if self.detached else None,
+            recovering=recovering,
+        )
+        runner.coordinator_state = self.enumerators.snapshot
+        return runner
+
+    async def recover(self) -> None:
+        """Carries on a detached job whose job master process died (Ray restarted the actor
+        with the same arguments: the plan, the restore request, the control token): the
+        previous process's tasks are killed, and the job is deployed again from its latest
+        completed checkpoint, as after a task failure. Without checkpointing nothing can be
+        resumed: the job fails with the cause. Idempotent (Ray may deliver the call twice)."""
+        if self._recovery is None:
+            self._recovery = asyncio.ensure_future(self._recover())
+        await asyncio.shield(self._recovery)
+
+    async def _recover(self) -> None:
+        self.started_at = time.time()
+        self.status = JobStatusName.RESTARTING
+        self._metrics_export = start_metrics_export(self, self.plan.config)
+        lost = JobMasterLostError(
+            f"the job master of job {self.job_id} ({self.plan.job_name!r}) died and Ray "
+            "restarted it"
+        )
+        try:
+            leftovers = await asyncio.to_thread(leftover_tasks, self.plan.job_name, self.job_id)
+            # the new attempt's actor names differ from every leftover's
+            self.attempt = max((a for _, a in leftovers), default=0) + 1
+            await asyncio.to_thread(kill_named, [name for name, _ in leftovers])
+            log.warning(
+                "job %s: job master restarted; %d tasks of attempt %s killed, redeploying as "
+                "attempt %d",
+                self.job_id,
+                len(leftovers),
+                sorted({a for _, a in leftovers}),
+                self.attempt,
+            )
+            if not self.checkpointing:
+                found = (
+                    f"killed its {len(leftovers)} tasks"
+                    if leftovers
+                    else "found none of its tasks (the job may have ended before; its final "
+                    "status was lost with the process)"
+                )
+                raise JobMasterLostError(
+                    f"{lost} and {found}; the job takes no checkpoints, so it cannot resume "
+                    "(enable checkpointing for jobs that must survive the loss of their job "
+                    "master)"
+                )
+            self.failover.restarted_elsewhere(lost, self.attempt - 1, int(time.time() * 1000))
+            await self._resolve_state_key()
+            self.checkpoints = await self._open_checkpoints(recovering=True)
+            ended = await asyncio.to_thread(self.checkpoints.store.ended_status, self.job_id)
+            if ended is not None:  # died in the job's retention time: the job is not run again
+                await self._ended_before(ended)
+                return
+            await self.checkpoints.adopt_store()
+            self.collected.fence(self.attempt)
+            restore = self._restoring(
+                await asyncio.to_thread(self.recovery.latest, self.checkpoints)
+            )
+            await self._deploy(restore)
+        except Exception as exc:
+            await self._fail_outright(exc)
+            return
+        self._start_loops()
+
+    async def _ended_before(self, status: str) -> None:
+        """The job had ended ``status`` before this job master's process died: it answers with
+        that status (the result's details died with the process) until its retention ends."""
+        self.status = status
+        self.ended_at = time.time()
+        if status == JobStatusName.FAILED:
+            self.error = JobMasterLostError(
+                f"job {self.job_id} had failed before its job master died; the cause was lost "
+                "with the job master's process"
+            )
+        await asyncio.to_thread(self.checkpoints.store.close)  # type: ignore[union-attr]
+        self._done.set()
+        await self.collected.end()
+        self._exit_scheduled = True
+        asyncio.ensure_future(self._exit_after(self.plan.config.finished_job_retention_ms))
 
     def _restoring(self, restore: Restore) -> dict[TaskKey, dict] | None:
         self._enumerator_states = restore.enumerator_states
@@ -359,6 +465,12 @@ class JobMaster:
         self.collected.release(checkpoint_id)
         self.enumerators.notify_checkpoint_complete(checkpoint_id)
 
+    async def _fail_outright(self, exc: BaseException) -> None:
+        """The job could not start (or resume): it fails whatever the restart strategy says."""
+        cause = unwrap(exc)
+        self.failover.record(cause, self.attempt, int(time.time() * 1000))
+        await self._fail(cause)
+
     async def _fail(self, exc: BaseException) -> None:
         if self.status in JobStatusName.TERMINAL:
             return
@@ -373,6 +485,11 @@ class JobMaster:
                 loop.cancel()
         if self.checkpoints is not None:  # before the tasks stop: they may still acknowledge
             self.checkpoints.abort_all("the job ended")
+            if self.detached:  # a job master restarted from now on must not run the job again
+                try:
+                    await asyncio.to_thread(self.checkpoints.record_ended, self.status)
+                except Exception as exc:
+                    log.warning("job %s: could not record its end: %s", self.job_id, exc)
         await self._release_tasks()
         if self.checkpoints is not None:
             # a checkpoint with every acknowledgement may still be writing: let it finish before
@@ -384,6 +501,7 @@ class JobMaster:
                     self.status == JobStatusName.CANCELED,
                     self.status == JobStatusName.FAILED,
                     isinstance(self.error, RecoveryError),
+                    self.detached,
                 )
             except Exception as exc:  # the job's outcome stands; leftovers are only disk space
                 log.warning("job %s: removing its checkpoints failed: %s", self.job_id, exc)
@@ -402,6 +520,11 @@ class JobMaster:
         result for a while after the job ended, then goes (its tasks are gone already)."""
         await asyncio.sleep(retention_ms / 1000.0)
         log.info("job %s: removing its job master %s", self.job_id, self.self_name)
+        if self.checkpoints is not None:
+            try:
+                await asyncio.to_thread(self.checkpoints.forget_ended)
+            except Exception as exc:  # a leftover mark costs only disk space
+                log.warning("job %s: could not remove its end mark: %s", self.job_id, exc)
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     # -- background loops ------------------------------------------------------------------------
@@ -499,6 +622,7 @@ class JobMaster:
             "restored_from_savepoint": None
             if self.restore_request is None
             else self.restore_request["path"],
+            "job_master_recovered": self.recovered,
         }
 
     async def wait(self, timeout_s: float | None) -> dict[str, Any] | None:
@@ -542,6 +666,10 @@ class JobMaster:
         }
         if self.checkpoints is not None:
             out.update(self.checkpoints.stats())
+        elif self.checkpointing:  # a restarted job master, before it opened the store
+            out.update(
+                completed=0, failed=0, in_progress=0, last_completed=None, history=[], location=None
+            )
         return out
 
     async def trigger_checkpoint(self, token: str | None = None) -> dict[str, Any]:
