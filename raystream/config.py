@@ -67,6 +67,16 @@ class ExecutionConfig:
     channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
     auto_watermark_interval_ms: int = 200
     task_num_cpus: float = 0.0
+    #: reserve the job's resources in one Ray placement group, a bundle per slot (slot ``i``
+    #: runs subtask ``i`` of every chain): "PACK", "SPREAD", "STRICT_PACK" or "STRICT_SPREAD"
+    #: (``env.set_placement``). None (the default): no reservation, every task actor asks for
+    #: ``task_num_cpus`` (0) on its own, so any parallelism runs on a laptop; on a cluster such
+    #: a job creates no demand for the autoscaler and lands wherever Ray puts it
+    placement_strategy: str | None = None
+    #: the CPUs a slot reserves when its subtasks ask for none
+    slot_num_cpus: float = 1.0
+    #: how long a job waits for its placement group before it fails
+    placement_timeout_ms: int = 300_000
     spread_tasks: bool = True
     reuse_workers: bool = True
     chaining_enabled: bool = True

@@ -123,6 +123,35 @@ class StreamExecutionEnvironment:
         self._config.set_buffer_timeout(timeout_ms)
         return self
 
+    def set_placement(
+        self,
+        strategy: str | None,
+        slot_num_cpus: float | None = None,
+        timeout: Duration | None = None,
+    ) -> StreamExecutionEnvironment:
+        """Reserves the job's resources in one Ray placement group with a bundle per slot
+        (slot ``i`` runs subtask ``i`` of every operator chain; a slot reserves what its
+        subtasks ask for with ``set_resources``/``task_num_cpus``, at least ``slot_num_cpus``
+        CPUs, default 1): ``"SPREAD"`` over nodes, ``"PACK"`` onto few, or ``"STRICT_PACK"`` /
+        ``"STRICT_SPREAD"``. On an autoscaling cluster the reservation is demand that adds
+        nodes; the job waits up to ``timeout`` (default 5 min) for it, then fails. None: no
+        reservation (the default, which runs any parallelism on a laptop)."""
+        from raystream.core.time import to_millis
+        from raystream.runtime.placement import STRATEGIES
+
+        if strategy is not None and strategy not in STRATEGIES:
+            raise GraphError(
+                f"placement strategy must be one of {STRATEGIES} or None, got {strategy!r}"
+            )
+        if slot_num_cpus is not None:
+            if slot_num_cpus <= 0:
+                raise GraphError(f"slot_num_cpus must be > 0, got {slot_num_cpus!r}")
+            self._config.slot_num_cpus = float(slot_num_cpus)
+        if timeout is not None:
+            self._config.placement_timeout_ms = to_millis(timeout, "placement timeout")
+        self._config.placement_strategy = strategy
+        return self
+
     def set_state_backend(self, state_backend: Any) -> StreamExecutionEnvironment:
         """``HashMapStateBackend()`` (default, in memory) or ``LmdbStateBackend(directory)``."""
         if not callable(getattr(state_backend, "create", None)):

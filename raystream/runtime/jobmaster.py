@@ -61,6 +61,7 @@ from raystream.runtime.job_status import (
     unwrap,
 )
 from raystream.runtime.job_tokens import JobControlError, SignedRef, matches, new_token
+from raystream.runtime.placement import JobPlacement
 from raystream.runtime.recovery import Recovery, Restore
 from raystream.runtime.task import TaskResult
 from raystream.runtime.workers import OwnWorkers, PooledWorkers, TaskHosts
@@ -103,6 +104,9 @@ class JobMaster:
         #: the driver's pool of warm worker hosts, or new actors of this job's own
         self._pool = pool
         self.hosts = TaskHosts(OwnWorkers(), job_id)
+        #: the job's placement group (``placement_strategy``), reserved before the first
+        #: deployment and kept across restarts
+        self.placement: JobPlacement | None = None
         self._metrics_export: asyncio.Task | None = None
         self.results: dict[TaskKey, TaskResult] = {}
         self.error: BaseException | None = None
@@ -165,6 +169,7 @@ class JobMaster:
                 restore = self._restoring(
                     await asyncio.to_thread(self.recovery.savepoint, coordinator)
                 )
+            await self._reserve()
             await self._deploy(restore)
         except Exception as exc:
             await self._fail_outright(exc)
@@ -186,6 +191,14 @@ class JobMaster:
                     )
                 )
             )
+
+    async def _reserve(self) -> None:
+        """Reserves the job's slots in a placement group if it asks for one; its tasks then run
+        on new actors in those slots (a pooled host cannot move into the group)."""
+        if self.plan.config.placement_strategy is None:
+            return
+        self.placement = await JobPlacement.reserve(self.plan, self.job_id)
+        self.hosts = TaskHosts(OwnWorkers(), self.job_id)
 
     async def _resolve_state_key(self) -> None:
         from raystream.checkpointing.state_key import resolve_state_key
@@ -262,6 +275,7 @@ class JobMaster:
             restore = self._restoring(
                 await asyncio.to_thread(self.recovery.latest, self.checkpoints)
             )
+            await self._reserve()
             await self._deploy(restore)
         except Exception as exc:
             await self._fail_outright(exc)
@@ -298,6 +312,8 @@ class JobMaster:
         for (cid, i), spec in specs.items():
             chain = plan.chain(cid)
             opts = actor_options(plan, chain, len(spec.input_channels), self.detached)
+            if self.placement is not None:
+                opts["scheduling_strategy"] = self.placement.scheduling(i)
             wanted[(cid, i)] = (
                 opts,
                 actor_name(plan.job_name, self.job_id, chain, i, self.attempt),
@@ -491,6 +507,8 @@ class JobMaster:
                 except Exception as exc:
                     log.warning("job %s: could not record its end: %s", self.job_id, exc)
         await self._release_tasks()
+        if self.placement is not None:
+            self.placement.remove()
         if self.checkpoints is not None:
             # a checkpoint with every acknowledgement may still be writing: let it finish before
             # its directory goes (it would fail half-written and log a spurious error)
@@ -623,6 +641,9 @@ class JobMaster:
             if self.restore_request is None
             else self.restore_request["path"],
             "job_master_recovered": self.recovered,
+            "placement": None
+            if self.placement is None
+            else {"strategy": self.placement.strategy, "bundles": self.placement.bundles},
         }
 
     async def wait(self, timeout_s: float | None) -> dict[str, Any] | None:
