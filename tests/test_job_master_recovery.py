@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -143,6 +144,22 @@ def test_without_checkpointing_a_lost_job_master_fails_the_job_and_its_tasks(tmp
     wait_until(
         lambda: not leftover_tasks(job, client.job_id), what="the lost attempt's tasks to go"
     )
+
+
+def test_a_restarted_job_master_whose_store_is_gone_fails_the_job_clearly(tmp_path):
+    job = "jm-no-store"
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    client = paced_job(tmp_path, job, checkpointing=True, hold=str(hold))
+    wait_for_checkpoint_in(client, 0)
+    kill_job_master_process(client)
+    shutil.rmtree(tmp_path / "checkpoints")  # before Ray brought the job master back
+    with pytest.raises(JobExecutionError) as err:
+        client.wait(120)
+    message = str(err.value)
+    assert "its checkpoint store" in message and "is gone" in message, message
+    assert "cannot resume without repeating or losing" in message
+    wait_until(lambda: not leftover_tasks(job, client.job_id), what="the old tasks to go")
 
 
 # -- the mechanisms a restarted job master relies on ---------------------------------------------
