@@ -64,6 +64,8 @@ class RayCluster:
     auth_env: dict[str, str]
     #: the head's Prometheus endpoint (Ray's metrics agent): http://127.0.0.1:<port>/metrics
     metrics_port: int = 0
+    #: the dashboard's HTTP port (job submission API), when started with ``dashboard=True``
+    dashboard_port: int = 0
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a process that is to use this cluster (and only it)."""
@@ -86,10 +88,14 @@ class RayCluster:
 
 
 def start_head(
-    num_cpus: int = 2, timeout_s: float = 60.0, extra_env: dict[str, str] | None = None
+    num_cpus: int = 2,
+    timeout_s: float = 60.0,
+    extra_env: dict[str, str] | None = None,
+    dashboard: bool = False,
 ) -> RayCluster:
     """Starts a head node and returns once a driver can connect to it. ``extra_env`` goes to
-    the head's processes (and so to its workers), e.g. ``RAY_<setting>`` of Ray's config."""
+    the head's processes (and so to its workers), e.g. ``RAY_<setting>`` of Ray's config;
+    ``dashboard``: with Ray's dashboard on 127.0.0.1 (``ray job submit`` talks to it)."""
     temp_dir = tempfile.mkdtemp(prefix="rsc-", dir="/tmp")  # short: Ray's socket paths are
     gcs, nm, om, agent_http, agent_grpc, metrics, rt_env, api = free_ports(8)  # length-capped
     low, high = _free_port_range(40)
@@ -111,7 +117,8 @@ def start_head(
         f"--runtime-env-agent-port={rt_env}",
         f"--min-worker-port={low}",
         f"--max-worker-port={high}",
-        "--include-dashboard=false",
+        f"--include-dashboard={'true' if dashboard else 'false'}",
+        "--dashboard-host=127.0.0.1",
         # Ray starts its API server anyway (jobs, metrics); not on the default 8265, which
         # another cluster on the machine may hold
         f"--dashboard-port={api}",
@@ -134,7 +141,9 @@ def start_head(
     log = open(log_path, "w")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     log.close()
-    cluster = RayCluster(f"127.0.0.1:{gcs}", temp_dir, proc, log_path, auth_env, metrics)
+    cluster = RayCluster(
+        f"127.0.0.1:{gcs}", temp_dir, proc, log_path, auth_env, metrics, api if dashboard else 0
+    )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -8,9 +8,12 @@ example on the test session's own local Ray.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
+import random
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +30,7 @@ RAYSTREAM = os.path.join(os.path.dirname(sys.executable), "raystream")
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = start_head()
+    c = start_head(dashboard=True)  # the dashboard: what `ray job submit` talks to
     yield c
     c.stop()
 
@@ -213,3 +216,46 @@ def test_bad_input_fails_with_a_message_and_an_exit_code(cluster, tmp_path):
     assert missing.returncode == 1 and "no such script" in missing.stderr
     usage = raystream(cluster, "stop", "any-job")  # --savepoint is required
     assert usage.returncode == 2 and "--savepoint" in usage.stderr
+
+
+def test_ray_job_submit_runs_an_example_on_the_cluster(cluster, tmp_path):
+    """The way a user runs a job on a cluster: ``ray job submit`` (Ray's CLI, through the
+    dashboard's job API on 127.0.0.1 with the cluster's auth token) of an unchanged example."""
+    rng = random.Random(12)
+    words = [rng.choice(["kafka", "ray", "flink", "state", "window", "barrier"]) for _ in range(300)]
+    text = tmp_path / "words.txt"
+    text.write_text("\n".join(" ".join(words[i : i + 7]) for i in range(0, len(words), 7)))
+    env = cluster.env()
+    env.pop("RAY_ADDRESS")  # the job API's address is given instead
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ray.scripts.scripts",
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{cluster.dashboard_port}",
+            "--working-dir",
+            str(ROOT / "examples"),
+            "--",
+            "python",
+            "wordcount.py",
+            "--input",
+            str(text),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    out = ok(proc)
+    assert "succeeded" in out
+    printed = [
+        (int(m.group(1)), m.group(2))
+        for m in (re.match(r"^\s+(\d+)\s+(\S+)$", line) for line in out.splitlines())
+        if m
+    ]
+    counts = collections.Counter(words)
+    assert printed == sorted(((n, w) for w, n in counts.items()), key=lambda t: (-t[0], t[1]))
