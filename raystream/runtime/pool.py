@@ -81,6 +81,10 @@ class _Host:
     key: str
     opts: dict[str, Any]
     idle_since: float = 0.0
+    #: its process has started (it answered a call): a new spare may still be starting
+    warm: bool = False
+    #: it ran a guest before: its imports are done too
+    served: bool = False
 
 
 @dataclass
@@ -109,7 +113,29 @@ class WorkerPool:
     def _create(self, opts: dict[str, Any], key: str) -> _Host:
         self._created += 1
         handle = self._cls.options(**opts).remote()
-        return _Host(next(self._ids), handle, key, dict(opts), time.monotonic())
+        host = _Host(next(self._ids), handle, key, dict(opts), time.monotonic())
+        asyncio.ensure_future(self._warm_up(host))
+        return host
+
+    async def _warm_up(self, host: _Host) -> None:
+        try:
+            await host.handle.status.remote()
+        except Exception:  # noqa: S110 - a host that died is found when it is used
+            return
+        host.warm = True
+
+    @staticmethod
+    def _take(idle: list[_Host]) -> _Host:
+        """An idle host to lend: the one given back last of those that ran a guest before,
+        else a spare whose process has started, else the oldest spare (one created moments
+        ago may still be starting its process, a second or more on a small machine)."""
+        for i in range(len(idle) - 1, -1, -1):
+            if idle[i].served:
+                return idle.pop(i)
+        for i, host in enumerate(idle):
+            if host.warm:
+                return idle.pop(i)
+        return idle.pop(0)
 
     async def acquire(
         self, owner_id: str, owner: Any, wanted: list[dict[str, Any]]
@@ -128,7 +154,7 @@ class WorkerPool:
             keys[key] = opts
             idle = self._idle.get(key)
             if idle:
-                host = idle.pop()
+                host = self._take(idle)
                 self._reused += 1
             else:
                 host = self._create(opts, key)
@@ -191,6 +217,7 @@ class WorkerPool:
                 host.opts
             ):
                 host.idle_since = now
+                host.warm = host.served = True
                 self._idle.setdefault(host.key, []).append(host)
             else:
                 if ok is not True and not isinstance(ok, ray.exceptions.RayActorError):
