@@ -588,6 +588,7 @@ class JobMaster:
                 "RAYSTREAM_JOB_TOKEN)"
             )
 
+    @ray.method(enable_task_events=False)  # frequent: see runtime/host.py
     async def acknowledge_checkpoint(
         self, secret: str, key: TaskKey, attempt: int, cid: int, refs: list, size: int
     ) -> None:
@@ -595,6 +596,7 @@ class JobMaster:
         if self.checkpoints is not None:
             await self.checkpoints.acknowledge(tuple(key), attempt, cid, refs[0], size)  # type: ignore[arg-type]
 
+    @ray.method(enable_task_events=False)  # frequent: see runtime/host.py
     async def decline_checkpoint(
         self, secret: str, key: TaskKey, attempt: int, cid: int, reason: str
     ) -> None:
@@ -602,6 +604,7 @@ class JobMaster:
         if self.checkpoints is not None:
             self.checkpoints.decline(tuple(key), attempt, cid, reason)  # type: ignore[arg-type]
 
+    @ray.method(enable_task_events=False)  # frequent: see runtime/host.py
     async def collect_push(
         self,
         secret: str,
@@ -617,6 +620,7 @@ class JobMaster:
 
     # -- driver-facing -------------------------------------------------------------------------
 
+    @ray.method(enable_task_events=False)  # frequent: see runtime/host.py
     async def get_status(self) -> str:
         return self.status
 
@@ -646,6 +650,7 @@ class JobMaster:
             else {"strategy": self.placement.strategy, "bundles": self.placement.bundles},
         }
 
+    @ray.method(enable_task_events=False)  # frequent: see runtime/host.py
     async def wait(self, timeout_s: float | None) -> dict[str, Any] | None:
         """The job's result once it ended (None if still running after ``timeout_s``)."""
         try:
@@ -766,6 +771,7 @@ class JobMaster:
                 out["tasks"].append({"error": repr(exc)})
         return out
 
+    @ray.method(enable_task_events=False)  # frequent: see runtime/host.py
     async def collect_fetch(self, token: str | None, max_wait_s: float) -> tuple[list[bytes], bool]:
         """Buffered records (pickled batches) and whether the job ended (after which nothing
         more comes). Only the job's own client takes them (they are gone once taken)."""
