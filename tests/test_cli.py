@@ -35,10 +35,16 @@ def cluster():
     c.stop()
 
 
-def raystream(cluster: RayCluster | None, *args: str, timeout: float = CLI_TIMEOUT_S):
+def raystream(
+    cluster: RayCluster | None,
+    *args: str,
+    timeout: float = CLI_TIMEOUT_S,
+    env_extra: dict[str, str] | None = None,
+):
     """Runs ``raystream ARGS`` (the installed console script) in a process of its own."""
     assert os.path.exists(RAYSTREAM), f"no console script {RAYSTREAM}: pip install -e ."
     env = cluster.env() if cluster is not None else _no_cluster_env()
+    env.update(env_extra or {})
     return subprocess.run(
         [RAYSTREAM, *args],
         capture_output=True,
@@ -259,3 +265,29 @@ def test_ray_job_submit_runs_an_example_on_the_cluster(cluster, tmp_path):
     ]
     counts = collections.Counter(words)
     assert printed == sorted(((n, w) for w, n in counts.items()), key=lambda t: (-t[0], t[1]))
+
+
+def test_elsewhere_a_detached_job_is_controlled_only_with_its_token(cluster, tmp_path):
+    """Another user (or machine) has none of the tokens the submitting user's CLI keeps (a
+    temporary directory of its own stands for that): it may look at the job, but cancel and
+    savepoint are refused until it passes the job's token (--token)."""
+    from raystream.runtime.job_tokens import token_path
+
+    job_id = submitted_id(ok(raystream(cluster, "run", "--detached", EXAMPLE, str(tmp_path / "o"))))
+    other_home = tmp_path / "other-user"
+    other_home.mkdir(mode=0o700)
+    elsewhere = {"TMPDIR": str(other_home), "RAYSTREAM_JOB_TOKEN": ""}
+    assert "RUNNING" in ok(raystream(cluster, "info", job_id, env_extra=elsewhere))
+    for args in (("cancel", job_id), ("savepoint", job_id, str(tmp_path / "sp"))):
+        refused = raystream(cluster, *args, env_extra=elsewhere)
+        assert refused.returncode == 1, refused.stdout
+        assert "JobControlError" in refused.stderr and "control token" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    wrong = raystream(cluster, "cancel", job_id, "--token", "0" * 32, env_extra=elsewhere)
+    assert wrong.returncode == 1 and "JobControlError" in wrong.stderr
+    with open(token_path(job_id)) as f:  # what the submitting user hands over
+        token = f.read().strip()
+    done = raystream(cluster, "cancel", job_id, "--token", token, env_extra=elsewhere)
+    assert f"Cancelled job {job_id}" in ok(done)
+    listed = json.loads(ok(raystream(cluster, "list", "--all", "--json")))
+    assert [j["status"] for j in listed if j["job_id"] == job_id] == ["CANCELED"]
