@@ -162,6 +162,27 @@ def test_a_restarted_job_master_whose_store_is_gone_fails_the_job_clearly(tmp_pa
     wait_until(lambda: not leftover_tasks(job, client.job_id), what="the old tasks to go")
 
 
+def test_the_tasks_of_a_job_master_gone_for_good_end_themselves(tmp_path):
+    """Killed without restart (or out of restarts), a detached job's job master kills nothing:
+    its tasks look it up every heartbeat interval and end once it is gone."""
+    job = "jm-gone"
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(2)
+    env.get_config().heartbeat_interval_ms = 300
+    (
+        env.from_source(PacedEvents(N_EVENTS, rate=2_500, hold=str(hold)), source_name="events")
+        .key_by(lambda e: e[0])
+        .process(SequenceCheck())
+        .sink_to(FileSink.jsonl(str(tmp_path / "out")))
+    )
+    client = env.execute_async(job, detached=True)
+    wait_until(lambda: len(leftover_tasks(job, client.job_id)) == 4, what="the job's tasks")
+    ray.kill(job_master_actor(client), no_restart=True)
+    wait_until(lambda: not leftover_tasks(job, client.job_id), 60, "the orphaned tasks to end")
+
+
 # -- the mechanisms a restarted job master relies on ---------------------------------------------
 
 

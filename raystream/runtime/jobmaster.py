@@ -325,7 +325,9 @@ class JobMaster:
         if self.checkpoints is not None:
             self.checkpoints.reset(self.attempt)
             self.collected.buffer.begin_attempt(self.checkpoints.coordinator.next_id)
-        services = {"job_master": SignedRef(me, self._task_secret)}
+        services: dict[str, Any] = {"job_master": SignedRef(me, self._task_secret)}
+        if self.detached:  # its tasks end themselves if this job master is gone for good
+            services["job_master_name"] = (self.self_name, DETACHED_NAMESPACE)
         setups = []
         for key, spec in specs.items():
             handles = {

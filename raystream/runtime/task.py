@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 import traceback
 from collections import deque
@@ -71,6 +72,8 @@ from raystream.runtime.elements import (
 from raystream.runtime.gate import InputGate
 from raystream.runtime.input_watermarks import InputWatermarks
 from raystream.runtime.pacing import STEP_TARGET_S, StepSizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -147,6 +150,8 @@ class Task:
         self._notified = 0  # newest checkpoint operators heard was complete
         self._snapshots_in_flight: set[asyncio.Task] = set()
         self.step_sizer: StepSizer | None = None  # records per step of the data loop
+        #: a detached job's task watches for its job master being gone for good
+        self._orphan_watch: asyncio.Future | None = None
         self.checkpoint_stats: dict[str, float] = {
             "taken": 0,
             "sync_ms_max": 0.0,
@@ -237,6 +242,12 @@ class Task:
         # input (StreamOperator.process_watermark)
         self._timer_ops = [] if is_batch(cfg) else list(self.operators)
         self._job_master = services.get("job_master")
+        orphan_check = services.get("job_master_name")
+        if orphan_check is not None:  # a detached job's task: nothing else stops it
+            name, namespace = orphan_check
+            self._orphan_watch = asyncio.ensure_future(
+                _exit_when_job_master_is_gone(name, namespace, cfg.heartbeat_interval_ms / 1000.0)
+            )
         if restore:
             restored: dict[str, OperatorSnapshot] = await restore[0]
             for uid, op in zip(self._uids, self.operators):
@@ -365,6 +376,8 @@ class Task:
         """Everything the task holds is let go (its worker host is reused): a run that was
         cancelled or never started closes its operators, snapshots in flight finish, state
         backends are disposed."""
+        if self._orphan_watch is not None:
+            self._orphan_watch.cancel()
         self.state = "RELEASED"
         self.gate.fail_pending(TaskError(f"task {self.name!r} was released", self.spec.chain.name))
         self._close(failed=True)
@@ -728,3 +741,20 @@ def _combine(outputs: list[Output]) -> Output:
     if len(outputs) == 1:
         return outputs[0]
     return FanOutput(outputs)
+
+
+async def _exit_when_job_master_is_gone(name: str, namespace: str, interval_s: float) -> None:
+    """The tasks of a detached job outlive their driver, and a job master that Ray restarts
+    kills the old ones; one that is gone for good (restarts used up, or killed without restart)
+    kills nothing. So each task looks its job master up by name every heartbeat interval, and
+    ends its own actor once the name is gone (while Ray restarts it, the name stays)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(ray.get_actor, name, namespace)
+        except ValueError:
+            break
+        except Exception:  # noqa: S112 - the GCS did not answer: ask again later
+            continue
+    log.error("the job master %s is gone: this task of its job ends", name)
+    ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
