@@ -10,7 +10,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raystream import StreamExecutionEnvironment
 from raystream.runtime.pool import options_key
-from tests.chaos_jobs import job_master_actor, wait_until, worker_released
+from tests.chaos_jobs import PacedEvents, job_master_actor, wait_until, worker_released
 
 
 def test_equal_options_give_equal_keys_whatever_the_objects_in_them():
@@ -29,19 +29,22 @@ def test_equal_options_give_equal_keys_whatever_the_objects_in_them():
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_later_jobs_run_their_job_master_and_tasks_on_warm_hosts():
+def test_later_jobs_run_their_job_master_and_tasks_on_warm_hosts(tmp_path):
     def run() -> tuple[int, list[int], list]:
+        hold = tmp_path / "hold"
+        hold.write_text("")  # the job runs on until the test looked at its hosts
         env = StreamExecutionEnvironment()
         env.set_parallelism(2)
         it = (
-            env.from_collection(list(range(100)))
-            .key_by(lambda x: x % 3)
-            .map(lambda x: x + 1)
+            env.from_source(PacedEvents(100, rate=1e6, hold=str(hold)), source_name="events")
+            .key_by(lambda e: e[1] % 3)
+            .map(lambda e: e[1] + 1)
             .execute_and_collect("warm")
         )
         got = [next(it)]
         hosts = [job_master_actor(it.client), *it.client.task_actors().values()]
         guests = [ray.get(h.status.remote())["guests_hosted"] for h in hosts]
+        hold.unlink()
         got.extend(it)
         assert sorted(got) == list(range(1, 101))
         del it
