@@ -41,6 +41,7 @@ from raystream.checkpointing.storage import (
     open_store,
 )
 from raystream.checkpointing.storage.base import _canonical
+from raystream.checkpointing.storage.lmdb_store import check_meta_pages
 from raystream.errors import JobExecutionError
 from raystream.operators.file_sink import FileSink
 from tests.chaos_jobs import (
@@ -282,6 +283,55 @@ def test_lmdb_meta_pages_damaged_while_open_fail_the_next_write(tmp_path):
         corrupt_lmdb(path, "meta-flags")
         with pytest.raises(CheckpointStoreError, match="damaged"):
             commit(store, 2)
+
+
+class _CommitsWhileRead:
+    """The store's data file, with a commit by another writer (growing the file) just before
+    the ``at``-th read of it."""
+
+    def __init__(self, f, env, at: int):
+        self.f, self.env, self.at, self.reads = f, env, at, 0
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads == self.at:
+            with self.env.begin(write=True) as txn:
+                txn.put(b"blob/grown", b"x" * (4096 * 50))
+        return self.f.read(n)
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_lmdb_meta_check_is_not_fooled_by_a_commit_between_its_reads(tmp_path, monkeypatch, at):
+    """Tasks and the job master write one LMDB store from several processes; each checks the
+    meta pages before it writes, reading the file without a read transaction. A commit between
+    those reads (the file growing, a freed page reused) is not damage."""
+    from raystream.checkpointing.storage import lmdb_store
+
+    path = tmp_path / "store"
+    with LmdbCheckpointStore(str(path)) as store:
+        commit(store, 1)
+    env = lmdb.open(str(path), map_size=1 << 30, subdir=True, max_dbs=0)
+    try:
+        monkeypatch.setattr(
+            lmdb_store,
+            "open",
+            lambda name, mode: _CommitsWhileRead(open(name, mode), env, at),
+            raising=False,
+        )
+        check_meta_pages(str(path))
+    finally:
+        env.close()
+    monkeypatch.undo()
+    check_meta_pages(str(path))  # and the store is sane
 
 
 @pytest.mark.parametrize("kind", KINDS)

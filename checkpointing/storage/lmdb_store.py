@@ -48,7 +48,12 @@ def check_meta_pages(path: str) -> None:
     """Raises :class:`CheckpointStoreError` unless the data file's newest valid meta page
     describes a plausible tree (64-bit LMDB 0.9 layout): magic and version right, the main
     database without flags we never set, its root page inside the file and marked as a tree
-    page."""
+    page.
+
+    Other processes may commit while this reads (the file is read without a read transaction):
+    a problem counts only if the newest meta page is still the same when it is read again, so
+    a commit between two reads (a file that grew, a freed page written over) is looked at anew.
+    """
     data_file = os.path.join(path, DATA_FILE)
 
     def bad(problem: str) -> CheckpointStoreError:
@@ -60,47 +65,76 @@ def check_meta_pages(path: str) -> None:
 
     try:
         with open(data_file, "rb") as f:
-            head = f.read(4096 * 2)
-            size = os.fstat(f.fileno()).st_size
-            metas = []
-            page_size = 4096
-            if len(head) >= 160:
-                page_size = struct.unpack_from("<I", head, 40)[0] or 4096
-            if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
-                raise bad(f"page size {page_size} in meta page 0")
-            f.seek(0)
-            pages = [f.read(160), (f.seek(page_size), f.read(160))[1]]
-            for i, page in enumerate(pages):
-                if len(page) < 152:
-                    continue
-                pgno, _, flags = struct.unpack_from("<QHH", page, 0)
-                magic, version = struct.unpack_from("<II", page, 16)
-                if pgno != i or not flags & _P_META or magic != _META_MAGIC or version != 1:
-                    continue
-                free_flags = struct.unpack_from("<H", page, 44)[0]
-                main_flags = struct.unpack_from("<H", page, 92)[0]
-                main_root = struct.unpack_from("<Q", page, 128)[0]
-                last_pg, txnid = struct.unpack_from("<QQ", page, 136)
-                metas.append((txnid, i, free_flags, main_flags, main_root, last_pg))
-            if not metas:
-                raise bad("no valid meta page")
-            txnid, i, free_flags, main_flags, root, last_pg = max(metas)
-            pages_in_file = size // page_size
-            if free_flags & ~_MDB_INTEGERKEY or main_flags:
-                raise bad(f"meta page {i} has database flags {free_flags:#x}/{main_flags:#x}")
-            if last_pg >= pages_in_file:
-                raise bad(f"meta page {i} names page {last_pg}, the file has {pages_in_file}")
-            if root != _P_INVALID:
-                if root < 2 or root > last_pg:
-                    raise bad(f"meta page {i} has root page {root} outside 2..{last_pg}")
-                f.seek(root * page_size)
-                root_no, _, root_flags = struct.unpack("<QHH", f.read(12))
-                if root_no != root or not root_flags & (_P_BRANCH | _P_LEAF):
-                    raise bad(f"root page {root} is not a tree page")
+            problem = ""
+            for _ in range(_CONSISTENT_READS):
+                txnid, problem = _inspect(f)
+                if not problem:
+                    return
+                again, _ = _newest_meta(f)
+                if again is not None and again[0] == txnid:
+                    break  # nothing was committed meanwhile: the problem is in the file
+            raise bad(problem)
     except FileNotFoundError:
         return
     except (OSError, struct.error) as exc:
         raise bad(f"cannot read its data file: {exc}") from exc
+
+
+#: how often a meta check is repeated while other processes keep committing
+_CONSISTENT_READS = 8
+
+
+def _newest_meta(f) -> tuple[tuple | None, str]:
+    """The newest valid meta page ``(txnid, index, free_flags, main_flags, root, last_pg,
+    page_size)``, or ``None`` and the problem."""
+    f.seek(0)
+    head = f.read(160)
+    page_size = 4096
+    if len(head) >= 160:
+        page_size = struct.unpack_from("<I", head, 40)[0] or 4096
+    if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        return None, f"page size {page_size} in meta page 0"
+    f.seek(page_size)
+    metas = []
+    for i, page in enumerate([head, f.read(160)]):
+        if len(page) < 152:
+            continue
+        pgno, _, flags = struct.unpack_from("<QHH", page, 0)
+        magic, version = struct.unpack_from("<II", page, 16)
+        if pgno != i or not flags & _P_META or magic != _META_MAGIC or version != 1:
+            continue
+        free_flags = struct.unpack_from("<H", page, 44)[0]
+        main_flags = struct.unpack_from("<H", page, 92)[0]
+        main_root = struct.unpack_from("<Q", page, 128)[0]
+        last_pg, txnid = struct.unpack_from("<QQ", page, 136)
+        metas.append((txnid, i, free_flags, main_flags, main_root, last_pg, page_size))
+    if not metas:
+        return None, "no valid meta page"
+    return max(metas), ""
+
+
+def _inspect(f) -> tuple[int | None, str]:
+    """One look at the file: the newest meta page's transaction id and the problem found
+    (``""`` if none)."""
+    meta, problem = _newest_meta(f)
+    if meta is None:
+        return None, problem
+    txnid, i, free_flags, main_flags, root, last_pg, page_size = meta
+    # the size after the meta page was read: a file only grows, so a sane meta page read
+    # before never names a page past it
+    pages_in_file = os.fstat(f.fileno()).st_size // page_size
+    if free_flags & ~_MDB_INTEGERKEY or main_flags:
+        return txnid, f"meta page {i} has database flags {free_flags:#x}/{main_flags:#x}"
+    if last_pg >= pages_in_file:
+        return txnid, f"meta page {i} names page {last_pg}, the file has {pages_in_file}"
+    if root != _P_INVALID:
+        if root < 2 or root > last_pg:
+            return txnid, f"meta page {i} has root page {root} outside 2..{last_pg}"
+        f.seek(root * page_size)
+        root_no, _, root_flags = struct.unpack("<QHH", f.read(12))
+        if root_no != root or not root_flags & (_P_BRANCH | _P_LEAF):
+            return txnid, f"root page {root} is not a tree page"
+    return txnid, ""
 
 
 _PROBE = """
