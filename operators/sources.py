@@ -9,11 +9,15 @@ restore seeks to.
 
 from __future__ import annotations
 
+import bisect
 import enum
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import cloudpickle
 
 from raystream.config import COLUMN_BATCH_FACTOR
 from raystream.core.time import MAX_TS
@@ -249,6 +253,21 @@ class _ListReader(SplitReader):
         return chunk
 
 
+#: items per object a shared collection is put into the object store in (pickling a list
+#: gets slower per item as it grows: ~260 ns per 3-tuple in chunks of 16k, ~800 ns in one of 500k)
+SHARE_CHUNK = 1 << 14
+
+
+def _pickled(items: list) -> bytes:
+    """The items as pickle bytes, by cloudpickle: classes and functions of the driver's
+    ``__main__`` travel by value, as Ray itself would send them."""
+    return cloudpickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
+def _chunk_start(chunk: tuple[int, int, Any]) -> int:
+    return chunk[0]
+
+
 class _ChunkReader(SplitReader):
     """Reads ``[start, end)`` of a collection kept in the object store as slices ("chunks");
     a split restored from a job of another parallelism may span several of them."""
@@ -276,9 +295,11 @@ class _ChunkReader(SplitReader):
     def _fetch(self, index: int) -> tuple[int, int, list]:
         import ray
 
-        for start, stop, ref in self.chunks:
-            if start <= index < stop:
-                return start, stop, ray.get(ref)
+        i = bisect.bisect_right(self.chunks, index, key=_chunk_start) - 1
+        if i >= 0:
+            start, stop, ref = self.chunks[i]
+            if index < stop:
+                return start, stop, pickle.loads(ray.get(ref))
         raise IndexError(f"collection index {index} is in no chunk")  # splits cover the items
 
     def close(self) -> None:
@@ -319,11 +340,21 @@ class CollectionSource(Source):
         return [(bounds[i], bounds[i + 1]) for i in range(parallelism)]
 
     def share(self, splits: Sequence[tuple[int, int]]) -> None:
-        """Puts each split's slice into the object store (the driver owns the objects)."""
+        """Puts each split's slice into the object store (the driver owns the objects), in
+        pickled chunks of at most :data:`SHARE_CHUNK` items.
+
+        The chunks are put as pickled bytes, not as lists: Ray packs a list with msgpack and
+        pickles each of its items on its own (a tuple is a separate pickle call, and a separate
+        unpickle in the reader): 8.4 s for 1 M 3-tuples on the driver. Chunks keep a reader's
+        fetches short and its memory bounded."""
         import ray
 
         assert self.items is not None
-        self._chunks = [(s, e, ray.put(self.items[s:e])) for s, e in splits if e > s]
+        self._chunks = [
+            (c, min(c + SHARE_CHUNK, e), ray.put(_pickled(self.items[c : min(c + SHARE_CHUNK, e)])))
+            for s, e in splits
+            for c in range(s, e, SHARE_CHUNK)
+        ]
         self._inline = False
 
     def keep_inline(self) -> None:

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from raystream import StreamExecutionEnvironment, WatermarkStrategy
+from raystream.operators import sources
 from raystream.operators.sources import CollectionSource
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -23,7 +24,9 @@ def read_all(source: CollectionSource, split: tuple[int, int], offset: int | Non
     return out
 
 
-def test_shared_collection_pickles_without_its_items_and_reads_any_range():
+@pytest.mark.parametrize("chunk", [sources.SHARE_CHUNK, 700])
+def test_shared_collection_pickles_without_its_items_and_reads_any_range(monkeypatch, chunk):
+    monkeypatch.setattr(sources, "SHARE_CHUNK", chunk)  # 700: splits of many chunks
     items = [(i, f"v{i}") for i in range(10_000)]
     source = CollectionSource(items)
     splits = source.create_splits(3)
@@ -38,6 +41,18 @@ def test_shared_collection_pickles_without_its_items_and_reads_any_range():
     for split in CollectionSource(items).create_splits(2) + [(100, 9_990), (3333, 3334)]:
         assert read_all(shipped, split) == items[split[0] : split[1]]
         assert read_all(shipped, split, split[0] + 5) == items[split[0] + 5 : split[1]]
+
+
+def test_records_of_a_class_only_the_driver_knows_reach_the_tasks():
+    class Reading:  # defined here: a task process cannot import it, it travels by value
+        def __init__(self, sensor: str, value: int):
+            self.sensor, self.value = sensor, value
+
+    readings = [Reading(f"s{i % 3}", i) for i in range(3000)]
+    env = StreamExecutionEnvironment()
+    env.set_parallelism(2)
+    got = env.from_collection(readings).map(lambda r: (r.sensor, r.value)).execute_and_collect()
+    assert sorted(got) == sorted((r.sensor, r.value) for r in readings)
 
 
 def test_inline_collection_carries_its_items():
