@@ -723,3 +723,17 @@ def test_a_message_cut_again_keeps_bundled_watermarks_in_order():
         )
 
     run(body)
+
+
+def test_channel_payloads_carry_copies_and_survive_self_references():
+    from raystream.runtime.channels import dumps_batch
+
+    shared = ["tag"]
+    batch = loads(dumps_batch(Batch([shared, shared, ("k", 2)], [5, 6, 7]), "c"))
+    assert batch.values[0] == batch.values[1] == ["tag"]
+    assert batch.values[0] is not batch.values[1]  # two records, two objects (as in Flink)
+    assert batch.values[2] == ("k", 2) and batch.timestamps == [5, 6, 7]
+    looped: list = [1]
+    looped.append(looped)  # pickle's fast mode refuses it: the message goes with the memo
+    batch = loads(dumps_batch(Batch([looped, shared]), "c"))
+    assert batch.values[0][1] is batch.values[0] and batch.values[1] == ["tag"]
