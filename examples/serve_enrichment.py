@@ -44,7 +44,10 @@ def deployment() -> Any:
     """The Serve deployment (built on demand, so importing this module needs no ray[serve])."""
     from ray import serve
 
-    @serve.deployment(name=DEPLOYMENT, num_replicas=2, ray_actor_options={"num_cpus": 0})
+    # max_ongoing_requests above the batch size: Serve's default (5) would cap every batch at 5
+    @serve.deployment(
+        name=DEPLOYMENT, num_replicas=2, max_ongoing_requests=32, ray_actor_options={"num_cpus": 0}
+    )
     class RiskModel:
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
         async def score(self, payments: list[dict]) -> list[dict]:

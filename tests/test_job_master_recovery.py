@@ -87,7 +87,9 @@ def paced_job(tmp_path, name: str, checkpointing: bool, hold: str | None = None)
 
 def test_a_detached_job_survives_job_master_and_task_kills_exactly_once(tmp_path):
     job = "jm-recovery"
-    client = paced_job(tmp_path, job, checkpointing=True)
+    hold = tmp_path / "hold"
+    hold.write_text("")  # the job cannot end before the test killed its job master twice
+    client = paced_job(tmp_path, job, checkpointing=True, hold=str(hold))
     first_pid = ray.get(
         job_master_actor(client).__ray_call__.remote(lambda self: os.getpid()), timeout=60
     )
@@ -112,6 +114,7 @@ def test_a_detached_job_survives_job_master_and_task_kills_exactly_once(tmp_path
     # and once more, in the middle of the restarted job master's run
     second_pid = kill_job_master_process(client)
     assert second_pid != first_pid
+    hold.unlink()
 
     result = client.wait(240)
     rows = read_committed(tmp_path / "out")

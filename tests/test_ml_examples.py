@@ -52,13 +52,17 @@ def test_serve_deployment_enriches_a_stream_through_async_io_and_timeouts_are_ha
     try:
         payments = ex.sample_payments(300)
         hang = {"id": 300, "amount": 10, "country": "DE", "merchant": ex.SLOW_MERCHANT}
-        ok, late = ex.enrich([*payments, hang], timeout_ms=2_000)
-        assert sorted(p["id"] for p in ok) == list(range(300))
+        # the timeout is far above an answer's time even on a slow, loaded box (2 s was not
+        # always: requests queue at the handle); the hanging request never answers
+        ok, late = ex.enrich([*payments, hang], timeout_ms=10_000)
+        timed_out = [d.record["id"] for d in late]
+        assert sorted([p["id"] for p in ok] + timed_out) == list(range(301))  # none lost
+        assert timed_out == [300]
         assert all(p["risk"] == ex.risk_score(p) for p in ok)  # the deployment's answers
         assert all(1 <= p["served_in_batch_of"] <= 16 for p in ok)
         [letter] = late
         assert letter.record == hang and letter.operator == "risk-score"
-        assert letter.exception_type == "TimeoutError" and "2000 ms" in letter.message
+        assert letter.exception_type == "TimeoutError" and "10000 ms" in letter.message
 
         # without a policy the job fails, naming the operator, the payment and the cause
         with pytest.raises(JobExecutionError) as info:
