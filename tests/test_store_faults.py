@@ -324,7 +324,7 @@ def test_lmdb_meta_check_is_not_fooled_by_a_commit_between_its_reads(tmp_path, m
         monkeypatch.setattr(
             lmdb_store,
             "open",
-            lambda name, mode: _CommitsWhileRead(open(name, mode), env, at),
+            lambda name, mode, **kw: _CommitsWhileRead(open(name, mode, **kw), env, at),
             raising=False,
         )
         check_meta_pages(str(path))

@@ -64,7 +64,8 @@ def check_meta_pages(path: str) -> None:
         )
 
     try:
-        with open(data_file, "rb") as f:
+        # unbuffered: every read below must see the file as it is then, not a buffered copy
+        with open(data_file, "rb", buffering=0) as f:
             problem = ""
             for _ in range(_CONSISTENT_READS):
                 txnid, problem = _inspect(f)
