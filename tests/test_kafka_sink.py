@@ -111,8 +111,9 @@ def plain(sink, checkpoints=False, subtask=0, parallelism=1) -> OperatorHarness:
     )
 
 
-def values(broker, topic, isolation="read_committed", idle_s=1.0) -> list[str]:
-    return sorted(r[3].decode() for r in broker.consume_all(topic, isolation, idle_s=idle_s))
+def values(broker, topic, isolation="read_committed", idle_s=1.0, expect=0) -> list[str]:
+    records = broker.consume_all(topic, isolation, idle_s=idle_s, expect=expect)
+    return sorted(r[3].decode() for r in records)
 
 
 def strs(*ranges: range) -> list[str]:
@@ -443,8 +444,11 @@ def job(kafka_broker, topic, guarantee, n=N, rate=3000.0, parallelism=2, sink=No
     return env
 
 
-def committed_seqs(kafka_broker, topic) -> list[int]:
-    return sorted(int(v) for v in values(kafka_broker, topic, idle_s=1.5))
+def committed_seqs(kafka_broker, topic, expect: int = 0) -> list[int]:
+    """The committed sequence numbers; with ``expect``, the read waits up to 20 s for more
+    while fewer came (a loaded broker can pause longer than the short idle time)."""
+    idle_s = 20.0 if expect else 1.5
+    return sorted(int(v) for v in values(kafka_broker, topic, idle_s=idle_s, expect=expect))
 
 
 @ray_test
@@ -458,7 +462,7 @@ def test_job_writes_every_record_once_without_failures(kafka_broker, topic):
     result = env.execute_async("k-guarantees").wait(60)
     assert result.checkpoints["completed"] >= 1
     for t in (topic, f"{topic}-NONE", f"{topic}-AT_LEAST_ONCE"):
-        assert committed_seqs(kafka_broker, t) == list(range(N)), t
+        assert committed_seqs(kafka_broker, t, expect=N) == list(range(N)), t
 
 
 class _GatedReader(SplitReader):
@@ -508,7 +512,7 @@ def test_at_least_once_job_has_a_checkpoints_records_in_kafka(kafka_broker, topi
     wait_until(lambda: values(kafka_broker, topic, "read_uncommitted", 0.3) == half, 60, "half")
     gate.touch()
     client.wait(60)
-    assert committed_seqs(kafka_broker, topic) == list(range(2000))
+    assert committed_seqs(kafka_broker, topic, expect=2000) == list(range(2000))
 
 
 def kill_after_checkpoints(client, job_name: str, contains: str, kills: int) -> None:
@@ -608,7 +612,7 @@ def test_a_sink_task_dying_in_its_commit_loses_and_duplicates_nothing(kafka_brok
     sink = crashing(base, step, exit_process=True)
     result = job(kafka_broker, topic, None, sink=sink).execute_async(f"eo-crash-{step}").wait(90)
     assert result.restarts >= 1
-    assert committed_seqs(kafka_broker, topic) == list(range(N))
+    assert committed_seqs(kafka_broker, topic, expect=N) == list(range(N))
 
 
 @ray_test
